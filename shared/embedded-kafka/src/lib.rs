@@ -1,0 +1,204 @@
+//! An embedded Kafka broker for development and tests: librdkafka's mock
+//! cluster, serving the real Kafka protocol on a loopback port.
+//!
+//! Start with [`EmbeddedKafka::start`]. It owns the mock cluster on a
+//! dedicated thread (rdkafka's `MockCluster` is not `Send`), creates the
+//! project's topics, sets the consumer-group initial rebalance delay to zero
+//! (the mock's default of 3 s would make every group test sit idle), and hands
+//! back a `Send + Sync` handle with the bootstrap address. Any Kafka client,
+//! in process or not (kcat, another service), can connect to it. The
+//! `kafka-dev` binary in this crate serves one until Ctrl-C.
+//!
+//! Known limits of the mock (real Kafka has none of them): topics are created
+//! through the mock API or auto-creation, not the admin CreateTopics call; a
+//! produce acknowledgement reports a constant LogAppendTime while consumers see
+//! the producer's CreateTime; there is no compaction.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
+
+/// Options for [`EmbeddedKafka::start`].
+#[derive(Debug, Clone)]
+pub struct EmbeddedKafkaOptions {
+    /// Number of mock brokers.
+    pub brokers: i32,
+    /// Partitions for each created topic.
+    pub partitions: i32,
+    /// Topics created at start.
+    pub topics: Vec<String>,
+    /// Consumer-group initial rebalance delay; Kafka's default is 3 s.
+    pub group_initial_rebalance_delay_ms: i32,
+}
+
+impl Default for EmbeddedKafkaOptions {
+    fn default() -> Self {
+        Self {
+            brokers: 1,
+            partitions: 4,
+            topics: kafka_kit::topics::ALL.iter().map(|t| t.to_string()).collect(),
+            group_initial_rebalance_delay_ms: 0,
+        }
+    }
+}
+
+/// Why the embedded broker could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedKafkaError {
+    /// librdkafka refused to create the owning client or the mock cluster.
+    #[error("could not start the mock cluster: {0}")]
+    Start(String),
+    /// A mock-cluster operation failed.
+    #[error("mock cluster operation `{operation}` failed: {reason}")]
+    Operation {
+        /// The operation, for example `create_topic Waiter-Requests`.
+        operation: String,
+        /// librdkafka's reason.
+        reason: String,
+    },
+    /// The thread owning the cluster is gone.
+    #[error("the embedded broker thread has stopped")]
+    Stopped,
+}
+
+enum Command {
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        reply: mpsc::Sender<Result<(), EmbeddedKafkaError>>,
+    },
+    Shutdown,
+}
+
+/// A running embedded broker. Dropping it stops the broker.
+pub struct EmbeddedKafka {
+    bootstrap_servers: String,
+    // The owner thread is the only place the mock cluster lives; commands
+    // reach it over this channel so the handle can move between threads.
+    commands: mpsc::Sender<Command>,
+    owner: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedKafka")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .finish()
+    }
+}
+
+impl EmbeddedKafka {
+    /// Starts a mock cluster and creates `options.topics`.
+    pub fn start(options: EmbeddedKafkaOptions) -> Result<Self, EmbeddedKafkaError> {
+        let (commands, command_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let owner = std::thread::Builder::new()
+            .name("embedded-kafka".into())
+            .spawn(move || own_cluster(options, ready_tx, command_rx))
+            .map_err(|e| EmbeddedKafkaError::Start(e.to_string()))?;
+        let bootstrap_servers = ready_rx
+            .recv()
+            .map_err(|_| EmbeddedKafkaError::Stopped)??;
+        Ok(Self {
+            bootstrap_servers,
+            commands,
+            owner: Some(owner),
+        })
+    }
+
+    /// The `host:port` list a client uses as `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    /// Creates a topic (idempotent for an existing name).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), EmbeddedKafkaError> {
+        let (reply, reply_rx) = mpsc::channel();
+        self.commands
+            .send(Command::CreateTopic {
+                name: name.to_string(),
+                partitions,
+                reply,
+            })
+            .map_err(|_| EmbeddedKafkaError::Stopped)?;
+        reply_rx.recv().map_err(|_| EmbeddedKafkaError::Stopped)?
+    }
+}
+
+impl Drop for EmbeddedKafka {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(owner) = self.owner.take() {
+            let _ = owner.join();
+        }
+    }
+}
+
+fn own_cluster(
+    options: EmbeddedKafkaOptions,
+    ready: mpsc::Sender<Result<String, EmbeddedKafkaError>>,
+    commands: mpsc::Receiver<Command>,
+) {
+    // A client configured with `test.mock.num.brokers` creates and owns the
+    // mock cluster; through it both rdkafka's wrapper and the raw handle (for
+    // the calls rdkafka does not wrap) are reachable.
+    let owner: BaseProducer = match ClientConfig::new()
+        .set("test.mock.num.brokers", options.brokers.to_string())
+        .set("log_level", "3")
+        .create()
+    {
+        Ok(owner) => owner,
+        Err(e) => {
+            let _ = ready.send(Err(EmbeddedKafkaError::Start(e.to_string())));
+            return;
+        }
+    };
+    let Some(cluster) = owner.client().mock_cluster() else {
+        let _ = ready.send(Err(EmbeddedKafkaError::Start(
+            "librdkafka did not create a mock cluster".into(),
+        )));
+        return;
+    };
+    let raw = unsafe { rdkafka_sys::rd_kafka_handle_mock_cluster(owner.client().native_ptr()) };
+    // SAFETY: `raw` belongs to `owner`, which outlives this call on this
+    // thread; the call only queues an operation for the mock's own thread.
+    unsafe {
+        rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(
+            raw,
+            options.group_initial_rebalance_delay_ms,
+        )
+    };
+    let create = |name: &str, partitions: i32| {
+        cluster
+            .create_topic(name, partitions, 1)
+            .map_err(|e| EmbeddedKafkaError::Operation {
+                operation: format!("create_topic {name}"),
+                reason: e.to_string(),
+            })
+    };
+    for topic in &options.topics {
+        if let Err(e) = create(topic, options.partitions) {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    }
+    if ready.send(Ok(cluster.bootstrap_servers())).is_err() {
+        return;
+    }
+    while let Ok(command) = commands.recv() {
+        match command {
+            Command::CreateTopic {
+                name,
+                partitions,
+                reply,
+            } => {
+                let _ = reply.send(create(&name, partitions));
+            }
+            Command::Shutdown => break,
+        }
+    }
+    drop(cluster);
+    drop(owner);
+}

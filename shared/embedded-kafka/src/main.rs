@@ -1,0 +1,56 @@
+//! `kafka-dev`: serves an embedded Kafka broker on localhost until Ctrl-C.
+//!
+//! The first line on stdout is `bootstrap.servers=HOST:PORT`, for scripts.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
+
+/// Serve an embedded Kafka broker (librdkafka's mock cluster) on localhost.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Partitions for each of the project's topics.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    partitions: i32,
+    /// Number of mock brokers.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=9))]
+    brokers: i32,
+    /// Extra topics to create beside the project's own.
+    #[arg(long = "topic", value_name = "NAME")]
+    extra_topics: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut options = EmbeddedKafkaOptions {
+        brokers: args.brokers,
+        partitions: args.partitions,
+        ..EmbeddedKafkaOptions::default()
+    };
+    options.topics.extend(args.extra_topics);
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let broker = EmbeddedKafka::start(options.clone()).context("starting the embedded broker")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "bootstrap.servers={}", broker.bootstrap_servers())?;
+    writeln!(
+        out,
+        "topics: {} ({} partitions each); Ctrl-C stops",
+        options.topics.join(", "),
+        options.partitions
+    )?;
+    out.flush()?;
+    drop(out);
+
+    let _ = stop_rx.recv();
+    eprintln!("kafka-dev: stopping");
+    drop(broker);
+    Ok(())
+}

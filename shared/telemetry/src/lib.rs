@@ -1,0 +1,255 @@
+//! Telemetry for every waiter-bus process: traces, logs and metrics set up in
+//! one call, flushed by one guard.
+//!
+//! Start with [`init`]. It installs, once per process:
+//!
+//! - the global propagator: W3C trace context + W3C baggage, the only format
+//!   spoken over HTTP and Kafka alike;
+//! - a tracer provider whose resource names the service, version, instance and
+//!   variant; the [`BaggageAttributes`] processor that copies the tenant from
+//!   baggage onto every span; a [`SpanSink`] keeping recent spans in memory
+//!   for tests and the demo's terminal waterfall; and an OTLP exporter when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific variable) is set;
+//! - the `tracing` subscriber: an env-filtered fmt layer plus
+//!   tracing-opentelemetry, so `tracing` spans are OpenTelemetry spans;
+//! - the Prometheus recorder behind [`metrics_handler`] (`GET /metrics`).
+//!
+//! Later calls in the same process (several services in one test binary or in
+//! the demo) return the same [`Telemetry`]; the first caller's identity names
+//! the process resource, so spans also carry `service` and `variant`
+//! attributes set by the code that starts them.
+
+mod baggage_attributes;
+mod metrics_exporter;
+mod sink;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+pub use baggage_attributes::{BaggageAttributes, TENANT_ATTRIBUTE, TENANT_BAGGAGE_KEY};
+pub use metrics_exporter::{metrics_handler, render_metrics};
+pub use sink::{SpanSink, SpanSinkTimeout};
+
+/// Re-exported so callers inspect spans without naming the SDK themselves.
+pub use opentelemetry_sdk::trace::SpanData;
+
+/// Span attribute naming the service that made the span.
+pub const SERVICE_ATTRIBUTE: &str = "service";
+/// Span attribute naming the variant (`baseline` or a label such as `sbx-123`).
+pub const VARIANT_ATTRIBUTE: &str = "variant";
+/// The variant label of the shared baseline.
+pub const BASELINE_VARIANT: &str = "baseline";
+
+/// Who this process is, for the resource and for logs.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `service.name`, e.g. `waiter`.
+    pub service: String,
+    /// `service.version`.
+    pub version: String,
+    /// Variant label; `baseline` for the shared baseline.
+    pub variant: String,
+    /// Where logs go: stdout for services, nowhere for tests unless `TEST_LOG` is set.
+    pub log_output: LogOutput,
+    /// How many finished spans the in-memory sink keeps (oldest dropped first);
+    /// 0 keeps none, which is what a load-tested service wants.
+    pub span_sink_capacity: usize,
+}
+
+/// Where the fmt layer writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Human-readable lines on stdout.
+    Stdout,
+    /// Lines on stderr (for CLIs whose stdout is data).
+    Stderr,
+    /// No log lines (spans and metrics still work).
+    Off,
+}
+
+impl TelemetryConfig {
+    /// A service's configuration: logs on stdout, no span sink.
+    pub fn service(service: &str, version: &str, variant: &str) -> Self {
+        Self {
+            service: service.to_string(),
+            version: version.to_string(),
+            variant: variant.to_string(),
+            log_output: LogOutput::Stdout,
+            span_sink_capacity: 0,
+        }
+    }
+
+    /// A test process: logs only when `TEST_LOG` is set, a large span sink.
+    pub fn for_tests() -> Self {
+        Self {
+            service: "test".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            variant: BASELINE_VARIANT.into(),
+            log_output: if std::env::var_os("TEST_LOG").is_some() {
+                LogOutput::Stderr
+            } else {
+                LogOutput::Off
+            },
+            span_sink_capacity: 200_000,
+        }
+    }
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built from the `OTEL_*` variables.
+    #[error("OTLP exporter: {0}")]
+    Otlp(String),
+    /// The Prometheus recorder could not be installed.
+    #[error("Prometheus recorder: {0}")]
+    Metrics(String),
+}
+
+/// The process's telemetry. Cheap to clone; [`Telemetry::shutdown`] flushes.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    spans: SpanSink,
+    otlp_enabled: bool,
+}
+
+static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+
+/// Installs telemetry for this process, or returns what is already installed.
+pub fn init(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    if let Some(existing) = TELEMETRY.get() {
+        return Ok(existing.clone());
+    }
+    let built = build(&config)?;
+    // Two threads may race to here in a test binary; the loser's provider is
+    // dropped unused and both get the winner.
+    let telemetry = TELEMETRY.get_or_init(|| {
+        install_globals(&config, &built);
+        built
+    });
+    Ok(telemetry.clone())
+}
+
+fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    metrics_exporter::install()?;
+    let resource = Resource::builder()
+        .with_service_name(config.service.clone())
+        .with_attributes([
+            KeyValue::new("service.version", config.version.clone()),
+            KeyValue::new("service.instance.id", instance_id()),
+            KeyValue::new("waiter_bus.variant", config.variant.clone()),
+        ])
+        .build();
+    let spans = SpanSink::new(config.span_sink_capacity);
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_span_processor(BaggageAttributes)
+        .with_span_processor(spans.clone());
+    let otlp_enabled = otlp_endpoint_configured();
+    if otlp_enabled {
+        builder = builder.with_batch_exporter(otlp_exporter()?);
+    }
+    Ok(Telemetry {
+        provider: builder.build(),
+        spans,
+        otlp_enabled,
+    })
+}
+
+fn install_globals(config: &TelemetryConfig, telemetry: &Telemetry) {
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
+    opentelemetry::global::set_tracer_provider(telemetry.provider.clone());
+    let tracer = telemetry.provider.tracer(config.service.clone());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,rdkafka=warn,h2=warn,tonic=warn,hyper=warn,reqwest=warn")
+    });
+    let fmt = match config.log_output {
+        LogOutput::Stdout => Some(tracing_subscriber::fmt::layer().boxed()),
+        LogOutput::Stderr => Some(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .boxed(),
+        ),
+        LogOutput::Off => None,
+    };
+    // A subscriber may already be installed by the embedding program; keeping
+    // theirs is the polite choice, and spans still reach the provider through
+    // the global tracer.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init();
+}
+
+fn otlp_endpoint_configured() -> bool {
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// The OTLP exporter, speaking the protocol `OTEL_EXPORTER_OTLP_PROTOCOL`
+/// (or its traces-specific variable) names: `grpc` or `http/protobuf`.
+/// Endpoint, headers, timeout and compression come from the standard
+/// variables, read by the exporter itself.
+fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+    let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|_| "grpc".into());
+    let built = match protocol.trim() {
+        "grpc" => SpanExporter::builder().with_tonic().build(),
+        "http/protobuf" => SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build(),
+        other => {
+            return Err(TelemetryError::Otlp(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use grpc or http/protobuf"
+            )));
+        }
+    };
+    built.map_err(|e| TelemetryError::Otlp(e.to_string()))
+}
+
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Telemetry {
+    /// Finished spans kept in memory (empty when the sink capacity is 0).
+    pub fn spans(&self) -> &SpanSink {
+        &self.spans
+    }
+
+    /// Whether spans are also exported over OTLP.
+    pub fn otlp_enabled(&self) -> bool {
+        self.otlp_enabled
+    }
+
+    /// Flushes spans to every exporter and shuts the provider down, waiting at
+    /// most `timeout`. Call it last, after the service has drained.
+    pub fn shutdown(&self, timeout: Duration) {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::warn!(error = %e, "flushing spans failed");
+        }
+        if let Err(e) = self.provider.shutdown_with_timeout(timeout) {
+            tracing::warn!(error = %e, "shutting the tracer provider down failed");
+        }
+    }
+}

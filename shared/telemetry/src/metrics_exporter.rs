@@ -1,0 +1,49 @@
+//! The process-wide Prometheus recorder and its `/metrics` handler.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::TelemetryError;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds: 100 µs to 60 s, dense where a waiter lives.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+pub(crate) fn install() -> Result<(), TelemetryError> {
+    if HANDLE.get().is_some() {
+        return Ok(());
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .map_err(|e| TelemetryError::Metrics(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    if HANDLE.set(handle).is_ok() {
+        metrics::set_global_recorder(recorder)
+            .map_err(|e| TelemetryError::Metrics(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The Prometheus text exposition of every metric recorded in this process.
+pub fn render_metrics() -> String {
+    HANDLE.get().map(|h| h.render()).unwrap_or_default()
+}
+
+/// axum handler for `GET /metrics`.
+pub async fn metrics_handler() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render_metrics(),
+    )
+}
