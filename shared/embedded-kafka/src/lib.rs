@@ -38,7 +38,10 @@ impl Default for EmbeddedKafkaOptions {
         Self {
             brokers: 1,
             partitions: 4,
-            topics: kafka_kit::topics::ALL.iter().map(|t| t.to_string()).collect(),
+            topics: kafka_kit::topics::ALL
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
             group_initial_rebalance_delay_ms: 0,
         }
     }
@@ -98,9 +101,7 @@ impl EmbeddedKafka {
             .name("embedded-kafka".into())
             .spawn(move || own_cluster(options, ready_tx, command_rx))
             .map_err(|e| EmbeddedKafkaError::Start(e.to_string()))?;
-        let bootstrap_servers = ready_rx
-            .recv()
-            .map_err(|_| EmbeddedKafkaError::Stopped)??;
+        let bootstrap_servers = ready_rx.recv().map_err(|_| EmbeddedKafkaError::Stopped)??;
         Ok(Self {
             bootstrap_servers,
             commands,

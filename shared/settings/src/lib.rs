@@ -281,7 +281,10 @@ pipeline:
             .environment(Vec::<(String, String)>::new())
             .load::<Example>()
             .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/waiter.yaml"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/waiter.yaml"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -152,7 +152,11 @@ pub struct Timeout {
 /// For state that offers nothing to await (a counter, a consumer group's
 /// assignment); the re-check interval is short and backs off, and the deadline
 /// makes a broken condition fail instead of hang.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, Timeout>
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, Timeout>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

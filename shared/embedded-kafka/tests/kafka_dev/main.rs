@@ -44,13 +44,21 @@ fn prints_bootstrap_first_and_serves_the_project_topics_to_another_process() {
     let metadata = client
         .fetch_metadata(None, Duration::from_secs(10))
         .expect("metadata from kafka-dev");
-    for topic in kafka_kit::topics::ALL.iter().copied().chain(["extra-topic"]) {
+    for topic in kafka_kit::topics::ALL
+        .iter()
+        .copied()
+        .chain(["extra-topic"])
+    {
         let found = metadata
             .topics()
             .iter()
             .find(|t| t.name() == topic)
             .unwrap_or_else(|| panic!("{topic} exists"));
-        assert_eq!(found.partitions().len(), 3, "{topic} has the requested partitions");
+        assert_eq!(
+            found.partitions().len(),
+            3,
+            "{topic} has the requested partitions"
+        );
     }
 }
 

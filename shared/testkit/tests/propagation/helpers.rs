@@ -82,8 +82,12 @@ async fn send(
 ) -> StatusCode {
     let span = tracing::info_span!("publish", otel.kind = "producer", service = "edge");
     async {
-        let headers = propagation::inject_kafka(&propagation::current_context(), OwnedHeaders::new());
-        let record = FutureRecord::to(&topic).payload(&body).key("k").headers(headers);
+        let headers =
+            propagation::inject_kafka(&propagation::current_context(), OwnedHeaders::new());
+        let record = FutureRecord::to(&topic)
+            .payload(&body)
+            .key("k")
+            .headers(headers);
         match producer.send(record, Duration::from_secs(5)).await {
             Ok(_) => StatusCode::ACCEPTED,
             Err(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -120,7 +124,10 @@ async fn relay_records(consumer: StreamConsumer, client: reqwest::Client, far: S
     }
 }
 
-async fn record(State(arrivals): State<mpsc::UnboundedSender<Arrival>>, body: String) -> StatusCode {
+async fn record(
+    State(arrivals): State<mpsc::UnboundedSender<Arrival>>,
+    body: String,
+) -> StatusCode {
     let cx = propagation::current_context();
     let _ = arrivals.send(Arrival {
         trace_id: cx.span().span_context().trace_id(),

@@ -24,7 +24,7 @@ async fn next_arrival(relay: &mut helpers::Relay) -> Arrival {
         .expect("the relay is running")
 }
 
-fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<String> {
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
         .iter()
         .find(|kv| kv.key.as_str() == key)
@@ -38,9 +38,8 @@ async fn one_trace_id_and_the_tenant_cross_http_kafka_http() {
     let mut relay = start_relay(&kafka).await;
 
     let root = tracing::info_span!("client", otel.kind = "client", service = "test-client");
-    let _ = root.set_parent(
-        opentelemetry::Context::new().with_baggage([KeyValue::new("tenant", "123")]),
-    );
+    let _ = root
+        .set_parent(opentelemetry::Context::new().with_baggage([KeyValue::new("tenant", "123")]));
     let trace_id = root.context().span().span_context().trace_id();
     let mut headers = axum::http::HeaderMap::new();
     propagation::inject_http(&root.context(), &mut headers);
@@ -55,8 +54,15 @@ async fn one_trace_id_and_the_tenant_cross_http_kafka_http() {
     assert_eq!(status, 202);
 
     let arrival = next_arrival(&mut relay).await;
-    assert_eq!(arrival.trace_id, trace_id, "the far end continues the client's trace");
-    assert_eq!(arrival.tenant.as_deref(), Some("123"), "baggage crossed Kafka");
+    assert_eq!(
+        arrival.trace_id, trace_id,
+        "the far end continues the client's trace"
+    );
+    assert_eq!(
+        arrival.tenant.as_deref(),
+        Some("123"),
+        "baggage crossed Kafka"
+    );
     assert_eq!(arrival.body, "hello");
     drop(root);
 
@@ -65,7 +71,11 @@ async fn one_trace_id_and_the_tenant_cross_http_kafka_http() {
     let spans = telemetry
         .spans()
         .wait_for_trace(trace_id, DEADLINE, |spans| {
-            spans.iter().filter(|s| s.span_kind == SpanKind::Server).count() == 2
+            spans
+                .iter()
+                .filter(|s| s.span_kind == SpanKind::Server)
+                .count()
+                == 2
                 && spans.iter().any(|s| s.span_kind == SpanKind::Consumer)
                 && spans.iter().any(|s| s.name == "client")
         })
@@ -79,13 +89,28 @@ async fn one_trace_id_and_the_tenant_cross_http_kafka_http() {
             span.name
         );
     }
-    let publish = spans.iter().find(|s| s.span_kind == SpanKind::Producer).unwrap();
-    let process = spans.iter().find(|s| s.span_kind == SpanKind::Consumer).unwrap();
+    let publish = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Producer)
+        .unwrap();
+    let process = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Consumer)
+        .unwrap();
     assert_eq!(process.parent_span_id, publish.span_context.span_id());
-    assert!(process.parent_span_is_remote, "the consumer's parent came over Kafka");
-    let services: Vec<String> = spans.iter().filter_map(|s| attribute(s, "service")).collect();
+    assert!(
+        process.parent_span_is_remote,
+        "the consumer's parent came over Kafka"
+    );
+    let services: Vec<String> = spans
+        .iter()
+        .filter_map(|s| attribute(s, "service"))
+        .collect();
     for expected in ["test-client", "edge", "middle", "far-end"] {
-        assert!(services.iter().any(|s| s == expected), "{expected} in {services:?}");
+        assert!(
+            services.iter().any(|s| s == expected),
+            "{expected} in {services:?}"
+        );
     }
 }
 
@@ -108,7 +133,10 @@ async fn malformed_and_oversized_http_headers_are_dropped_and_counted_not_fatal(
     let arrival = next_arrival(&mut relay).await;
     assert_eq!(arrival.body, "still served");
     assert_eq!(arrival.tenant, None, "oversized baggage is dropped whole");
-    assert!(arrival.trace_id != opentelemetry::trace::TraceId::INVALID, "a new trace was started");
+    assert!(
+        arrival.trace_id != opentelemetry::trace::TraceId::INVALID,
+        "a new trace was started"
+    );
 
     let metrics = reqwest::get(format!("http://{}/metrics", relay.edge))
         .await
@@ -118,9 +146,11 @@ async fn malformed_and_oversized_http_headers_are_dropped_and_counted_not_fatal(
         .unwrap();
     for reason in ["too_many_members", "malformed"] {
         assert!(
-            metrics.lines().any(|l| l.starts_with("propagation_headers_rejected_total")
-                && l.contains("carrier=\"http\"")
-                && l.contains(&format!("reason=\"{reason}\""))),
+            metrics
+                .lines()
+                .any(|l| l.starts_with("propagation_headers_rejected_total")
+                    && l.contains("carrier=\"http\"")
+                    && l.contains(&format!("reason=\"{reason}\""))),
             "{reason} counted in:\n{metrics}"
         );
     }
@@ -137,11 +167,20 @@ async fn unusable_kafka_headers_are_dropped_and_the_record_still_flows() {
     rdkafka::consumer::Consumer::subscribe(&consumer, &[&topic]).unwrap();
 
     let headers = OwnedHeaders::new()
-        .insert(Header { key: "traceparent", value: Some(&b"\xff\xfe"[..]) })
-        .insert(Header { key: "baggage", value: Some(&b"tenant=\xff"[..]) });
+        .insert(Header {
+            key: "traceparent",
+            value: Some(&b"\xff\xfe"[..]),
+        })
+        .insert(Header {
+            key: "baggage",
+            value: Some(&b"tenant=\xff"[..]),
+        });
     producer
         .send(
-            FutureRecord::to(&topic).payload("x").key("k").headers(headers),
+            FutureRecord::to(&topic)
+                .payload("x")
+                .key("k")
+                .headers(headers),
             Duration::from_secs(5),
         )
         .await
@@ -155,9 +194,11 @@ async fn unusable_kafka_headers_are_dropped_and_the_record_still_flows() {
     assert_eq!(propagation::tenant(&cx), None);
     let metrics = telemetry::render_metrics();
     assert!(
-        metrics.lines().any(|l| l.starts_with("propagation_headers_rejected_total")
-            && l.contains("carrier=\"kafka\"")
-            && l.contains("reason=\"not_utf8\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("propagation_headers_rejected_total")
+                && l.contains("carrier=\"kafka\"")
+                && l.contains("reason=\"not_utf8\"")),
         "{metrics}"
     );
 }
@@ -166,13 +207,22 @@ async fn unusable_kafka_headers_are_dropped_and_the_record_still_flows() {
 async fn metrics_endpoint_renders_prometheus_text() {
     testkit::telemetry();
     metrics::counter!("testkit_probe_total", "kind" => "probe").increment(3);
-    let router = axum::Router::new().route("/metrics", axum::routing::get(telemetry::metrics_handler));
+    let router =
+        axum::Router::new().route("/metrics", axum::routing::get(telemetry::metrics_handler));
     let addr = helpers::serve(router).await;
-    let response = reqwest::get(format!("http://{addr}/metrics")).await.unwrap();
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert!(
-        response.headers()["content-type"].to_str().unwrap().starts_with("text/plain")
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
     );
     let body = response.text().await.unwrap();
-    assert!(body.contains("testkit_probe_total{kind=\"probe\"} 3"), "{body}");
+    assert!(
+        body.contains("testkit_probe_total{kind=\"probe\"} 3"),
+        "{body}"
+    );
 }
