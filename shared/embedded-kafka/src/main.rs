@@ -18,6 +18,11 @@ struct Args {
     /// Number of mock brokers.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=9))]
     brokers: i32,
+    /// Consumer-group initial rebalance delay. Members joining an empty group
+    /// within it share the first generation; later joiners trigger a
+    /// rebalance that this broker settles in `session.timeout.ms` − 1 s.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(i32).range(0..=60_000))]
+    group_rebalance_delay_ms: i32,
     /// Extra topics to create beside the project's own.
     #[arg(long = "topic", value_name = "NAME")]
     extra_topics: Vec<String>,
@@ -28,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     let mut options = EmbeddedKafkaOptions {
         brokers: args.brokers,
         partitions: args.partitions,
+        group_initial_rebalance_delay_ms: args.group_rebalance_delay_ms,
         ..EmbeddedKafkaOptions::default()
     };
     options.topics.extend(args.extra_topics);

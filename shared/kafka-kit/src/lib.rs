@@ -7,7 +7,13 @@
 //! waiter app's names so its JMeter plans keep working. [`KafkaSettings`] is
 //! the settings section every Kafka-speaking service embeds; its
 //! [`KafkaSettings::client_config`] is the one place librdkafka properties are
-//! assembled.
+//! assembled. [`offsets`] and [`handoff`] are the two pieces every
+//! at-least-once pipeline stage needs: committing only what is finished, and
+//! measuring how long a full channel held a stage back.
+
+pub mod handoff;
+pub mod offsets;
+pub mod wire;
 
 use std::collections::BTreeMap;
 
@@ -43,6 +49,23 @@ pub mod headers {
     pub const BAGGAGE: &str = "baggage";
     /// Why a record was sent to the dead-letter topic.
     pub const DEAD_LETTER_REASON: &str = "dlt.reason";
+    /// Where a dead-lettered record came from: `topic/partition@offset`.
+    pub const DEAD_LETTER_ORIGIN: &str = "dlt.origin";
+
+    /// Reply timing, all in microseconds, so a client can split its
+    /// end-to-end latency into hops. Durations are measured on the waiter's
+    /// monotonic clock; `waiter.consumed.us` is wall-clock time since the
+    /// Unix epoch, for comparing with the request's Kafka timestamp.
+    pub mod timing {
+        /// Wall-clock time the waiter's consumer received the request.
+        pub const CONSUMED_AT_US: &str = "waiter.consumed.us";
+        /// Waiting for a free waiter (the queue).
+        pub const QUEUE_US: &str = "waiter.queue.us";
+        /// The wait itself, plus the call to the ledger when configured.
+        pub const SERVICE_US: &str = "waiter.service.us";
+        /// From the end of service to the reply being handed to the producer client.
+        pub const HANDOFF_US: &str = "waiter.handoff.us";
+    }
 }
 
 /// The `kafka` section of a service's settings.
@@ -51,10 +74,17 @@ pub mod headers {
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list. `KAFKA_BOOTSTRAP_SERVERS` overrides it.
     pub bootstrap_servers: String,
-    /// Extra librdkafka properties applied to every client, for tuning
-    /// (`linger.ms`, `fetch.wait.max.ms`, …). They win over the defaults here.
+    /// Extra librdkafka properties applied to every client, for tuning.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+    /// Extra properties for consumers only (`fetch.wait.max.ms`,
+    /// `heartbeat.interval.ms`, …); they win over `client`.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// Extra properties for producers only (`linger.ms`, `batch.size`,
+    /// `compression.type`, …); they win over `client`.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
 }
 
 impl KafkaSettings {
@@ -63,6 +93,8 @@ impl KafkaSettings {
         Self {
             bootstrap_servers: bootstrap_servers.into(),
             client: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
         }
     }
 
@@ -72,6 +104,26 @@ impl KafkaSettings {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
         for (key, value) in &self.client {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// [`Self::client_config`] plus the consumer-only properties. Callers
+    /// set the group and offset policy on top; properties set here that the
+    /// caller also sets are overridden by the caller.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        for (key, value) in &self.consumer {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// [`Self::client_config`] plus the producer-only properties.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        for (key, value) in &self.producer {
             config.set(key, value);
         }
         config

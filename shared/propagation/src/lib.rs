@@ -86,6 +86,9 @@ pub fn inject_http(cx: &Context, headers: &mut HeaderMap) {
     struct HttpInjector<'a>(&'a mut HeaderMap);
     impl Injector for HttpInjector<'_> {
         fn set(&mut self, key: &str, value: String) {
+            if value.is_empty() {
+                return;
+            }
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(key.as_bytes()),
                 HeaderValue::from_str(&value),
@@ -118,7 +121,10 @@ pub fn inject_kafka(cx: &Context, headers: OwnedHeaders) -> OwnedHeaders {
     struct Collect(Vec<(String, String)>);
     impl Injector for Collect {
         fn set(&mut self, key: &str, value: String) {
-            self.0.push((key.to_string(), value));
+            // An empty `tracestate` says nothing; leave the header out.
+            if !value.is_empty() {
+                self.0.push((key.to_string(), value));
+            }
         }
     }
     let mut collected = Collect(Vec::new());

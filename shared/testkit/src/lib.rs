@@ -127,6 +127,35 @@ impl TestKafka {
     }
 }
 
+/// A consumer reading every partition of `topics` from the beginning by
+/// assignment, not group membership: it never rebalances, so it never
+/// re-reads, and what it sees is what the topics hold.
+pub fn reader(kafka: &TestKafka, topics: &[&str]) -> StreamConsumer {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: StreamConsumer = kafka
+        .settings()
+        .client_config()
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("a reader for the test broker");
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("topic metadata");
+        for partition in metadata.topics()[0].partitions() {
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Beginning)
+                .expect("a valid offset");
+        }
+    }
+    consumer.assign(&assignment).expect("assignment");
+    consumer
+}
+
 /// A name no other test in this run uses, for topics and consumer groups.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -1,0 +1,341 @@
+//! The waiter (service C): Kafka consumers → a pool of waiters → producers,
+//! joined by bounded channels. It is the Go "waiter service bus" made
+//! production-grade, and the service performance engineers tune.
+//!
+//! Start with [`Application`]: [`Application::build`] binds the HTTP port and
+//! creates the Kafka clients from [`Settings`]; [`Application::run_until_stopped`]
+//! runs the pipeline until the shutdown token is cancelled, then drains the
+//! stages in order. The stages themselves are [`consumer`], [`waiters`] and
+//! [`producer`]; [`pipeline`] holds what travels between them and how a
+//! record's offset is released only after its reply is acknowledged
+//! (at-least-once). [`request`] decides per record: serve, refuse with an
+//! error reply, or dead-letter.
+
+pub mod consumer;
+pub mod ledger;
+pub mod metrics;
+pub(crate) mod pipeline;
+pub mod producer;
+pub mod request;
+pub mod settings;
+pub mod waiters;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kafka_kit::handoff::depth;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{WaiterConsumer, WaiterContext};
+use crate::metrics::{REPLIES_CHANNEL, REQUESTS_CHANNEL, WaiterMetrics};
+use crate::pipeline::PipelineConfig;
+pub use crate::settings::Settings;
+
+/// Why the waiter could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum WaiterError {
+    /// The HTTP port could not be bound.
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        /// `host:port`.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A Kafka client could not be created (usually a bad librdkafka property).
+    #[error("cannot create the Kafka {role}: {source}")]
+    Kafka {
+        /// `consumer` or `producer`.
+        role: &'static str,
+        /// librdkafka's reason.
+        source: rdkafka::error::KafkaError,
+    },
+    /// A pipeline stage ended before shutdown was asked for.
+    #[error("pipeline stage ended unexpectedly: {0}")]
+    StageFailed(String),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// Whether the waiter has partitions to consume.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    assigned: Arc<AtomicUsize>,
+}
+
+impl Readiness {
+    /// Partitions currently assigned across this instance's consumers.
+    pub fn assigned_partitions(&self) -> usize {
+        self.assigned.load(Ordering::Acquire)
+    }
+}
+
+impl service_kit::Readiness for Readiness {
+    fn check(&self) -> Result<(), String> {
+        if self.assigned_partitions() > 0 {
+            Ok(())
+        } else {
+            Err("no partitions assigned yet".into())
+        }
+    }
+}
+
+/// A built, not yet running, waiter.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    settings: Settings,
+    config: Arc<PipelineConfig>,
+    consumers: Vec<Arc<WaiterConsumer>>,
+    producers: Vec<FutureProducer>,
+    readiness: Readiness,
+}
+
+impl Application {
+    /// Binds the HTTP port, creates and subscribes the consumers, creates the producers.
+    pub async fn build(settings: Settings) -> Result<Self, WaiterError> {
+        let address = format!("{}:{}", settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| WaiterError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| WaiterError::Bind { address, source })?
+            .port();
+        let w = &settings.waiter;
+        let variant = settings.service.variant.clone();
+        let config = Arc::new(PipelineConfig {
+            instance: instance_name(),
+            group: w.group_id.clone(),
+            default_response_topic: w.default_response_topic.clone(),
+            dead_letter_topic: w.dead_letter_topic.clone(),
+            default_wait: Duration::from_millis(w.default_wait_ms),
+            max_wait: Duration::from_millis(w.max_wait_ms),
+            metrics: WaiterMetrics::new(&variant),
+            ledger: settings.ledger.url.as_deref().map(|url| {
+                ledger::LedgerClient::new(url, Duration::from_millis(settings.ledger.timeout_ms))
+            }),
+            variant,
+        });
+        let assigned = Arc::new(AtomicUsize::new(0));
+        let mut consumers = Vec::with_capacity(w.consumers);
+        for index in 0..w.consumers {
+            let consumer: WaiterConsumer = settings
+                .kafka
+                .consumer_config()
+                .set("group.id", &w.group_id)
+                .set("client.id", format!("waiter-{}-{index}", config.variant))
+                .set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.commit.interval.ms", w.commit_interval_ms.to_string())
+                .set("auto.offset.reset", w.auto_offset_reset.as_str())
+                .set(
+                    "statistics.interval.ms",
+                    w.statistics_interval_ms.to_string(),
+                )
+                .set("enable.partition.eof", "false")
+                .create_with_context(WaiterContext::new(&config, assigned.clone()))
+                .map_err(|source| WaiterError::Kafka {
+                    role: "consumer",
+                    source,
+                })?;
+            consumer
+                .subscribe(&[&w.request_topic])
+                .map_err(|source| WaiterError::Kafka {
+                    role: "consumer",
+                    source,
+                })?;
+            consumers.push(Arc::new(consumer));
+        }
+        let mut producers = Vec::with_capacity(w.producers);
+        for index in 0..w.producers {
+            let producer: FutureProducer = settings
+                .kafka
+                .producer_config()
+                .set(
+                    "client.id",
+                    format!("waiter-{}-producer-{index}", config.variant),
+                )
+                .set("acks", "all")
+                .set("message.timeout.ms", w.delivery_timeout_ms.to_string())
+                .create()
+                .map_err(|source| WaiterError::Kafka {
+                    role: "producer",
+                    source,
+                })?;
+            producers.push(producer);
+        }
+        Ok(Self {
+            listener,
+            port,
+            config,
+            consumers,
+            producers,
+            readiness: Readiness { assigned },
+            settings,
+        })
+    }
+
+    /// The bound HTTP port (useful when configured as 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// This instance's name, as it appears in replies.
+    pub fn instance(&self) -> &str {
+        &self.config.instance
+    }
+
+    /// A handle telling whether partitions are assigned.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains: consumers stop, the
+    /// channels empty, waits finish, replies are delivered, offsets commit.
+    /// Work still unfinished after `drain_timeout_ms` is abandoned uncommitted
+    /// (it is redelivered to whoever consumes the partition next).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), WaiterError> {
+        let w = &self.settings.waiter;
+        let (work_tx, work_rx) = mpsc::channel(w.request_channel_capacity);
+        let (out_tx, out_rx) = mpsc::channel(w.reply_channel_capacity);
+        let out_rx = Arc::new(Mutex::new(out_rx));
+        let abandon = CancellationToken::new();
+        let mut stages = JoinSet::new();
+        for consumer in &self.consumers {
+            stages.spawn(consumer::run(
+                consumer.clone(),
+                self.config.clone(),
+                work_tx.clone(),
+                out_tx.clone(),
+                shutdown.clone(),
+            ));
+        }
+        stages.spawn(waiters::run(
+            self.config.clone(),
+            w.waiters,
+            work_rx,
+            out_tx.clone(),
+        ));
+        for producer in &self.producers {
+            stages.spawn(producer::run(
+                producer.clone(),
+                self.config.clone(),
+                out_rx.clone(),
+                w.producer_max_in_flight,
+                abandon.clone(),
+            ));
+        }
+        let sampler = tokio::spawn(sample_channels(
+            self.config.metrics.clone(),
+            work_tx.clone(),
+            out_tx.clone(),
+            shutdown.clone(),
+        ));
+        // Only the stages hold senders now: the channels close as stages end.
+        drop((work_tx, out_tx));
+
+        let http_stop = CancellationToken::new();
+        let router = service_kit::operational_routes(Arc::new(self.readiness.clone())).layer(
+            propagation::HttpTraceLayer::new("waiter", &self.config.variant),
+        );
+        let http = tokio::spawn(service_kit::serve(self.listener, router, http_stop.clone()));
+        tracing::info!(
+            port = self.port,
+            variant = %self.config.variant,
+            instance = %self.config.instance,
+            consumers = w.consumers,
+            waiters = w.waiters,
+            producers = w.producers,
+            "waiter running"
+        );
+
+        let mut outcome = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Ok(()),
+            // Consumers return when shutdown is cancelled; only a stage that
+            // ends before that is a failure.
+            ended = stages.join_next() => match ended {
+                _ if shutdown.is_cancelled() => Ok(()),
+                Some(Err(e)) => Err(WaiterError::StageFailed(e.to_string())),
+                _ => Err(WaiterError::StageFailed("a stage returned".into())),
+            },
+        };
+        shutdown.cancel();
+        tracing::info!("draining the pipeline");
+        let drain = Duration::from_millis(w.drain_timeout_ms);
+        let drained =
+            tokio::time::timeout(drain, async { while stages.join_next().await.is_some() {} })
+                .await;
+        if drained.is_err() {
+            tracing::warn!(
+                ?drain,
+                "drain timed out; unfinished records stay uncommitted and will be redelivered"
+            );
+            abandon.cancel();
+            stages.shutdown().await;
+        }
+        sampler.abort();
+        for consumer in &self.consumers {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => {}
+                Err(rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset,
+                )) => {}
+                Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+            }
+        }
+        for producer in &self.producers {
+            if let Err(e) = producer.flush(Duration::from_secs(5)) {
+                tracing::warn!(error = %e, "producer flush failed");
+            }
+        }
+        drop(self.consumers);
+        http_stop.cancel();
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => outcome = outcome.and(Err(WaiterError::Http(e))),
+            Err(e) => outcome = outcome.and(Err(WaiterError::StageFailed(e.to_string()))),
+        }
+        tracing::info!("waiter stopped");
+        outcome
+    }
+}
+
+async fn sample_channels<A, B>(
+    metrics: WaiterMetrics,
+    requests: mpsc::Sender<A>,
+    replies: mpsc::Sender<B>,
+    stop: CancellationToken,
+) {
+    // Holding senders would keep the channels open; sample through weak ones.
+    let (requests, replies) = (requests.downgrade(), replies.downgrade());
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (Some(requests), Some(replies)) = (requests.upgrade(), replies.upgrade()) else {
+            return;
+        };
+        metrics.channel(REQUESTS_CHANNEL, depth(&requests), requests.max_capacity());
+        metrics.channel(REPLIES_CHANNEL, depth(&replies), replies.max_capacity());
+    }
+}
+
+fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &unique[..8])
+}

@@ -1,0 +1,151 @@
+//! The waiter's Prometheus metrics, registered once per instance so the hot
+//! path only touches pre-resolved handles. Every series carries the
+//! `variant` label, so a baseline and its variants are told apart even when
+//! they share one process (tests, the embedded demo).
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+
+/// Channel between the consumers and the waiters.
+pub const REQUESTS_CHANNEL: &str = "requests";
+/// Channel between the waiters and the producers.
+pub const REPLIES_CHANNEL: &str = "replies";
+
+/// Handles for one waiter instance.
+#[derive(Clone)]
+pub struct WaiterMetrics {
+    variant: String,
+    /// Records received from Kafka.
+    pub consumed: Counter,
+    /// Replies acknowledged by the broker with `status=ok`.
+    pub replied_ok: Counter,
+    /// Replies acknowledged by the broker with `status=error` (refused requests).
+    pub replied_error: Counter,
+    /// Waits in progress.
+    pub waits_in_flight: Gauge,
+    /// Time a consumer was blocked handing a record to the waiters.
+    pub requests_blocked: Histogram,
+    /// Time a waiter was blocked handing a reply to the producers.
+    pub replies_blocked: Histogram,
+    /// Waiting for a free waiter.
+    pub stage_queue: Histogram,
+    /// The wait plus the ledger call.
+    pub stage_service: Histogram,
+    /// From the end of service to the producer client.
+    pub stage_handoff: Histogram,
+    /// From the producer client to the broker's acknowledgement.
+    pub stage_delivery: Histogram,
+    /// From consumption to acknowledged reply.
+    pub stage_total: Histogram,
+}
+
+impl WaiterMetrics {
+    /// Registers (or finds) the series for `variant`.
+    pub fn new(variant: &str) -> Self {
+        describe();
+        let v = variant.to_string();
+        let stage = |name: &'static str| metrics::histogram!("waiter_stage_seconds", "variant" => v.clone(), "stage" => name);
+        let blocked = |channel: &'static str| metrics::histogram!("waiter_handoff_blocked_seconds", "variant" => v.clone(), "channel" => channel);
+        Self {
+            consumed: metrics::counter!("waiter_records_consumed_total", "variant" => v.clone()),
+            replied_ok: metrics::counter!("waiter_replies_total", "variant" => v.clone(), "status" => "ok"),
+            replied_error: metrics::counter!("waiter_replies_total", "variant" => v.clone(), "status" => "error"),
+            waits_in_flight: metrics::gauge!("waiter_waits_in_flight", "variant" => v.clone()),
+            requests_blocked: blocked(REQUESTS_CHANNEL),
+            replies_blocked: blocked(REPLIES_CHANNEL),
+            stage_queue: stage("queue"),
+            stage_service: stage("service"),
+            stage_handoff: stage("handoff"),
+            stage_delivery: stage("delivery"),
+            stage_total: stage("total"),
+            variant: v,
+        }
+    }
+
+    /// Counts a record moved to the dead-letter topic.
+    pub fn dead_lettered(&self, reason: &'static str) {
+        metrics::counter!("waiter_records_dead_lettered_total", "variant" => self.variant.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    /// Counts a failure that did not lose the record (it is retried or redelivered).
+    pub fn failed(&self, reason: &'static str) {
+        metrics::counter!("waiter_records_failed_total", "variant" => self.variant.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    /// Counts a rebalance event.
+    pub fn rebalanced(&self, kind: &'static str) {
+        metrics::counter!("waiter_rebalances_total", "variant" => self.variant.clone(), "kind" => kind)
+            .increment(1);
+    }
+
+    /// Records a channel's depth and capacity.
+    pub fn channel(&self, channel: &'static str, depth: usize, capacity: usize) {
+        metrics::gauge!("waiter_channel_depth", "variant" => self.variant.clone(), "channel" => channel)
+            .set(depth as f64);
+        metrics::gauge!("waiter_channel_capacity", "variant" => self.variant.clone(), "channel" => channel)
+            .set(capacity as f64);
+    }
+
+    /// Records one partition's consumer lag.
+    pub fn lag(&self, topic: &str, partition: i32, lag: i64) {
+        metrics::gauge!(
+            "waiter_consumer_lag_records",
+            "variant" => self.variant.clone(),
+            "topic" => topic.to_string(),
+            "partition" => partition.to_string()
+        )
+        .set(lag as f64);
+    }
+}
+
+/// Records `elapsed` on `histogram` in seconds.
+pub fn observe(histogram: &Histogram, elapsed: Duration) {
+    histogram.record(elapsed.as_secs_f64());
+}
+
+fn describe() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        metrics::describe_counter!(
+            "waiter_records_consumed_total",
+            "Records received from the request topic."
+        );
+        metrics::describe_counter!(
+            "waiter_replies_total",
+            "Replies acknowledged by the broker, by status."
+        );
+        metrics::describe_counter!(
+            "waiter_records_dead_lettered_total",
+            "Records moved to the dead-letter topic, by reason."
+        );
+        metrics::describe_counter!(
+            "waiter_records_failed_total",
+            "Failures that were retried or left for redelivery, by reason."
+        );
+        metrics::describe_counter!(
+            "waiter_rebalances_total",
+            "Partition assignments and revocations."
+        );
+        metrics::describe_gauge!("waiter_waits_in_flight", "Waits in progress.");
+        metrics::describe_gauge!("waiter_channel_depth", "Items waiting in a stage channel.");
+        metrics::describe_gauge!("waiter_channel_capacity", "Capacity of a stage channel.");
+        metrics::describe_gauge!(
+            "waiter_consumer_lag_records",
+            "Records behind the high watermark, per partition."
+        );
+        metrics::describe_histogram!(
+            "waiter_handoff_blocked_seconds",
+            Unit::Seconds,
+            "Time a stage was blocked on a full channel (the saturation signal)."
+        );
+        metrics::describe_histogram!(
+            "waiter_stage_seconds",
+            Unit::Seconds,
+            "Time spent per pipeline stage."
+        );
+    });
+}

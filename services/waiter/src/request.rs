@@ -1,0 +1,226 @@
+//! Turning a consumed record into a wait, an error reply, or a dead letter.
+
+use std::time::Duration;
+
+use kafka_kit::headers;
+use kafka_kit::wire::WaitRequestBody;
+use rdkafka::message::Headers;
+
+/// A request the waiter can answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitRequest {
+    /// The `correlation` header, or a generated id when it was missing.
+    pub correlation: String,
+    /// Topic for the reply.
+    pub response_topic: String,
+    /// The caller's name.
+    pub name: String,
+    /// The wait requested (or the default).
+    pub requested: Duration,
+    /// Why the request will be refused with an error reply instead of served.
+    pub refusal: Option<String>,
+}
+
+/// Why a record cannot be answered at all; it goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    /// No payload.
+    #[error("empty body")]
+    EmptyBody,
+    /// The payload is not UTF-8 text.
+    #[error("body is not UTF-8")]
+    BodyNotUtf8,
+    /// The payload looks like JSON but is not a valid request.
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    /// A header the waiter needs is not UTF-8.
+    #[error("header `{0}` is not UTF-8")]
+    HeaderNotUtf8(&'static str),
+    /// `responseTopic` names no legal topic.
+    #[error("header `responseTopic` is not a legal topic name: {0:?}")]
+    BadResponseTopic(String),
+}
+
+impl Unusable {
+    /// A short, bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Unusable::EmptyBody => "empty_body",
+            Unusable::BodyNotUtf8 => "body_not_utf8",
+            Unusable::MalformedJson(_) => "malformed_json",
+            Unusable::HeaderNotUtf8(_) => "header_not_utf8",
+            Unusable::BadResponseTopic(_) => "bad_response_topic",
+        }
+    }
+}
+
+/// Limits the parser applies.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Wait for a plain-text request or a JSON one without `wait_ms`.
+    pub default_wait: Duration,
+    /// Longest wait honoured.
+    pub max_wait: Duration,
+}
+
+/// Reads a record's headers and payload.
+pub fn parse<H: Headers>(
+    headers: Option<&H>,
+    payload: Option<&[u8]>,
+    default_response_topic: &str,
+    limits: RequestLimits,
+) -> Result<WaitRequest, Unusable> {
+    let header = |name: &'static str| -> Result<Option<&str>, Unusable> {
+        let Some(headers) = headers else {
+            return Ok(None);
+        };
+        match headers.iter().filter(|h| h.key == name).last() {
+            None | Some(rdkafka::message::Header { value: None, .. }) => Ok(None),
+            Some(rdkafka::message::Header {
+                value: Some(bytes), ..
+            }) => std::str::from_utf8(bytes)
+                .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
+                .map_err(|_| Unusable::HeaderNotUtf8(name)),
+        }
+    };
+    let correlation = header(headers::CORRELATION)?.map(str::to_string);
+    let response_topic = match header(headers::RESPONSE_TOPIC)? {
+        None => default_response_topic.to_string(),
+        Some(topic) if is_legal_topic(topic) => topic.to_string(),
+        Some(topic) => return Err(Unusable::BadResponseTopic(topic.to_string())),
+    };
+
+    let payload = payload
+        .filter(|p| !p.is_empty())
+        .ok_or(Unusable::EmptyBody)?;
+    let text = std::str::from_utf8(payload).map_err(|_| Unusable::BodyNotUtf8)?;
+    let (name, requested_ms) = if text.trim_start().starts_with('{') {
+        let body: WaitRequestBody =
+            serde_json::from_str(text).map_err(|e| Unusable::MalformedJson(e.to_string()))?;
+        (body.name, body.wait_ms)
+    } else {
+        (text.trim().to_string(), None)
+    };
+    let requested = requested_ms.map_or(limits.default_wait, Duration::from_millis);
+    let refusal = (requested > limits.max_wait).then(|| {
+        format!(
+            "wait_ms {} exceeds the maximum of {} ms",
+            requested.as_millis(),
+            limits.max_wait.as_millis()
+        )
+    });
+    Ok(WaitRequest {
+        correlation: correlation.unwrap_or_default(),
+        response_topic,
+        name,
+        requested,
+        refusal,
+    })
+}
+
+/// Kafka's rule: 1–249 characters of ASCII letters, digits, `.`, `_`, `-`,
+/// and not `.` or `..`.
+pub fn is_legal_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders};
+
+    const LIMITS: RequestLimits = RequestLimits {
+        default_wait: Duration::from_millis(500),
+        max_wait: Duration::from_millis(1000),
+    };
+
+    fn headers(pairs: &[(&str, &[u8])]) -> OwnedHeaders {
+        pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(*v),
+            })
+        })
+    }
+
+    fn parse_with(pairs: &[(&str, &[u8])], body: &[u8]) -> Result<WaitRequest, Unusable> {
+        parse(
+            Some(&headers(pairs)),
+            Some(body),
+            "Waiter-Responses",
+            LIMITS,
+        )
+    }
+
+    #[test]
+    fn plain_text_is_the_name_with_the_default_wait() {
+        let request = parse_with(&[("correlation", b"c-1")], b"Ada").unwrap();
+        assert_eq!(request.name, "Ada");
+        assert_eq!(request.requested, Duration::from_millis(500));
+        assert_eq!(request.correlation, "c-1");
+        assert_eq!(request.response_topic, "Waiter-Responses");
+        assert_eq!(request.refusal, None);
+    }
+
+    #[test]
+    fn json_names_the_wait() {
+        let request = parse_with(
+            &[("responseTopic", b"Other-Replies")],
+            br#"{"name":"Ada","wait_ms":250,"extra":true}"#,
+        )
+        .unwrap();
+        assert_eq!(request.requested, Duration::from_millis(250));
+        assert_eq!(request.response_topic, "Other-Replies");
+        assert_eq!(
+            request.correlation, "",
+            "missing correlation is left to the caller"
+        );
+    }
+
+    #[test]
+    fn a_wait_over_the_maximum_is_refused_not_dead_lettered() {
+        let request = parse_with(&[], br#"{"name":"Ada","wait_ms":5000}"#).unwrap();
+        assert!(request.refusal.unwrap().contains("exceeds the maximum"));
+    }
+
+    #[test]
+    fn unusable_records_say_why() {
+        assert_eq!(parse_with(&[], b""), Err(Unusable::EmptyBody));
+        assert_eq!(parse_with(&[], b"\xff\xfe"), Err(Unusable::BodyNotUtf8));
+        assert!(matches!(
+            parse_with(&[], br#"{"name": 3"#),
+            Err(Unusable::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_with(&[], br#"{"wait_ms": 3}"#),
+            Err(Unusable::MalformedJson(m)) if m.contains("name")
+        ));
+        assert!(matches!(
+            parse_with(&[], br#"{"name":"x","wait_ms":-1}"#),
+            Err(Unusable::MalformedJson(_))
+        ));
+        assert_eq!(
+            parse_with(&[("correlation", b"\xff")], b"Ada"),
+            Err(Unusable::HeaderNotUtf8("correlation"))
+        );
+        assert_eq!(
+            parse_with(&[("responseTopic", b"no spaces")], b"Ada"),
+            Err(Unusable::BadResponseTopic("no spaces".into()))
+        );
+    }
+
+    #[test]
+    fn legal_topic_names() {
+        assert!(is_legal_topic("Waiter-Responses"));
+        assert!(is_legal_topic("a.b_c-1"));
+        for bad in ["", ".", "..", "a b", "ä", &"x".repeat(250)] {
+            assert!(!is_legal_topic(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The waiter's typed settings; defaults live in `config/base.yaml`.
+
+use std::path::Path;
+
+use kafka_kit::KafkaSettings;
+use serde::Deserialize;
+
+/// The checked-in defaults.
+pub const DEFAULTS: &str = include_str!("../config/base.yaml");
+
+/// Everything the waiter reads at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Who this instance is.
+    pub service: ServiceSettings,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http: HttpSettings,
+    /// Broker address and extra client properties.
+    pub kafka: KafkaSettings,
+    /// The pipeline's shape and limits.
+    pub waiter: WaiterSettings,
+    /// The optional call to service D.
+    pub ledger: LedgerSettings,
+}
+
+/// Identity of this instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// `baseline` or a variant label such as `sbx-123`.
+    pub variant: String,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Interface to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+}
+
+/// The consumer → waiters → producer pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaiterSettings {
+    /// Topic requests are consumed from.
+    pub request_topic: String,
+    /// Topic replies go to when a request has no `responseTopic` header.
+    pub default_response_topic: String,
+    /// Topic unusable records are moved to.
+    pub dead_letter_topic: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Where a group with no committed offset starts: `earliest` or `latest`.
+    pub auto_offset_reset: OffsetReset,
+    /// Kafka consumer clients (each a group member; more than partitions idle).
+    pub consumers: usize,
+    /// Waits in progress at once.
+    pub waiters: usize,
+    /// Kafka producer clients publishing replies.
+    pub producers: usize,
+    /// Capacity of the consumers → waiters channel.
+    pub request_channel_capacity: usize,
+    /// Capacity of the waiters → producers channel.
+    pub reply_channel_capacity: usize,
+    /// Deliveries one producer awaits at once.
+    pub producer_max_in_flight: usize,
+    /// Wait for a plain-text request, or a JSON one without `wait_ms`.
+    pub default_wait_ms: u64,
+    /// Longest wait honoured; longer requests get an error reply.
+    pub max_wait_ms: u64,
+    /// Time allowed for the broker to acknowledge a reply.
+    pub delivery_timeout_ms: u64,
+    /// Time allowed on shutdown for in-flight work to finish.
+    pub drain_timeout_ms: u64,
+    /// How often stored offsets are committed.
+    pub commit_interval_ms: u64,
+    /// How often librdkafka reports statistics (consumer lag); 0 disables.
+    pub statistics_interval_ms: u64,
+}
+
+/// `auto.offset.reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// Start from the oldest record.
+    Earliest,
+    /// Start from new records only.
+    Latest,
+}
+
+impl OffsetReset {
+    /// The librdkafka value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
+/// The ledger (service D).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// Base URL; `None` means waits are not recorded.
+    pub url: Option<String>,
+    /// Time allowed for one call.
+    pub timeout_ms: u64,
+}
+
+/// Why the settings cannot run a waiter.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidSettings {
+    /// Loading failed (unknown key, wrong type, unreadable file).
+    #[error(transparent)]
+    Load(#[from] settings::SettingsError),
+    /// A value is out of range.
+    #[error("settings: key `{key}`: {reason}")]
+    Value {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Loads defaults → optional file → environment, then checks ranges.
+    pub fn load(file: Option<&Path>) -> Result<Self, InvalidSettings> {
+        let settings: Settings = settings::Loader::new(DEFAULTS)
+            .file(file)
+            .kafka_section("kafka")
+            .load()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The defaults alone, pointed at `kafka`'s broker with its extra
+    /// properties layered over the default ones (for tests and embedding).
+    pub fn defaults_with(kafka: KafkaSettings) -> Self {
+        let mut settings: Settings = settings::Loader::new(DEFAULTS)
+            .environment(Vec::<(String, String)>::new())
+            .load()
+            .expect("checked-in defaults load");
+        settings.kafka.bootstrap_servers = kafka.bootstrap_servers;
+        settings.kafka.client.extend(kafka.client);
+        settings.kafka.consumer.extend(kafka.consumer);
+        settings.kafka.producer.extend(kafka.producer);
+        settings
+    }
+
+    /// Checks the values a type cannot express.
+    pub fn validate(&self) -> Result<(), InvalidSettings> {
+        let w = &self.waiter;
+        let positive = [
+            ("waiter.consumers", w.consumers),
+            ("waiter.waiters", w.waiters),
+            ("waiter.producers", w.producers),
+            (
+                "waiter.request_channel_capacity",
+                w.request_channel_capacity,
+            ),
+            ("waiter.reply_channel_capacity", w.reply_channel_capacity),
+            ("waiter.producer_max_in_flight", w.producer_max_in_flight),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(InvalidSettings::Value {
+                    key,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        if w.default_wait_ms > w.max_wait_ms {
+            return Err(InvalidSettings::Value {
+                key: "waiter.default_wait_ms",
+                reason: format!(
+                    "{} exceeds waiter.max_wait_ms ({})",
+                    w.default_wait_ms, w.max_wait_ms
+                ),
+            });
+        }
+        if w.waiters > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(InvalidSettings::Value {
+                key: "waiter.waiters",
+                reason: "too large".into(),
+            });
+        }
+        if self.service.variant.trim().is_empty() {
+            return Err(InvalidSettings::Value {
+                key: "service.variant",
+                reason: "must not be empty (use `baseline`)".into(),
+            });
+        }
+        Ok(())
+    }
+}

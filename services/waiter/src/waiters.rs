@@ -1,0 +1,177 @@
+//! Stage 2: the waiter pool. A wait is a timer, not a thread: one dispatcher
+//! takes requests off the channel and starts a task per wait, holding one of
+//! `waiters` permits, so 10,000 concurrent waits cost 10,000 small tasks and
+//! a full pool stops the dispatcher, which fills the channel, which blocks
+//! the consumers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kafka_kit::handoff::send_timed;
+use kafka_kit::wire::{ReplyStatus, WaitReply};
+use opentelemetry::KeyValue;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::ledger::LedgerEntry;
+use crate::metrics::observe;
+use crate::pipeline::{Outgoing, OutgoingKind, PipelineConfig, Work};
+
+/// Serves requests until the request channel closes and every wait is done.
+pub(crate) async fn run(
+    config: Arc<PipelineConfig>,
+    waiters: usize,
+    mut requests: mpsc::Receiver<Work>,
+    replies: mpsc::Sender<Outgoing>,
+) {
+    let permits = Arc::new(Semaphore::new(waiters));
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(work) = requests.recv().await {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        config.metrics.waits_in_flight.increment(1.0);
+        let config = config.clone();
+        let replies = replies.clone();
+        tasks.spawn(async move {
+            let outgoing = serve(&config, work).await;
+            drop(permit);
+            config.metrics.waits_in_flight.decrement(1.0);
+            let span = outgoing.span.clone();
+            match send_timed(&replies, outgoing).await {
+                Ok(blocked) => {
+                    observe(&config.metrics.replies_blocked, blocked);
+                    span.add_event(
+                        "reply.queued",
+                        vec![KeyValue::new(
+                            "handoff.blocked_us",
+                            blocked.as_micros() as i64,
+                        )],
+                    );
+                }
+                Err(_) => tracing::warn!("producers gone; the reply is left for redelivery"),
+            }
+        });
+        // Reap finished tasks so the set does not grow with the run.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn serve(config: &PipelineConfig, work: Work) -> Outgoing {
+    let dequeued_at = Instant::now();
+    let queue = dequeued_at - work.consumed_at;
+    observe(&config.metrics.stage_queue, queue);
+    work.span.add_event(
+        "dequeued",
+        vec![KeyValue::new("waiter.queue_us", queue.as_micros() as i64)],
+    );
+    let request = &work.request;
+    let (status, waited, error, ledger_recorded) = match &request.refusal {
+        Some(refusal) => {
+            tracing::info!(parent: &work.span, correlation = %request.correlation, reason = %refusal, "refusing request");
+            (
+                ReplyStatus::Error,
+                std::time::Duration::ZERO,
+                Some(refusal.clone()),
+                None,
+            )
+        }
+        None => {
+            let wait_span = tracing::info_span!(
+                parent: &work.span,
+                "wait",
+                wait_ms = request.requested.as_millis() as u64,
+                service = "waiter",
+                variant = %config.variant,
+            );
+            async {
+                let started = Instant::now();
+                tokio::time::sleep(request.requested).await;
+                let waited = started.elapsed();
+                let recorded = match &config.ledger {
+                    None => None,
+                    Some(ledger) => Some(record_in_ledger(config, ledger, &work, waited).await),
+                };
+                (ReplyStatus::Ok, waited, None, recorded)
+            }
+            .instrument(wait_span)
+            .await
+        }
+    };
+    let serviced_at = Instant::now();
+    let service = serviced_at - dequeued_at;
+    observe(&config.metrics.stage_service, service);
+
+    let waited_ms = waited.as_millis() as u64;
+    let message = match status {
+        ReplyStatus::Ok => format!("Waited {waited_ms} ms for {}", request.name),
+        ReplyStatus::Error => format!("Refused to wait for {}", request.name),
+    };
+    let reply = WaitReply {
+        status,
+        correlation: request.correlation.clone(),
+        name: request.name.clone(),
+        message,
+        requested_wait_ms: request.requested.as_millis() as u64,
+        waited_ms,
+        variant: config.variant.clone(),
+        instance: config.instance.clone(),
+        trace_id: work.trace_id.clone(),
+        error,
+        ledger_recorded,
+    };
+    let mut headers = work.carried;
+    headers.push((
+        kafka_kit::headers::CORRELATION.into(),
+        request.correlation.clone().into_bytes(),
+    ));
+    Outgoing {
+        topic: request.response_topic.clone(),
+        key: Some(request.correlation.clone().into_bytes()),
+        payload: serde_json::to_vec(&reply).expect("a reply always serialises"),
+        headers,
+        span: work.span,
+        ack: work.ack,
+        consumed_at: work.consumed_at,
+        kind: OutgoingKind::Reply {
+            ok: status == ReplyStatus::Ok,
+            consumed_wall_us: work.consumed_wall_us,
+            queue,
+            service,
+            serviced_at,
+        },
+    }
+}
+
+/// A ledger that is down must not cost the caller its reply: the failure is
+/// logged, counted, marked on the span, and reported in the reply.
+async fn record_in_ledger(
+    config: &PipelineConfig,
+    ledger: &crate::ledger::LedgerClient,
+    work: &Work,
+    waited: std::time::Duration,
+) -> bool {
+    let entry = LedgerEntry {
+        request_id: &work.request.correlation,
+        tenant: work.tenant.as_deref(),
+        variants: serde_json::json!({ "waiter": config.variant }),
+        trace_id: &work.trace_id,
+        waited_ms: waited.as_millis() as u64,
+    };
+    match ledger.record(&entry).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, correlation = %work.request.correlation, "ledger did not record the wait");
+            config.metrics.failed("ledger");
+            tracing::Span::current().add_event(
+                "ledger.failed",
+                vec![KeyValue::new("error.message", e.to_string())],
+            );
+            false
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Starting waiters in process (or as a child process) against the test
+//! broker, and a client that sends requests and collects replies.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use testkit::TestKafka;
+use tokio_util::sync::CancellationToken;
+use waiter::{Application, Settings, WaiterError};
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Topics and group of one test.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    pub requests: String,
+    pub replies: String,
+    pub dead_letters: String,
+    pub group: String,
+}
+
+impl Topics {
+    pub async fn create(kafka: &TestKafka, partitions: i32) -> Self {
+        let topics = Self {
+            requests: testkit::unique_name("requests"),
+            replies: testkit::unique_name("replies"),
+            dead_letters: testkit::unique_name("dlt"),
+            group: testkit::unique_name("waiter"),
+        };
+        for topic in [&topics.requests, &topics.replies, &topics.dead_letters] {
+            kafka.create_topic(topic, partitions).await.unwrap();
+        }
+        topics
+    }
+}
+
+/// Settings for a waiter on `topics`: one consumer (a single group member
+/// needs no rebalance), HTTP on an ephemeral port, a variant label no other
+/// test uses so its metrics are its own.
+pub fn settings(kafka: &TestKafka, topics: &Topics) -> Settings {
+    let mut settings = Settings::defaults_with(kafka.settings());
+    settings.http.host = "127.0.0.1".into();
+    settings.http.port = 0;
+    settings.service.variant = testkit::unique_name("t");
+    let w = &mut settings.waiter;
+    w.request_topic = topics.requests.clone();
+    w.default_response_topic = topics.replies.clone();
+    w.dead_letter_topic = topics.dead_letters.clone();
+    w.group_id = topics.group.clone();
+    w.consumers = 1;
+    w.producers = 2;
+    w.waiters = 200;
+    w.request_channel_capacity = 50;
+    w.reply_channel_capacity = 50;
+    w.default_wait_ms = 10;
+    settings
+}
+
+/// A waiter running in this process.
+pub struct TestWaiter {
+    pub port: u16,
+    pub variant: String,
+    pub readiness: waiter::Readiness,
+    shutdown: CancellationToken,
+    run: tokio::task::JoinHandle<Result<(), WaiterError>>,
+}
+
+pub async fn spawn_waiter(settings: Settings) -> TestWaiter {
+    testkit::telemetry();
+    let variant = settings.service.variant.clone();
+    let app = Application::build(settings).await.expect("waiter builds");
+    let port = app.port();
+    let readiness = app.readiness();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestWaiter {
+        port,
+        variant,
+        readiness,
+        shutdown,
+        run,
+    }
+}
+
+impl TestWaiter {
+    /// Graceful stop: drains and commits.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.run.await.unwrap().expect("waiter stops cleanly");
+    }
+
+    /// The value of `name` for this waiter's variant (and `labels`), 0 if absent.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&telemetry::render_metrics(), name, &self.variant, labels)
+    }
+}
+
+/// Reads one series from Prometheus text.
+pub fn metric_value(text: &str, name: &str, variant: &str, labels: &[(&str, &str)]) -> f64 {
+    let variant_label = format!("variant=\"{variant}\"");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| line.contains(&variant_label))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends requests and reads replies, as the Go app's JMeter plan did.
+pub struct Client {
+    producer: FutureProducer,
+    replies: StreamConsumer,
+    pub requests_topic: String,
+}
+
+/// One request's wire form.
+pub struct Request<'a> {
+    pub correlation: Option<&'a str>,
+    pub response_topic: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+impl Client {
+    pub fn new(kafka: &TestKafka, requests_topic: &str, reply_topics: &[&str]) -> Self {
+        Self {
+            producer: kafka.producer(),
+            replies: testkit::reader(kafka, reply_topics),
+            requests_topic: requests_topic.to_string(),
+        }
+    }
+
+    pub async fn send(&self, request: Request<'_>) {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in [
+            ("correlation", request.correlation),
+            ("responseTopic", request.response_topic),
+            ("traceparent", request.traceparent),
+        ] {
+            if let Some(value) = value {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.requests_topic)
+            .payload(request.body)
+            .headers(headers);
+        if let Some(correlation) = request.correlation {
+            record = record.key(correlation.as_bytes());
+        }
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("request delivered");
+    }
+
+    /// Sends a JSON request with a fresh trace; returns its trace id.
+    pub async fn send_json(&self, correlation: &str, wait_ms: u64) -> String {
+        let trace_id = uuid::Uuid::new_v4().simple().to_string();
+        let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
+        let traceparent = format!("00-{trace_id}-{span_id}-01");
+        let body = format!(r#"{{"name":"{correlation}","wait_ms":{wait_ms}}}"#);
+        self.send(Request {
+            correlation: Some(correlation),
+            response_topic: None,
+            traceparent: Some(&traceparent),
+            body: body.as_bytes(),
+        })
+        .await;
+        trace_id
+    }
+
+    /// Collects replies until `done` says so or the deadline passes.
+    pub async fn collect(
+        &self,
+        mut done: impl FnMut(&[OwnedMessage]) -> bool,
+    ) -> Vec<OwnedMessage> {
+        let mut replies = Vec::new();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !done(&replies) {
+            match tokio::time::timeout_at(deadline, self.replies.recv()).await {
+                Ok(Ok(message)) => replies.push(message.detach()),
+                Ok(Err(e)) => panic!("reply consumer failed: {e}"),
+                Err(_) => panic!("only {} replies before the deadline", replies.len()),
+            }
+        }
+        replies
+    }
+}
+
+/// A header's value as text.
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    message
+        .headers()?
+        .iter()
+        .filter(|h| h.key == name)
+        .last()
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The reply body.
+pub fn reply_body(message: &OwnedMessage) -> kafka_kit::wire::WaitReply {
+    serde_json::from_slice(message.payload().expect("reply has a body")).expect("reply is JSON")
+}
+
+/// Replies per correlation id.
+pub fn count_by_correlation(replies: &[OwnedMessage]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for reply in replies {
+        *counts
+            .entry(header(reply, "correlation").unwrap_or_default())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Records in `topic` according to its high watermarks.
+pub fn records_in(kafka: &TestKafka, topic: &str) -> i64 {
+    let consumer = kafka.consumer(&testkit::unique_name("watermarks"));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum()
+}

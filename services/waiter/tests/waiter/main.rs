@@ -1,0 +1,556 @@
+//! The waiter against the embedded broker: real Kafka protocol, real HTTP,
+//! real spans. Each test has its own broker, topics, group and variant label.
+
+mod helpers;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+
+use helpers::{
+    Client, DEADLINE, Request, Topics, count_by_correlation, header, records_in, reply_body,
+    settings, spawn_waiter,
+};
+use kafka_kit::wire::ReplyStatus;
+use opentelemetry::trace::{SpanKind, TraceId};
+use rdkafka::Message;
+use testkit::TestKafka;
+
+#[tokio::test]
+async fn a_thousand_requests_get_exactly_a_thousand_replies_each_in_its_trace() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 4).await;
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+
+    let mut traces = std::collections::HashMap::new();
+    for i in 0..1000 {
+        let correlation = format!("req-{i}");
+        let trace_id = client.send_json(&correlation, i % 7).await;
+        traces.insert(correlation, trace_id);
+    }
+    let replies = client.collect(|replies| replies.len() >= 1000).await;
+
+    let counts = count_by_correlation(&replies);
+    assert_eq!(counts.len(), 1000, "every correlation answered");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "no correlation answered twice"
+    );
+    for reply in &replies {
+        let correlation = header(reply, "correlation").unwrap();
+        let expected = &traces[&correlation];
+        let traceparent = header(reply, "traceparent").expect("reply carries traceparent");
+        assert_eq!(
+            &traceparent[3..35],
+            expected,
+            "reply header continues the request's trace"
+        );
+        let body = reply_body(reply);
+        assert_eq!(&body.trace_id, expected);
+        assert_eq!(body.status, ReplyStatus::Ok);
+        assert_eq!(body.correlation, correlation);
+        assert_eq!(body.variant, waiter.variant);
+        for timing in [
+            "waiter.queue.us",
+            "waiter.service.us",
+            "waiter.handoff.us",
+            "waiter.consumed.us",
+        ] {
+            let value = header(reply, timing).unwrap_or_else(|| panic!("{timing} header"));
+            value
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{timing} is a number: {value}"));
+        }
+    }
+    assert_eq!(
+        records_in(&kafka, &topics.replies),
+        1000,
+        "nothing extra was produced"
+    );
+    assert_eq!(
+        waiter.metric("waiter_replies_total", &[("status", "ok")]),
+        1000.0
+    );
+    waiter.stop().await;
+}
+
+#[tokio::test]
+async fn replies_go_to_the_topic_named_in_response_topic() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let elsewhere = testkit::unique_name("elsewhere");
+    kafka.create_topic(&elsewhere, 1).await.unwrap();
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let client = Client::new(&kafka, &topics.requests, &[&elsewhere]);
+
+    client
+        .send(Request {
+            correlation: Some("c-1"),
+            response_topic: Some(&elsewhere),
+            traceparent: None,
+            body: b"Ada",
+        })
+        .await;
+    let replies = client.collect(|r| !r.is_empty()).await;
+    assert_eq!(replies[0].topic(), elsewhere);
+    let body = reply_body(&replies[0]);
+    assert_eq!(body.name, "Ada", "a plain-text body is the caller's name");
+    assert_eq!(
+        body.requested_wait_ms, 10,
+        "plain text waits the default time"
+    );
+    assert_eq!(
+        header(&replies[0], "responseTopic").as_deref(),
+        Some(elsewhere.as_str()),
+        "request headers are carried on"
+    );
+    assert_eq!(
+        records_in(&kafka, &topics.replies),
+        0,
+        "nothing went to the default topic"
+    );
+    waiter.stop().await;
+}
+
+#[tokio::test]
+async fn poison_records_are_dead_lettered_and_later_records_are_still_served() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+
+    let poison: [(&str, Option<&str>, &[u8]); 4] = [
+        ("bad-json", None, br#"{"name": "x", "wait_ms": }"#),
+        ("not-utf8", None, b"\xff\xfe\xfd"),
+        ("empty", None, b""),
+        ("bad-topic", Some("no such/topic"), b"Ada"),
+    ];
+    for (correlation, response_topic, body) in poison {
+        client
+            .send(Request {
+                correlation: Some(correlation),
+                response_topic,
+                traceparent: None,
+                body,
+            })
+            .await;
+    }
+    for i in 0..3 {
+        client.send_json(&format!("good-{i}"), 1).await;
+    }
+
+    let replies = client.collect(|r| r.len() >= 3).await;
+    let served: HashSet<String> = replies
+        .iter()
+        .filter_map(|r| header(r, "correlation"))
+        .collect();
+    assert_eq!(
+        served,
+        HashSet::from(["good-0".into(), "good-1".into(), "good-2".into()])
+    );
+
+    let letters = dead_letters.collect(|r| r.len() >= 4).await;
+    let reasons: std::collections::HashMap<String, String> = letters
+        .iter()
+        .map(|l| {
+            (
+                header(l, "correlation").unwrap(),
+                header(l, "dlt.reason").unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons["bad-json"].starts_with("malformed JSON body"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons["not-utf8"], "body is not UTF-8");
+    assert_eq!(reasons["empty"], "empty body");
+    assert!(
+        reasons["bad-topic"].contains("responseTopic"),
+        "{reasons:?}"
+    );
+    let bad_json = letters
+        .iter()
+        .find(|l| header(l, "correlation").as_deref() == Some("bad-json"))
+        .unwrap();
+    assert_eq!(
+        bad_json.payload(),
+        Some(&br#"{"name": "x", "wait_ms": }"#[..]),
+        "the original body is kept"
+    );
+    assert!(
+        header(bad_json, "dlt.origin")
+            .unwrap()
+            .starts_with(&topics.requests)
+    );
+    assert_eq!(
+        waiter.metric("waiter_records_dead_lettered_total", &[]),
+        4.0
+    );
+    waiter.stop().await;
+}
+
+#[tokio::test]
+async fn a_wait_over_the_maximum_gets_an_error_reply_and_a_missing_correlation_is_generated() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let mut s = settings(&kafka, &topics);
+    s.waiter.max_wait_ms = 1000;
+    let waiter = spawn_waiter(s).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+
+    client.send_json("too-long", 5000).await;
+    client
+        .send(Request {
+            correlation: None,
+            response_topic: None,
+            traceparent: None,
+            body: b"Anonymous",
+        })
+        .await;
+    let replies = client.collect(|r| r.len() >= 2).await;
+    let refused = replies
+        .iter()
+        .map(reply_body)
+        .find(|b| b.correlation == "too-long")
+        .unwrap();
+    assert_eq!(refused.status, ReplyStatus::Error);
+    assert_eq!(refused.waited_ms, 0);
+    assert!(
+        refused
+            .error
+            .unwrap()
+            .contains("exceeds the maximum of 1000 ms")
+    );
+    let generated = replies
+        .iter()
+        .map(reply_body)
+        .find(|b| b.name == "Anonymous")
+        .unwrap();
+    assert!(
+        uuid::Uuid::parse_str(&generated.correlation).is_ok(),
+        "{}",
+        generated.correlation
+    );
+    assert_eq!(
+        waiter.metric("waiter_replies_total", &[("status", "error")]),
+        1.0
+    );
+    waiter.stop().await;
+}
+
+#[tokio::test]
+async fn spans_follow_the_messaging_conventions() {
+    let telemetry = testkit::telemetry();
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+
+    let trace_id = client.send_json("traced", 5).await;
+    client.collect(|r| !r.is_empty()).await;
+    let trace_id = TraceId::from_hex(&trace_id).unwrap();
+    let spans = telemetry
+        .spans()
+        .wait_for_trace(trace_id, DEADLINE, |spans| {
+            spans.iter().any(|s| s.span_kind == SpanKind::Consumer)
+                && spans.iter().any(|s| s.span_kind == SpanKind::Producer)
+                && spans.iter().any(|s| s.name == "wait")
+        })
+        .await
+        .unwrap();
+    let process = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Consumer)
+        .unwrap();
+    let wait = spans.iter().find(|s| s.name == "wait").unwrap();
+    let send = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Producer)
+        .unwrap();
+    assert_eq!(process.name, format!("process {}", topics.requests));
+    assert!(
+        process.parent_span_is_remote,
+        "process continues the producer's context"
+    );
+    assert_eq!(wait.parent_span_id, process.span_context.span_id());
+    assert_eq!(send.parent_span_id, process.span_context.span_id());
+    let attribute = |span: &telemetry::SpanData, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(
+        attribute(process, "messaging.system").as_deref(),
+        Some("kafka")
+    );
+    assert_eq!(
+        attribute(process, "messaging.destination.name"),
+        Some(topics.requests.clone())
+    );
+    assert_eq!(
+        attribute(process, "messaging.consumer.group.name"),
+        Some(topics.group.clone())
+    );
+    assert_eq!(
+        attribute(process, "messaging.kafka.offset").as_deref(),
+        Some("0")
+    );
+    assert_eq!(attribute(process, "variant"), Some(waiter.variant.clone()));
+    assert_eq!(
+        attribute(send, "messaging.destination.name"),
+        Some(topics.replies.clone())
+    );
+    let events: Vec<&str> = process.events.iter().map(|e| e.name.as_ref()).collect();
+    for expected in ["message.timestamp", "queued", "dequeued"] {
+        assert!(events.contains(&expected), "{expected} in {events:?}");
+    }
+    let timestamp = process
+        .events
+        .iter()
+        .find(|e| e.name == "message.timestamp")
+        .unwrap();
+    let kind = timestamp
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "messaging.kafka.timestamp.type")
+        .map(|kv| kv.value.to_string());
+    assert!(
+        matches!(kind.as_deref(), Some("CreateTime" | "LogAppendTime")),
+        "the timestamp says which kind it is: {kind:?}"
+    );
+    assert!(send.events.iter().any(|e| e.name == "delivery.ack"));
+    waiter.stop().await;
+}
+
+#[tokio::test]
+async fn a_saturated_pool_blocks_the_consumer_instead_of_buffering() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let mut s = settings(&kafka, &topics);
+    s.waiter.waiters = 1;
+    s.waiter.request_channel_capacity = 1;
+    s.waiter.reply_channel_capacity = 1;
+    let waiter = spawn_waiter(s).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    const REQUESTS: usize = 25;
+    for i in 0..REQUESTS {
+        client.send_json(&format!("slow-{i}"), 40).await;
+    }
+
+    // While the backlog drains, the waiter never holds more than its
+    // stages can: one wait, one record in each channel, one blocked
+    // consumer hand-off, and the replies being delivered.
+    let bound = 1.0 + 1.0 + 1.0 + 1.0 + 2.0;
+    let mut samples = 0;
+    testkit::eventually("all slow requests replied", DEADLINE, || {
+        let consumed = waiter.metric("waiter_records_consumed_total", &[]);
+        let replied = waiter.metric("waiter_replies_total", &[]);
+        let in_flight = waiter.metric("waiter_waits_in_flight", &[]);
+        assert!(
+            consumed - replied <= bound,
+            "held {} records",
+            consumed - replied
+        );
+        assert!(in_flight <= 1.0, "{in_flight} waits with one waiter");
+        samples += 1;
+        std::future::ready((replied as usize >= REQUESTS).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(samples > 3, "the backlog was observed while it drained");
+    let blocked_count = waiter.metric(
+        "waiter_handoff_blocked_seconds_count",
+        &[("channel", "requests")],
+    );
+    let blocked_sum = waiter.metric(
+        "waiter_handoff_blocked_seconds_sum",
+        &[("channel", "requests")],
+    );
+    assert!(blocked_count >= REQUESTS as f64 - 1.0, "{blocked_count}");
+    assert!(
+        blocked_sum > 0.3,
+        "the consumer spent time blocked: {blocked_sum}s"
+    );
+    waiter.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_stop_finishes_in_flight_waits_and_commits() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    for i in 0..20 {
+        client.send_json(&format!("inflight-{i}"), 300).await;
+    }
+    testkit::eventually("waits in flight", DEADLINE, || {
+        std::future::ready((waiter.metric("waiter_waits_in_flight", &[]) >= 20.0).then_some(()))
+    })
+    .await
+    .unwrap();
+    waiter.stop().await;
+    assert_eq!(
+        records_in(&kafka, &topics.replies),
+        20,
+        "every started wait was answered"
+    );
+
+    // A new waiter in the same group finds nothing left to do: the offsets were committed.
+    let again = spawn_waiter(settings(&kafka, &topics)).await;
+    testkit::eventually("partitions assigned", DEADLINE, || {
+        std::future::ready((again.readiness.assigned_partitions() > 0).then_some(()))
+    })
+    .await
+    .unwrap();
+    client.send_json("after-restart", 1).await;
+    client
+        .collect(|r| {
+            r.iter()
+                .any(|m| header(m, "correlation").as_deref() == Some("after-restart"))
+        })
+        .await;
+    // One partition: a redelivered request would have been answered before
+    // this one, so the reply topic would hold more than 21 records. (The
+    // topic is the witness, not the client, whose own group may re-read.)
+    assert_eq!(
+        records_in(&kafka, &topics.replies),
+        21,
+        "nothing was redelivered"
+    );
+    again.stop().await;
+}
+
+/// A `waiter` process, killed with SIGKILL on drop if still running.
+struct WaiterProcess(Child);
+
+impl WaiterProcess {
+    fn start(kafka: &TestKafka, topics: &Topics) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_waiter"))
+            .env("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers())
+            .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
+            .env("WAITER_BUS__HTTP__PORT", "0")
+            .env("WAITER_BUS__WAITER__REQUEST_TOPIC", &topics.requests)
+            .env(
+                "WAITER_BUS__WAITER__DEFAULT_RESPONSE_TOPIC",
+                &topics.replies,
+            )
+            .env(
+                "WAITER_BUS__WAITER__DEAD_LETTER_TOPIC",
+                &topics.dead_letters,
+            )
+            .env("WAITER_BUS__WAITER__GROUP_ID", &topics.group)
+            .env("WAITER_BUS__WAITER__CONSUMERS", "1")
+            .env("WAITER_BUS__WAITER__WAITERS", "20")
+            .env("WAITER_BUS__WAITER__COMMIT_INTERVAL_MS", "100")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the waiter binary starts");
+        Self(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WaiterProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn killing_the_waiter_mid_run_loses_no_request() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 2).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    const REQUESTS: usize = 200;
+    for i in 0..REQUESTS {
+        client.send_json(&format!("k-{i}"), 50).await;
+    }
+
+    let mut first = WaiterProcess::start(&kafka, &topics);
+    // Kill it once it has answered some requests but not all.
+    let before_kill = client.collect(|r| r.len() >= 40).await;
+    first.kill();
+    assert!(before_kill.len() < REQUESTS, "killed mid-run");
+
+    let _second = WaiterProcess::start(&kafka, &topics);
+    let mut replies = before_kill;
+    let rest = client
+        .collect(|r| {
+            let seen: HashSet<_> = replies
+                .iter()
+                .chain(r)
+                .filter_map(|m| header(m, "correlation"))
+                .collect();
+            seen.len() >= REQUESTS
+        })
+        .await;
+    replies.extend(rest);
+    let counts = count_by_correlation(&replies);
+    assert_eq!(
+        counts.len(),
+        REQUESTS,
+        "every request answered at least once"
+    );
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    // At-least-once: the killed instance's uncommitted work is redone, and
+    // the duplicates are countable through `correlation`.
+    eprintln!(
+        "kill-and-restart: {} replies, {duplicates} duplicates",
+        replies.len()
+    );
+}
+
+#[test]
+fn an_unknown_setting_stops_the_binary_with_the_key_named() {
+    for (var, value, expected) in [
+        ("WAITER_BUS__WAITER__WAITERZ", "3", "waiter.waiterz"),
+        ("WAITER_BUS__WAITER__WAITERS", "many", "waiter.waiters"),
+        ("WAITER_BUS__WAITER__CONSUMERS", "0", "waiter.consumers"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_waiter"))
+            .env(var, value)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{var}={value}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served_on_the_http_port() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let base = format!("http://127.0.0.1:{}", waiter.port);
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    testkit::eventually("ready", DEADLINE, || async {
+        (reqwest::get(format!("{base}/readyz")).await.ok()?.status() == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("waiter_channel_capacity"), "{metrics}");
+    waiter.stop().await;
+}

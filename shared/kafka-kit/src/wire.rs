@@ -1,0 +1,58 @@
+//! The JSON bodies on the wire, shared by every producer and consumer of them.
+
+use serde::{Deserialize, Serialize};
+
+/// A wait request: the body of a `Waiter-Requests` record and of `POST /wait`.
+///
+/// A plain-text record body is also accepted by the waiter: it is the
+/// caller's name, waited for the default time (the Go app's format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitRequestBody {
+    /// Who is waiting; echoed in the reply.
+    pub name: String,
+    /// How long to wait; the waiter's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// Ignored filler, so load tests can choose the record size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<String>,
+}
+
+/// Whether a request was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyStatus {
+    /// The wait happened.
+    Ok,
+    /// The request was refused (for example a wait over the maximum).
+    Error,
+}
+
+/// The waiter's reply: the body of a `Waiter-Responses` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitReply {
+    /// `ok`, or `error` with [`WaitReply::error`] saying why.
+    pub status: ReplyStatus,
+    /// The request's correlation id.
+    pub correlation: String,
+    /// The caller's name from the request.
+    pub name: String,
+    /// A human-readable summary.
+    pub message: String,
+    /// How long was requested.
+    pub requested_wait_ms: u64,
+    /// How long the waiter actually waited (0 when refused).
+    pub waited_ms: u64,
+    /// Variant label of the waiter that served it (`baseline` or e.g. `sbx-123`).
+    pub variant: String,
+    /// The waiter instance that served it.
+    pub instance: String,
+    /// Trace id of the request's trace (32 hex digits).
+    pub trace_id: String,
+    /// Why the request was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the wait was recorded in the ledger (absent when no ledger is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_recorded: Option<bool>,
+}
