@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
 use waiter::{Application, Settings};
 
 /// Consume wait requests from Kafka, wait, and reply.
@@ -14,22 +15,51 @@ struct Args {
     /// YAML settings layered over the defaults (also WAITER_BUS_CONFIG).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Start an embedded Kafka broker in this process and use it.
+    #[arg(long)]
+    embedded: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings = Settings::load(args.config.as_deref())?;
+    let mut settings = Settings::load(args.config.as_deref())?;
     let telemetry = telemetry::init(telemetry::TelemetryConfig::service(
         "waiter",
         env!("CARGO_PKG_VERSION"),
         &settings.service.variant,
     ))?;
+    // Kept alive until the waiter has drained.
+    let broker = match args.embedded {
+        true => Some(start_embedded(&mut settings)?),
+        false => None,
+    };
     let shutdown = service_kit::shutdown_on_signal();
     let app = Application::build(settings)
         .await
         .context("starting the waiter")?;
     let result = app.run_until_stopped(shutdown).await;
     telemetry.shutdown(Duration::from_secs(5));
+    drop(broker);
     result.context("the waiter stopped with an error")
+}
+
+fn start_embedded(settings: &mut Settings) -> anyhow::Result<EmbeddedKafka> {
+    let broker = EmbeddedKafka::start(EmbeddedKafkaOptions {
+        group_initial_rebalance_delay_ms: 250,
+        ..EmbeddedKafkaOptions::default()
+    })
+    .context("starting the embedded broker")?;
+    let b = broker.bootstrap_servers();
+    settings.kafka.bootstrap_servers = b.to_string();
+    let requests = &settings.waiter.request_topic;
+    let replies = &settings.waiter.default_response_topic;
+    println!("embedded Kafka broker: bootstrap.servers={b}");
+    println!("send a request and read the reply (kcat, from Debian's `kcat` package):");
+    println!(
+        "  echo '{{\"name\":\"Ada\",\"wait_ms\":250}}' | kcat -b {b} -P -t {requests} -H correlation=abc -H responseTopic={replies}"
+    );
+    println!("  kcat -b {b} -C -t {replies} -o beginning -f '%k %h\\n%s\\n\\n'");
+    println!("metrics: http://localhost:{}/metrics   Ctrl-C stops", settings.http.port);
+    Ok(broker)
 }
