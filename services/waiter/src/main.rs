@@ -60,6 +60,9 @@ fn start_embedded(settings: &mut Settings) -> anyhow::Result<EmbeddedKafka> {
         "  echo '{{\"name\":\"Ada\",\"wait_ms\":250}}' | kcat -b {b} -P -t {requests} -H correlation=abc -H responseTopic={replies}"
     );
     println!("  kcat -b {b} -C -t {replies} -o beginning -f '%k %h\\n%s\\n\\n'");
-    println!("metrics: http://localhost:{}/metrics   Ctrl-C stops", settings.http.port);
+    println!(
+        "metrics: http://localhost:{}/metrics   Ctrl-C stops",
+        settings.http.port
+    );
     Ok(broker)
 }

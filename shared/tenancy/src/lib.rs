@@ -1,0 +1,29 @@
+//! Who processes which record: the tenancy rules of waiter-bus.
+//!
+//! Start with [`decide`], the one pure function every consumer calls per
+//! record: from the consumer's [`ConsumerTenancy`], the record's tenant (from
+//! W3C baggage; absent means the production tenancy) and a [`Routes`]
+//! snapshot, it returns [`Decision::Process`] or [`Decision::Skip`] with a
+//! reason. It combines the two rule sets the project is built on: variant
+//! routing (a tenant maps services to variant labels in the registry) and
+//! tenancy filtering (`allowed_tenancies` and `tenant_routing`, reproducing
+//! the ten-row consumption decision table).
+//!
+//! [`RouteTable`] keeps a [`Routes`] snapshot current by tailing the
+//! compacted `tenant-routes` topic from the beginning; every router and
+//! consumer owns one, so look-ups never leave the process.
+//! [`RouteTable::caught_up`] says when it has read everything that existed
+//! at start, and no consumer processes anything before that.
+
+mod decision;
+mod routes;
+mod table;
+
+pub use decision::{
+    AllowedTenancies, ConsumerTenancy, Decision, Environment, SkipReason, Tenancy, decide,
+};
+pub use routes::{RouteRecord, Routes, TenantRoutes, VariantEndpoint, tenant_key, variant_key};
+pub use table::{RouteTable, RouteTableError};
+
+/// The label of the shared baseline.
+pub const BASELINE: &str = "baseline";

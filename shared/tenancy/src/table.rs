@@ -1,0 +1,223 @@
+//! A local, always-current copy of `tenant-routes`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use kafka_kit::KafkaSettings;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::routes::{RouteRecord, Routes};
+
+/// Why the route table could not start or catch up.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteTableError {
+    /// The consumer could not be created or assigned.
+    #[error("route table: Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The topic does not exist.
+    #[error("route table: topic `{0}` does not exist")]
+    NoTopic(String),
+    /// The table did not read up to the start-time end of the topic in time.
+    #[error("route table: not caught up with `{topic}` within {timeout:?}")]
+    NotCaughtUp {
+        /// The topic.
+        topic: String,
+        /// How long it was given.
+        timeout: Duration,
+    },
+}
+
+/// Every tenant mapping and variant registration, kept current by tailing
+/// `tenant-routes`. Cheap to clone; the tail stops when the last clone drops.
+#[derive(Clone)]
+pub struct RouteTable {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    topic: String,
+    // Readers take the current snapshot (an `Arc` clone) and never block the
+    // tail, which swaps in a new snapshot per record.
+    routes: RwLock<Arc<Routes>>,
+    caught_up: watch::Sender<bool>,
+    // Records applied so far; waiters for a change subscribe to it.
+    applied: watch::Sender<u64>,
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+static TABLES: AtomicU64 = AtomicU64::new(0);
+
+impl RouteTable {
+    /// Starts tailing `topic` from its beginning.
+    pub async fn start(kafka: &KafkaSettings, topic: &str) -> Result<Self, RouteTableError> {
+        let group = format!(
+            "route-table-{}-{}",
+            std::process::id(),
+            TABLES.fetch_add(1, Ordering::Relaxed)
+        );
+        let consumer: StreamConsumer = kafka
+            .consumer_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "50")
+            .create()?;
+        let topic_name = topic.to_string();
+        // Metadata and watermarks are blocking librdkafka calls.
+        let (consumer, targets) = tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&topic_name), Duration::from_secs(10))?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+                .unwrap_or_default();
+            let mut targets = HashMap::new();
+            let mut assignment = TopicPartitionList::new();
+            for partition in partitions {
+                let (_, high) =
+                    consumer.fetch_watermarks(&topic_name, partition, Duration::from_secs(10))?;
+                targets.insert(partition, high);
+                assignment.add_partition_offset(&topic_name, partition, Offset::Beginning)?;
+            }
+            consumer.assign(&assignment)?;
+            Ok::<_, rdkafka::error::KafkaError>((consumer, targets))
+        })
+        .await
+        .expect("the metadata task does not panic")?;
+        if targets.is_empty() {
+            return Err(RouteTableError::NoTopic(topic.to_string()));
+        }
+        let inner = Arc::new(Inner {
+            topic: topic.to_string(),
+            routes: RwLock::new(Arc::new(Routes::default())),
+            caught_up: watch::channel(false).0,
+            applied: watch::channel(0).0,
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(tail(
+            consumer,
+            targets,
+            Arc::downgrade(&inner),
+            inner.stop.clone(),
+        ));
+        Ok(Self { inner })
+    }
+
+    /// The current routes.
+    pub fn snapshot(&self) -> Arc<Routes> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether everything in the topic at start has been read.
+    pub fn is_caught_up(&self) -> bool {
+        *self.inner.caught_up.borrow()
+    }
+
+    /// Waits until [`Self::is_caught_up`].
+    pub async fn caught_up(&self, timeout: Duration) -> Result<(), RouteTableError> {
+        let mut caught_up = self.inner.caught_up.subscribe();
+        tokio::time::timeout(timeout, caught_up.wait_for(|&done| done))
+            .await
+            .map(|_| ())
+            .map_err(|_| RouteTableError::NotCaughtUp {
+                topic: self.inner.topic.clone(),
+                timeout,
+            })
+    }
+
+    /// Waits until the routes satisfy `condition` (a change has arrived).
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&Routes) -> bool,
+    ) -> Option<Arc<Routes>> {
+        let mut applied = self.inner.applied.subscribe();
+        let wait = async {
+            loop {
+                let routes = self.snapshot();
+                if condition(&routes) {
+                    return routes;
+                }
+                if applied.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+}
+
+async fn tail(
+    consumer: StreamConsumer,
+    mut remaining: HashMap<i32, i64>,
+    table: std::sync::Weak<Inner>,
+    stop: CancellationToken,
+) {
+    remaining.retain(|_, high| *high > 0);
+    let mark_caught_up = |table: &Inner| {
+        table.caught_up.send_replace(true);
+    };
+    if remaining.is_empty() {
+        match table.upgrade() {
+            Some(t) => mark_caught_up(&t),
+            None => return,
+        }
+    }
+    let mut stream = consumer.stream();
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            next = stream.next() => next,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "route table: consume failed; retrying");
+                continue;
+            }
+            None => return,
+        };
+        let Some(table) = table.upgrade() else { return };
+        let key = message
+            .key()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        match RouteRecord::decode(&key, message.payload()) {
+            Ok(record) => {
+                let mut routes = table.routes.write().unwrap_or_else(|e| e.into_inner());
+                let mut next = Routes::clone(&routes);
+                next.apply(record);
+                *routes = Arc::new(next);
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, offset = message.offset(), "route table: skipping an unusable record");
+                metrics::counter!("route_table_records_rejected_total").increment(1);
+            }
+        }
+        table.applied.send_modify(|n| *n += 1);
+        if let Some(&high) = remaining.get(&message.partition())
+            && message.offset() + 1 >= high
+        {
+            remaining.remove(&message.partition());
+            if remaining.is_empty() {
+                mark_caught_up(&table);
+            }
+        }
+    }
+}
