@@ -625,7 +625,7 @@ async fn a_ledger_that_is_down_or_too_slow_costs_no_reply() {
     let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
     let hang = axum::Router::new().route(
         "/records",
-        axum::routing::post(|| std::future::pending::<&'static str>()),
+        axum::routing::post(std::future::pending::<&'static str>),
     );
     tokio::spawn(async move { axum::serve(hanging, hang).await.unwrap() });
 
