@@ -3,13 +3,17 @@
 //! Start with [`shutdown_on_signal`] (one `CancellationToken` cancelled on
 //! SIGINT or SIGTERM) and [`operational_routes`] (`/metrics`, `/healthz`,
 //! `/readyz`), then [`serve`], which runs an axum router on a bound listener
-//! until the token is cancelled.
+//! until the token is cancelled. [`HttpSettings`] and [`bind`] are the
+//! `http` section every service has; [`ApiError`] is the one error type
+//! handlers return, a status and a message a client can act on.
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -81,4 +85,95 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// The `http` section of a service's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Interface to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+}
+
+/// Binds `settings`, returning the listener and the port actually bound.
+pub async fn bind(settings: &HttpSettings) -> std::io::Result<(TcpListener, u16)> {
+    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot bind {}:{}: {e}", settings.host, settings.port),
+            )
+        })?;
+    let port = listener.local_addr()?.port();
+    Ok((listener, port))
+}
+
+/// A handler's failure: a status and a message for the client, as
+/// `{"error": "..."}`. Server-side failures are logged with their cause.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request itself is wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, error = %self.message, "request failed");
+        }
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        Self::new(rejection.status(), rejection.body_text())
+    }
+}
+
+/// Always ready; for services with nothing to wait for.
+pub struct AlwaysReady;
+
+impl Readiness for AlwaysReady {
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -1,0 +1,170 @@
+//! The ledger (service D): records every completed wait (request id, tenant,
+//! the variant that handled each hop, trace id, waited time) and serves them
+//! back, filtered by tenant, for the demo and the tests.
+//!
+//! Start with [`Application`]; [`router`] is the HTTP API:
+//! `POST /records` takes a [`LedgerEntry`], `GET /records?tenant=ID` lists
+//! them (oldest first; `tenant=` with no value lists production traffic).
+//! Entries live in memory, bounded by `ledger.capacity`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State, rejection::JsonRejection};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use service_kit::{ApiError, HttpSettings};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Checked-in defaults.
+pub const DEFAULTS: &str = include_str!("../config/base.yaml");
+
+/// The ledger's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP listener.
+    pub http: HttpSettings,
+    /// Storage.
+    pub ledger: LedgerSettings,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// Entries kept; the oldest are dropped first.
+    pub capacity: usize,
+}
+
+impl Settings {
+    /// Defaults → optional file → environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
+        settings::Loader::new(DEFAULTS).file(file).load()
+    }
+
+    /// The defaults alone, with HTTP on an ephemeral loopback port.
+    pub fn for_tests() -> Self {
+        let mut settings: Settings = settings::Loader::new(DEFAULTS)
+            .environment(Vec::<(String, String)>::new())
+            .load()
+            .expect("checked-in defaults load");
+        settings.http.host = "127.0.0.1".into();
+        settings.http.port = 0;
+        settings
+    }
+}
+
+/// One completed wait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerEntry {
+    /// The request's correlation id.
+    pub request_id: String,
+    /// The tenant from baggage; absent for production traffic.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Service → variant label that handled that hop.
+    pub variants: BTreeMap<String, String>,
+    /// The request's trace id.
+    pub trace_id: String,
+    /// How long the waiter waited.
+    pub waited_ms: u64,
+}
+
+/// The in-memory store.
+#[derive(Clone)]
+struct Store {
+    // One lock around a bounded deque: appends and scans are both short.
+    entries: Arc<Mutex<VecDeque<LedgerEntry>>>,
+    capacity: usize,
+}
+
+/// `GET /records` filter.
+#[derive(Debug, Deserialize)]
+struct Filter {
+    tenant: Option<String>,
+}
+
+/// The HTTP API.
+pub fn router(capacity: usize) -> Router {
+    let store = Store {
+        entries: Arc::new(Mutex::new(VecDeque::new())),
+        capacity: capacity.max(1),
+    };
+    Router::new()
+        .route("/records", post(record).get(list))
+        .with_state(store)
+}
+
+async fn record(
+    State(store): State<Store>,
+    entry: Result<Json<LedgerEntry>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(entry) = entry?;
+    if entry.request_id.trim().is_empty() {
+        return Err(ApiError::bad_request("`request_id` must not be empty"));
+    }
+    let mut entries = store.entries.lock().unwrap_or_else(|e| e.into_inner());
+    if entries.len() == store.capacity {
+        entries.pop_front();
+        metrics::counter!("ledger_entries_dropped_total").increment(1);
+    }
+    entries.push_back(entry);
+    metrics::counter!("ledger_entries_recorded_total").increment(1);
+    Ok(StatusCode::CREATED)
+}
+
+async fn list(State(store): State<Store>, Query(filter): Query<Filter>) -> Json<Vec<LedgerEntry>> {
+    let entries = store.entries.lock().unwrap_or_else(|e| e.into_inner());
+    let wanted = filter.tenant.map(|t| Some(t).filter(|t| !t.is_empty()));
+    Json(
+        entries
+            .iter()
+            .filter(|e| wanted.as_ref().is_none_or(|w| &e.tenant == w))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// A built, not yet running, ledger.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    settings: Settings,
+}
+
+impl Application {
+    /// Binds the port.
+    pub async fn build(settings: Settings) -> std::io::Result<Self> {
+        let (listener, port) = service_kit::bind(&settings.http).await?;
+        Ok(Self {
+            listener,
+            port,
+            settings,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let app = router(self.settings.ledger.capacity)
+            .merge(service_kit::operational_routes(Arc::new(
+                service_kit::AlwaysReady,
+            )))
+            .layer(propagation::HttpTraceLayer::new(
+                "ledger",
+                telemetry::BASELINE_VARIANT,
+            ));
+        tracing::info!(port = self.port, "ledger running");
+        service_kit::serve(self.listener, app, shutdown).await
+    }
+}
