@@ -1,6 +1,7 @@
 //! `kafka-dev`: serves an embedded Kafka broker on localhost until Ctrl-C.
 //!
-//! The first line on stdout is `bootstrap.servers=HOST:PORT`, for scripts.
+//! Its only stdout line is `bootstrap.servers=HOST:PORT`, for scripts;
+//! everything else goes to stderr.
 
 use std::io::Write;
 
@@ -44,16 +45,17 @@ fn main() -> anyhow::Result<()> {
     .context("installing the Ctrl-C handler")?;
 
     let broker = EmbeddedKafka::start(options.clone()).context("starting the embedded broker")?;
+    // Only the bootstrap line goes to stdout, and a closed stdout (a script
+    // that read the line and moved on, `| head -1`) must not stop the broker.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "bootstrap.servers={}", broker.bootstrap_servers())?;
-    writeln!(
-        out,
-        "topics: {} ({} partitions each); Ctrl-C stops",
+    let _ = writeln!(out, "bootstrap.servers={}", broker.bootstrap_servers());
+    let _ = out.flush();
+    drop(out);
+    eprintln!(
+        "kafka-dev: topics {} ({} partitions each); Ctrl-C stops",
         options.topics.join(", "),
         options.partitions
-    )?;
-    out.flush()?;
-    drop(out);
+    );
 
     let _ = stop_rx.recv();
     eprintln!("kafka-dev: stopping");

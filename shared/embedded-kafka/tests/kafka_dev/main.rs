@@ -28,6 +28,8 @@ fn prints_bootstrap_first_and_serves_the_project_topics_to_another_process() {
             .expect("kafka-dev starts"),
     );
     let mut first_line = String::new();
+    // Read the line and close the pipe, as `| head -1` would: the broker
+    // must keep serving.
     BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut first_line)
         .unwrap();
