@@ -49,6 +49,9 @@ pub mod headers {
     pub const BAGGAGE: &str = "baggage";
     /// Why a record was sent to the dead-letter topic.
     pub const DEAD_LETTER_REASON: &str = "dlt.reason";
+    /// Which variant handled each hop so far, as `service=label,service=label`;
+    /// the same name is used as an HTTP header and a Kafka header.
+    pub const HOPS: &str = "waiter-bus-hops";
     /// Where a dead-lettered record came from: `topic/partition@offset`.
     pub const DEAD_LETTER_ORIGIN: &str = "dlt.origin";
 

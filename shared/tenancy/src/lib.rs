@@ -14,14 +14,18 @@
 //! consumer owns one, so look-ups never leave the process.
 //! [`RouteTable::caught_up`] says when it has read everything that existed
 //! at start, and no consumer processes anything before that.
+//! [`RegistryClient`] is how a variant tells the tenants registry where it
+//! answers once it is ready, and takes that back when it stops.
 
 mod decision;
+mod registry;
 mod routes;
 mod table;
 
 pub use decision::{
     AllowedTenancies, ConsumerTenancy, Decision, Environment, SkipReason, Tenancy, decide,
 };
+pub use registry::{RegistryClient, RegistryError, RegistrySettings};
 pub use routes::{RouteRecord, Routes, TenantRoutes, VariantEndpoint, tenant_key, variant_key};
 pub use table::{RouteTable, RouteTableError};
 

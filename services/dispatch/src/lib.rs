@@ -1,0 +1,399 @@
+//! Dispatch (service B): turns `POST /wait` into a request on
+//! `Waiter-Requests` and waits for the matching reply on `Waiter-Responses`.
+//!
+//! Start with [`Application`]. [`Application::build`] creates the producer
+//! and a reply reader assigned to every partition of the response topic at
+//! its current end (no consumer group: every dispatch instance sees every
+//! reply and completes only the requests it is waiting for, ignoring the
+//! rest). A request carries `correlation`, `responseTopic`, `traceparent`,
+//! `baggage` and the `waiter-bus-hops` header; the caller gets the waiter's
+//! reply, or 504 when none arrives within `reply_timeout_ms`, or 503 when the
+//! broker does not take the request.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{State, rejection::JsonRejection};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures_lite::StreamExt;
+use kafka_kit::wire::{WaitReply, WaitRequestBody};
+use kafka_kit::{KafkaSettings, headers};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use service_kit::{ApiError, HttpSettings};
+use tenancy::{RegistryClient, RegistrySettings};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Checked-in defaults.
+pub const DEFAULTS: &str = include_str!("../config/base.yaml");
+
+/// Dispatch's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Who this instance is.
+    pub service: ServiceSettings,
+    /// The HTTP listener.
+    pub http: HttpSettings,
+    /// The broker.
+    pub kafka: KafkaSettings,
+    /// Topics and timeouts.
+    pub dispatch: DispatchSettings,
+    /// Variant registration.
+    pub registry: RegistrySettings,
+}
+
+/// Identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// `baseline` or a variant label.
+    pub variant: String,
+}
+
+/// Request/reply settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchSettings {
+    /// Where requests are published.
+    pub request_topic: String,
+    /// Where replies are read, and what requests name as `responseTopic`.
+    pub response_topic: String,
+    /// How long a caller waits for its reply.
+    pub reply_timeout_ms: u64,
+}
+
+impl Settings {
+    /// Defaults → optional file → environment (and `KAFKA_BOOTSTRAP_SERVERS`).
+    pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
+        settings::Loader::new(DEFAULTS)
+            .file(file)
+            .kafka_section("kafka")
+            .load()
+    }
+
+    /// The defaults pointed at `kafka`, HTTP on an ephemeral loopback port.
+    pub fn defaults_with(kafka: &KafkaSettings) -> Self {
+        let mut settings: Settings = settings::Loader::new(DEFAULTS)
+            .environment(Vec::<(String, String)>::new())
+            .load()
+            .expect("checked-in defaults load");
+        settings.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
+        settings.http.host = "127.0.0.1".into();
+        settings.http.port = 0;
+        settings
+    }
+}
+
+/// Why dispatch could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The port could not be bound.
+    #[error(transparent)]
+    Bind(#[from] std::io::Error),
+    /// A Kafka client could not be created or assigned.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The response topic does not exist.
+    #[error("response topic `{0}` does not exist")]
+    NoResponseTopic(String),
+    /// Registration with the tenants registry failed.
+    #[error(transparent)]
+    Registry(#[from] tenancy::RegistryError),
+}
+
+/// What `POST /wait` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DispatchResponse {
+    /// The correlation id the request carried.
+    pub correlation: String,
+    /// Dispatch's variant label.
+    pub dispatch_variant: String,
+    /// The waiter's reply.
+    pub reply: WaitReply,
+}
+
+// Requests waiting for their reply, by correlation id. Entries are removed
+// by whichever comes first: the reply, the timeout, or a failed publish.
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<WaitReply>>>>;
+
+#[derive(Clone)]
+struct AppState {
+    producer: FutureProducer,
+    pending: Pending,
+    variant: Arc<str>,
+    request_topic: Arc<str>,
+    response_topic: Arc<str>,
+    reply_timeout: Duration,
+}
+
+/// A built, not yet running, dispatch.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    replies: StreamConsumer,
+    registry: Option<(RegistryClient, String)>,
+}
+
+impl Application {
+    /// Binds, creates the producer, assigns the reply reader at the current end.
+    pub async fn build(settings: Settings) -> Result<Self, DispatchError> {
+        let (listener, port) = service_kit::bind(&settings.http).await?;
+        let producer: FutureProducer = settings
+            .kafka
+            .producer_config()
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                settings.dispatch.reply_timeout_ms.to_string(),
+            )
+            .create()?;
+        let replies: StreamConsumer = settings
+            .kafka
+            .consumer_config()
+            .set(
+                "group.id",
+                format!("dispatch-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let topic = settings.dispatch.response_topic.clone();
+        let replies =
+            tokio::task::spawn_blocking(move || assign_at_end(&replies, &topic).map(|()| replies))
+                .await
+                .expect("the assignment task does not panic")?;
+        let variant = settings.service.variant.clone();
+        let registry = match (&settings.registry.url, variant.as_str()) {
+            (Some(url), label) if label != tenancy::BASELINE => {
+                let endpoint = settings
+                    .registry
+                    .advertised_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+                Some((
+                    RegistryClient::new(url, settings.registry.token.clone()),
+                    endpoint,
+                ))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            listener,
+            port,
+            state: AppState {
+                producer,
+                pending: Arc::default(),
+                variant: variant.into(),
+                request_topic: settings.dispatch.request_topic.into(),
+                response_topic: settings.dispatch.response_topic.into(),
+                reply_timeout: Duration::from_millis(settings.dispatch.reply_timeout_ms),
+            },
+            replies,
+            registry,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` is cancelled; a variant registers itself first
+    /// and deregisters on the way out.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
+        let variant = self.state.variant.to_string();
+        if let Some((registry, endpoint)) = &self.registry {
+            registry.register("dispatch", &variant, endpoint).await?;
+            tracing::info!(%variant, %endpoint, "registered with the tenants registry");
+        }
+        let reader = tokio::spawn(complete_replies(
+            self.replies,
+            self.state.pending.clone(),
+            shutdown.clone(),
+        ));
+        let app = Router::new()
+            .route("/wait", post(wait))
+            .with_state(self.state)
+            .merge(service_kit::operational_routes(Arc::new(
+                service_kit::AlwaysReady,
+            )))
+            .layer(propagation::HttpTraceLayer::new("dispatch", &variant));
+        tracing::info!(port = self.port, %variant, "dispatch running");
+        let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = reader.await;
+        if let Some((registry, _)) = &self.registry
+            && let Err(e) = registry.deregister("dispatch", &variant).await
+        {
+            tracing::warn!(error = %e, "deregistration failed; the registry keeps a stale endpoint");
+        }
+        served.map_err(DispatchError::from)
+    }
+}
+
+fn assign_at_end(consumer: &StreamConsumer, topic: &str) -> Result<(), DispatchError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(DispatchError::NoResponseTopic(topic.to_string()));
+    }
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        // An explicit offset, not `Offset::End`: a reply produced between
+        // start-up and the first fetch must not be skipped.
+        let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
+    }
+    consumer.assign(&assignment)?;
+    Ok(())
+}
+
+async fn complete_replies(replies: StreamConsumer, pending: Pending, stop: CancellationToken) {
+    let mut stream = replies.stream();
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            next = stream.next() => next,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "reading replies failed; retrying");
+                continue;
+            }
+            None => return,
+        };
+        let Some(correlation) = propagation::kafka_header(message.headers(), headers::CORRELATION)
+        else {
+            continue;
+        };
+        let waiting = pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(correlation);
+        let Some(waiting) = waiting else {
+            // Another instance's request, or one that already timed out.
+            metrics::counter!("dispatch_replies_ignored_total").increment(1);
+            continue;
+        };
+        match message.payload().map(serde_json::from_slice::<WaitReply>) {
+            Some(Ok(reply)) => {
+                let _ = waiting.send(reply);
+            }
+            _ => {
+                tracing::warn!(%correlation, "reply is not a waiter reply; the caller will time out")
+            }
+        }
+    }
+}
+
+async fn wait(
+    State(state): State<AppState>,
+    incoming: HeaderMap,
+    body: Result<Json<WaitRequestBody>, JsonRejection>,
+) -> Result<Json<DispatchResponse>, ApiError> {
+    let Json(body) = body?;
+    if body.name.trim().is_empty() {
+        return Err(ApiError::bad_request("`name` must not be empty"));
+    }
+    let correlation = uuid::Uuid::new_v4().to_string();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    state
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(correlation.clone(), reply_tx);
+    let forget = || {
+        state
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&correlation);
+    };
+
+    let hops = match incoming
+        .get(headers::HOPS)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    {
+        Some(earlier) => format!("{earlier},dispatch={}", state.variant),
+        None => format!("dispatch={}", state.variant),
+    };
+    let payload = serde_json::to_vec(&body).expect("a request always serialises");
+    let publish = tracing::info_span!(
+        "publish",
+        otel.name = format!("publish {}", state.request_topic),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %state.request_topic,
+        messaging.message.conversation_id = %correlation,
+        service = "dispatch",
+        variant = %state.variant,
+    );
+    let record_headers = [
+        (headers::CORRELATION, correlation.as_str()),
+        (headers::RESPONSE_TOPIC, &state.response_topic),
+        (headers::HOPS, hops.as_str()),
+    ]
+    .into_iter()
+    .fold(
+        propagation::inject_kafka(&publish.context(), OwnedHeaders::new()),
+        |acc, (key, value)| {
+            acc.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    );
+    let record = FutureRecord::to(&state.request_topic)
+        .key(&correlation)
+        .payload(&payload)
+        .headers(record_headers);
+    let sent = state
+        .producer
+        .send(record, Duration::from_secs(1))
+        .instrument(publish)
+        .await;
+    if let Err((e, _)) = sent {
+        forget();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot publish the request to Kafka: {e}"),
+        ));
+    }
+    match tokio::time::timeout(state.reply_timeout, reply_rx).await {
+        Ok(Ok(reply)) => Ok(Json(DispatchResponse {
+            correlation,
+            dispatch_variant: state.variant.to_string(),
+            reply,
+        })),
+        _ => {
+            forget();
+            metrics::counter!("dispatch_replies_timed_out_total").increment(1);
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "no reply from the waiter within {} ms (correlation {correlation})",
+                    state.reply_timeout.as_millis()
+                ),
+            ))
+        }
+    }
+}

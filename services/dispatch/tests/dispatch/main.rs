@@ -1,0 +1,169 @@
+//! Dispatch against the embedded broker and a real waiter, both in process.
+
+use std::time::Duration;
+
+use dispatch::{Application, DispatchResponse, Settings};
+use serde_json::json;
+use testkit::TestKafka;
+use tokio_util::sync::CancellationToken;
+
+struct Topics {
+    requests: String,
+    replies: String,
+}
+
+async fn topics(kafka: &TestKafka) -> Topics {
+    let topics = Topics {
+        requests: testkit::unique_name("requests"),
+        replies: testkit::unique_name("replies"),
+    };
+    kafka.create_topic(&topics.requests, 2).await.unwrap();
+    kafka.create_topic(&topics.replies, 2).await.unwrap();
+    topics
+}
+
+async fn start_dispatch(
+    kafka: &TestKafka,
+    topics: &Topics,
+    timeout_ms: u64,
+) -> (String, CancellationToken) {
+    testkit::telemetry();
+    let mut settings = Settings::defaults_with(&kafka.settings());
+    settings.dispatch.request_topic = topics.requests.clone();
+    settings.dispatch.response_topic = topics.replies.clone();
+    settings.dispatch.reply_timeout_ms = timeout_ms;
+    let app = Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    (base, stop)
+}
+
+async fn start_waiter(kafka: &TestKafka, topics: &Topics) -> CancellationToken {
+    let mut settings = waiter::Settings::defaults_with(kafka.settings());
+    settings.http.host = "127.0.0.1".into();
+    settings.http.port = 0;
+    settings.waiter.request_topic = topics.requests.clone();
+    settings.waiter.default_response_topic = topics.replies.clone();
+    settings.waiter.group_id = testkit::unique_name("waiter");
+    settings.waiter.consumers = 1;
+    let dlt = testkit::unique_name("dlt");
+    kafka.create_topic(&dlt, 1).await.unwrap();
+    settings.waiter.dead_letter_topic = dlt;
+    let app = waiter::Application::build(settings).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    stop
+}
+
+#[tokio::test]
+async fn a_request_is_answered_with_the_waiters_reply() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let waiter = start_waiter(&kafka, &topics).await;
+    let (base, stop) = start_dispatch(&kafka, &topics, 20_000).await;
+    let response = reqwest::Client::new()
+        .post(format!("{base}/wait"))
+        .header("waiter-bus-hops", "gateway=baseline")
+        .json(&json!({"name": "Ada", "wait_ms": 20}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: DispatchResponse = response.json().await.unwrap();
+    assert_eq!(body.reply.name, "Ada");
+    assert_eq!(body.reply.correlation, body.correlation);
+    assert_eq!(body.dispatch_variant, "baseline");
+    assert!(body.reply.waited_ms >= 20);
+    stop.cancel();
+    waiter.cancel();
+}
+
+#[tokio::test]
+async fn no_reply_in_time_is_a_504_that_says_so() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let (base, stop) = start_dispatch(&kafka, &topics, 300).await;
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/wait"))
+        .json(&json!({"name": "Nobody"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no reply from the waiter within 300 ms"),
+        "{body}"
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_with_a_message() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let (base, stop) = start_dispatch(&kafka, &topics, 300).await;
+    let client = reqwest::Client::new();
+    let malformed = client
+        .post(format!("{base}/wait"))
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let empty = client
+        .post(format!("{base}/wait"))
+        .json(&json!({"name": " "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 400);
+    let body: serde_json::Value = empty.json().await.unwrap();
+    assert_eq!(body["error"], "`name` must not be empty");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn each_dispatch_instance_completes_only_its_own_requests() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let waiter = start_waiter(&kafka, &topics).await;
+    let (first, stop_first) = start_dispatch(&kafka, &topics, 20_000).await;
+    let (second, stop_second) = start_dispatch(&kafka, &topics, 20_000).await;
+    let client = reqwest::Client::new();
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let base = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            let name = format!("caller-{i}");
+            let response: DispatchResponse = client
+                .post(format!("{base}/wait"))
+                .json(&json!({"name": name, "wait_ms": 5}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(response.reply.name, name, "each caller gets its own reply");
+        }));
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    stop_first.cancel();
+    stop_second.cancel();
+    waiter.cancel();
+}

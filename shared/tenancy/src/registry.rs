@@ -1,0 +1,104 @@
+//! A variant's side of the tenants registry: register when ready, deregister
+//! when stopping.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The `registry` section of a variant's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// The registry's base URL; `None` means this instance does not register.
+    pub url: Option<String>,
+    /// Bearer token for mutations.
+    pub token: Option<String>,
+    /// The URL others should use for this instance (default: loopback and the bound port).
+    pub advertised_url: Option<String>,
+}
+
+/// Why a registration did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Unreachable, or timed out.
+    #[error("registry unreachable: {0}")]
+    Unreachable(#[from] reqwest::Error),
+    /// The registry refused, saying why.
+    #[error("registry refused ({status}): {body}")]
+    Refused {
+        /// Its status.
+        status: u16,
+        /// Its message.
+        body: String,
+    },
+}
+
+/// Talks to the tenants registry on behalf of one variant.
+#[derive(Debug, Clone)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl RegistryClient {
+    /// A client for the registry at `base` with an optional bearer token.
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("a TLS-free reqwest client always builds"),
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    async fn check(response: reqwest::Response) -> Result<(), RegistryError> {
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(RegistryError::Refused {
+            status: response.status().as_u16(),
+            body: response.text().await.unwrap_or_default(),
+        })
+    }
+
+    /// Registers variant `label` of `service` as answering at `endpoint`.
+    pub async fn register(
+        &self,
+        service: &str,
+        label: &str,
+        endpoint: &str,
+    ) -> Result<(), RegistryError> {
+        let response = self
+            .request(
+                reqwest::Method::PUT,
+                &format!("/variants/{service}/{label}"),
+            )
+            .json(&serde_json::json!({ "endpoint": endpoint }))
+            .send()
+            .await?;
+        Self::check(response).await
+    }
+
+    /// Removes the registration of variant `label` of `service`.
+    pub async fn deregister(&self, service: &str, label: &str) -> Result<(), RegistryError> {
+        let response = self
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/variants/{service}/{label}"),
+            )
+            .send()
+            .await?;
+        Self::check(response).await
+    }
+}
