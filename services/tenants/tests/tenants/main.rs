@@ -1,0 +1,262 @@
+//! The tenants registry against the embedded broker.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tenancy::RouteTable;
+use tenants::{Application, Deleted, Settings};
+use testkit::TestKafka;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "test-token";
+
+struct Registry {
+    base: String,
+    topic: String,
+    http: reqwest::Client,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn start(kafka: &TestKafka) -> Registry {
+    testkit::telemetry();
+    let topic = testkit::unique_name("routes");
+    kafka.create_topic(&topic, 1).await.unwrap();
+    let mut settings = Settings::defaults_with(&kafka.settings());
+    settings.tenants.topic = topic.clone();
+    settings.tenants.token = TOKEN.into();
+    let app = Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    Registry {
+        base,
+        topic,
+        http: reqwest::Client::new(),
+        _stop: stop.drop_guard(),
+    }
+}
+
+impl Registry {
+    async fn put(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn register(&self, service: &str, label: &str) {
+        let response = self
+            .put(
+                &format!("/variants/{service}/{label}"),
+                json!({"endpoint": "http://127.0.0.1:9"}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn mutations_need_the_token_and_reads_do_not() {
+    let kafka = TestKafka::start().unwrap();
+    let registry = start(&kafka).await;
+    let url = format!("{}/tenants/123", registry.base);
+    let body = json!({"services": {}});
+    let anonymous = registry.http.put(&url).json(&body).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = registry
+        .http
+        .put(&url)
+        .bearer_auth("guess")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let delete = registry.http.delete(&url).send().await.unwrap();
+    assert_eq!(delete.status(), 401);
+    let variant = registry
+        .http
+        .put(format!("{}/variants/waiter/sbx-1", registry.base))
+        .json(&json!({"endpoint": "http://x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(variant.status(), 401);
+    let read = registry
+        .http
+        .get(format!("{}/tenants", registry.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let tenants: Vec<serde_json::Value> = read.json().await.unwrap();
+    assert!(tenants.is_empty(), "nothing was written");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_with_a_message() {
+    let kafka = TestKafka::start().unwrap();
+    let registry = start(&kafka).await;
+    let cases = [
+        (
+            "/tenants/bad%20id",
+            json!({"services": {}}),
+            400,
+            "invalid tenant id",
+        ),
+        (
+            "/tenants/123",
+            json!({"services": {"nonsense": "sbx-1"}}),
+            400,
+            "unknown service",
+        ),
+        (
+            "/tenants/123",
+            json!({"services": {"waiter": "baseline"}}),
+            400,
+            "baseline",
+        ),
+        (
+            "/tenants/123",
+            json!({"services": {"waiter": "sbx-1"}}),
+            409,
+            "not registered",
+        ),
+        ("/tenants/123", json!({"servces": {}}), 422, "servces"),
+        (
+            "/variants/waiter/sbx-1",
+            json!({"endpoint": "ftp://x"}),
+            400,
+            "http://",
+        ),
+    ];
+    for (path, body, status, message) in cases {
+        let response = registry.put(path, body).await;
+        assert_eq!(response.status(), status, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(message), "{path}: {text}");
+    }
+    let malformed = registry
+        .http
+        .put(format!("{}/tenants/123", registry.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let unknown = registry
+        .http
+        .get(format!("{}/tenants/nobody", registry.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn a_tenant_is_created_read_replaced_and_deleted() {
+    let kafka = TestKafka::start().unwrap();
+    let registry = start(&kafka).await;
+    registry.register("dispatch", "sbx-123").await;
+    registry.register("waiter", "sbx-123").await;
+
+    let created = registry
+        .put("/tenants/123", json!({"services": {"dispatch": "sbx-123"}}))
+        .await;
+    assert_eq!(created.status(), 200);
+    let read: serde_json::Value = registry
+        .http
+        .get(format!("{}/tenants/123", registry.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        read["services"],
+        json!({"dispatch": "sbx-123"}),
+        "reads see the write at once"
+    );
+
+    let replaced = registry
+        .put(
+            "/tenants/123",
+            json!({"services": {"dispatch": "sbx-123", "waiter": "sbx-123"}}),
+        )
+        .await;
+    assert_eq!(replaced.status(), 200);
+
+    let deleted = registry
+        .http
+        .delete(format!("{}/tenants/123", registry.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let report: Deleted = deleted.json().await.unwrap();
+    assert_eq!(report.tenant, "123");
+    assert_eq!(report.consumer_groups.len(), 1, "{report:?}");
+    let group = &report.consumer_groups[0];
+    assert_eq!(group.group, "waiter-sbx-123");
+    // The embedded broker may not support group deletion; it must be said.
+    assert!(group.deleted || group.reason.is_some(), "{report:?}");
+    let gone = registry
+        .http
+        .get(format!("{}/tenants/123", registry.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    let variants: Vec<serde_json::Value> = registry
+        .http
+        .get(format!("{}/variants", registry.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(variants.len(), 2, "variants outlive the tenant");
+}
+
+#[tokio::test]
+async fn a_route_change_reaches_every_route_table_quickly() {
+    let kafka = TestKafka::start().unwrap();
+    let registry = start(&kafka).await;
+    registry.register("waiter", "sbx-7").await;
+    let mut tables = Vec::new();
+    for _ in 0..5 {
+        let table = RouteTable::start(&kafka.settings(), &registry.topic)
+            .await
+            .unwrap();
+        table.caught_up(Duration::from_secs(10)).await.unwrap();
+        tables.push(table);
+    }
+    let started = Instant::now();
+    let response = registry
+        .put("/tenants/7", json!({"services": {"waiter": "sbx-7"}}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut slowest = Duration::ZERO;
+    for table in &tables {
+        table
+            .wait_for(Duration::from_secs(10), |r| {
+                r.variant_for("7", "waiter") == Some("sbx-7")
+            })
+            .await
+            .expect("the change reached the table");
+        slowest = slowest.max(started.elapsed());
+    }
+    eprintln!(
+        "route change reached all {} route tables in {slowest:?}",
+        tables.len()
+    );
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+}
