@@ -3,7 +3,6 @@
 //! unusable, straight to the producers as a dead letter).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,11 +38,14 @@ pub struct WaiterContext {
     // assignment never moves the committed position.
     partitions: Mutex<HashMap<i32, Arc<PartitionOffsets>>>,
     // Partitions assigned across all of this instance's consumers; readiness.
-    assigned: Arc<AtomicUsize>,
+    assigned: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl WaiterContext {
-    pub(crate) fn new(config: &PipelineConfig, assigned: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        config: &PipelineConfig,
+        assigned: Arc<tokio::sync::watch::Sender<usize>>,
+    ) -> Self {
         Self {
             metrics: config.metrics.clone(),
             variant: config.variant.clone(),
@@ -117,7 +119,8 @@ impl ConsumerContext for WaiterContext {
                 }
             }
             drop(partitions);
-            self.assigned.fetch_sub(list.count(), Ordering::AcqRel);
+            self.assigned
+                .send_modify(|n| *n = n.saturating_sub(list.count()));
             self.rebalance_event("revoked", list);
         }
     }
@@ -130,7 +133,7 @@ impl ConsumerContext for WaiterContext {
                     partitions.insert(element.partition(), Arc::new(PartitionOffsets::new()));
                 }
                 drop(partitions);
-                self.assigned.fetch_add(list.count(), Ordering::AcqRel);
+                self.assigned.send_modify(|n| *n += list.count());
                 self.rebalance_event("assigned", list);
             }
             Rebalance::Revoke(_) => {}
@@ -241,6 +244,19 @@ async fn handle(
     );
     let _ = span.set_parent(parent);
     record_broker_timestamp(&span, message.timestamp(), consumed_wall_us);
+    let routes = config.routes.snapshot();
+    if let tenancy::Decision::Skip(reason) =
+        tenancy::decide(&config.tenancy, tenant.as_deref(), &routes)
+    {
+        // Not ours: commit past it. The span shows who skipped it and why.
+        config.metrics.skipped(reason.label());
+        span.add_event(
+            "skipped",
+            vec![KeyValue::new("tenancy.skip_reason", reason.label())],
+        );
+        ack.finish();
+        return true;
+    }
     let trace_id = span.context().span().span_context().trace_id().to_string();
 
     let limits = RequestLimits {
@@ -279,6 +295,8 @@ async fn handle(
                 carried,
                 trace_id,
                 tenant,
+                hops: propagation::kafka_header(message.headers(), headers::HOPS)
+                    .map(str::to_string),
             };
             match send_timed(work, item).await {
                 Ok(blocked) => {

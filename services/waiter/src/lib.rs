@@ -21,14 +21,13 @@ pub mod settings;
 pub mod waiters;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kafka_kit::handoff::depth;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -62,28 +61,41 @@ pub enum WaiterError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    /// The route table could not start or catch up.
+    #[error(transparent)]
+    Routes(#[from] tenancy::RouteTableError),
 }
 
-/// Whether the waiter has partitions to consume.
-#[derive(Clone, Debug)]
+/// Whether the waiter is consuming: its route table has caught up and it
+/// has partitions assigned.
+#[derive(Clone)]
 pub struct Readiness {
-    assigned: Arc<AtomicUsize>,
+    assigned: Arc<watch::Sender<usize>>,
+    routes: tenancy::RouteTable,
 }
 
 impl Readiness {
     /// Partitions currently assigned across this instance's consumers.
     pub fn assigned_partitions(&self) -> usize {
-        self.assigned.load(Ordering::Acquire)
+        *self.assigned.borrow()
+    }
+
+    /// Waits until at least one partition is assigned.
+    pub async fn assigned(&self) {
+        let mut assigned = self.assigned.subscribe();
+        let _ = assigned.wait_for(|&n| n > 0).await;
     }
 }
 
 impl service_kit::Readiness for Readiness {
     fn check(&self) -> Result<(), String> {
-        if self.assigned_partitions() > 0 {
-            Ok(())
-        } else {
-            Err("no partitions assigned yet".into())
+        if !self.routes.is_caught_up() {
+            return Err("the route table has not caught up with tenant-routes".into());
         }
+        if self.assigned_partitions() == 0 {
+            return Err("no partitions assigned yet".into());
+        }
+        Ok(())
     }
 }
 
@@ -114,9 +126,14 @@ impl Application {
             .port();
         let w = &settings.waiter;
         let variant = settings.service.variant.clone();
+        let group = settings.group_id();
+        let routes =
+            tenancy::RouteTable::start(&settings.kafka, &settings.tenancy.routes_topic).await?;
         let config = Arc::new(PipelineConfig {
             instance: instance_name(),
-            group: w.group_id.clone(),
+            group: group.clone(),
+            tenancy: settings.consumer_tenancy(),
+            routes: routes.clone(),
             default_response_topic: w.default_response_topic.clone(),
             dead_letter_topic: w.dead_letter_topic.clone(),
             default_wait: Duration::from_millis(w.default_wait_ms),
@@ -127,18 +144,18 @@ impl Application {
             }),
             variant,
         });
-        let assigned = Arc::new(AtomicUsize::new(0));
+        let assigned = Arc::new(watch::channel(0).0);
         let mut consumers = Vec::with_capacity(w.consumers);
         for index in 0..w.consumers {
             let consumer: WaiterConsumer = settings
                 .kafka
                 .consumer_config()
-                .set("group.id", &w.group_id)
+                .set("group.id", &group)
                 .set("client.id", format!("waiter-{}-{index}", config.variant))
                 .set("enable.auto.commit", "true")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.commit.interval.ms", w.commit_interval_ms.to_string())
-                .set("auto.offset.reset", w.auto_offset_reset.as_str())
+                .set("auto.offset.reset", settings.auto_offset_reset().as_str())
                 .set(
                     "statistics.interval.ms",
                     w.statistics_interval_ms.to_string(),
@@ -181,7 +198,7 @@ impl Application {
             config,
             consumers,
             producers,
-            readiness: Readiness { assigned },
+            readiness: Readiness { assigned, routes },
             settings,
         })
     }
@@ -207,6 +224,15 @@ impl Application {
     /// (it is redelivered to whoever consumes the partition next).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), WaiterError> {
         let w = &self.settings.waiter;
+        // Nothing is consumed before the mappings that decide who processes
+        // what are known.
+        self.readiness
+            .routes
+            .caught_up(Duration::from_millis(
+                self.settings.tenancy.catch_up_timeout_ms,
+            ))
+            .await?;
+        let registration = self.registration();
         let (work_tx, work_rx) = mpsc::channel(w.request_channel_capacity);
         let (out_tx, out_rx) = mpsc::channel(w.reply_channel_capacity);
         let out_rx = Arc::new(Mutex::new(out_rx));
@@ -272,6 +298,13 @@ impl Application {
             },
         };
         shutdown.cancel();
+        if let Some((registry, registered)) = registration {
+            // Stop new tenant mappings to this variant before draining.
+            registered.abort();
+            if let Err(e) = registry.deregister("waiter", &self.config.variant).await {
+                tracing::warn!(error = %e, "deregistration failed; the registry keeps a stale endpoint");
+            }
+        }
         tracing::info!("draining the pipeline");
         let drain = Duration::from_millis(w.drain_timeout_ms);
         let drained =
@@ -309,6 +342,37 @@ impl Application {
         }
         tracing::info!("waiter stopped");
         outcome
+    }
+}
+
+impl Application {
+    /// A variant registers with the tenants registry once it has partitions,
+    /// so a tenant is never mapped to a variant that is not yet reading.
+    fn registration(&self) -> Option<(tenancy::RegistryClient, tokio::task::JoinHandle<()>)> {
+        let url = self.settings.registry.url.as_deref()?;
+        if !self.settings.is_variant() {
+            return None;
+        }
+        let registry = tenancy::RegistryClient::new(url, self.settings.registry.token.clone());
+        let endpoint = self
+            .settings
+            .registry
+            .advertised_url
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", self.port));
+        let label = self.config.variant.clone();
+        let readiness = self.readiness.clone();
+        let client = registry.clone();
+        let task = tokio::spawn(async move {
+            readiness.assigned().await;
+            match client.register("waiter", &label, &endpoint).await {
+                Ok(()) => tracing::info!(%label, %endpoint, "registered with the tenants registry"),
+                Err(e) => {
+                    tracing::error!(error = %e, %label, "registration failed; tenants cannot be mapped to this variant")
+                }
+            }
+        });
+        Some((registry, task))
     }
 }
 

@@ -69,6 +69,12 @@ impl WaiterMetrics {
             .increment(1);
     }
 
+    /// Counts a record left for another consumer by the tenancy rules.
+    pub fn skipped(&self, reason: &'static str) {
+        metrics::counter!("waiter_records_skipped_total", "variant" => self.variant.clone(), "reason" => reason)
+            .increment(1);
+    }
+
     /// Counts a failure that did not lose the record (it is retried or redelivered).
     pub fn failed(&self, reason: &'static str) {
         metrics::counter!("waiter_records_failed_total", "variant" => self.variant.clone(), "reason" => reason)

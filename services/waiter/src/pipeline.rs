@@ -33,6 +33,8 @@ pub(crate) struct PipelineConfig {
     pub max_wait: Duration,
     pub metrics: WaiterMetrics,
     pub ledger: Option<crate::ledger::LedgerClient>,
+    pub tenancy: tenancy::ConsumerTenancy,
+    pub routes: tenancy::RouteTable,
 }
 
 /// A parsed request on its way to a waiter.
@@ -47,6 +49,8 @@ pub(crate) struct Work {
     pub carried: Vec<(String, Vec<u8>)>,
     pub trace_id: String,
     pub tenant: Option<String>,
+    /// `waiter-bus-hops` from the request: who handled the earlier hops.
+    pub hops: Option<String>,
 }
 
 /// A record on its way to a producer.

@@ -20,8 +20,26 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// The pipeline's shape and limits.
     pub waiter: WaiterSettings,
+    /// Which records this waiter processes.
+    pub tenancy: TenancySettings,
+    /// Variant registration.
+    pub registry: tenancy::RegistrySettings,
     /// The optional call to service D.
     pub ledger: LedgerSettings,
+}
+
+/// The tenancy rules this waiter applies (see the `tenancy` crate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenancySettings {
+    /// Tenancies accepted at all.
+    pub allowed_tenancies: tenancy::AllowedTenancies,
+    /// Route test records by the registry's mappings.
+    pub tenant_routing: bool,
+    /// The compacted topic of mappings.
+    pub routes_topic: String,
+    /// How long start-up may wait for the route table.
+    pub catch_up_timeout_ms: u64,
 }
 
 /// Identity of this instance.
@@ -52,10 +70,10 @@ pub struct WaiterSettings {
     pub default_response_topic: String,
     /// Topic unusable records are moved to.
     pub dead_letter_topic: String,
-    /// Consumer group.
-    pub group_id: String,
-    /// Where a group with no committed offset starts: `earliest` or `latest`.
-    pub auto_offset_reset: OffsetReset,
+    /// Consumer group; derived from the variant label when unset.
+    pub group_id: Option<String>,
+    /// Where a group with no committed offset starts; derived when unset.
+    pub auto_offset_reset: Option<OffsetReset>,
     /// Kafka consumer clients (each a group member; more than partitions idle).
     pub consumers: usize,
     /// Waits in progress at once.
@@ -129,6 +147,40 @@ pub enum InvalidSettings {
 }
 
 impl Settings {
+    /// Whether this instance is a variant rather than the baseline.
+    pub fn is_variant(&self) -> bool {
+        self.service.variant != tenancy::BASELINE
+    }
+
+    /// The consumer group: configured, or `waiter` / `waiter-<label>`.
+    pub fn group_id(&self) -> String {
+        match (&self.waiter.group_id, self.is_variant()) {
+            (Some(group), _) => group.clone(),
+            (None, false) => "waiter".into(),
+            (None, true) => format!("waiter-{}", self.service.variant),
+        }
+    }
+
+    /// Where a new group starts: configured, or earliest / latest.
+    pub fn auto_offset_reset(&self) -> OffsetReset {
+        match (self.waiter.auto_offset_reset, self.is_variant()) {
+            (Some(reset), _) => reset,
+            (None, false) => OffsetReset::Earliest,
+            (None, true) => OffsetReset::Latest,
+        }
+    }
+
+    /// This consumer's tenancy rules.
+    pub fn consumer_tenancy(&self) -> tenancy::ConsumerTenancy {
+        let mut rules = match self.is_variant() {
+            false => tenancy::ConsumerTenancy::baseline("waiter"),
+            true => tenancy::ConsumerTenancy::variant("waiter", &self.service.variant),
+        };
+        rules.allowed = self.tenancy.allowed_tenancies;
+        rules.tenant_routing = self.tenancy.tenant_routing;
+        rules
+    }
+
     /// Loads defaults → optional file → environment, then checks ranges.
     pub fn load(file: Option<&Path>) -> Result<Self, InvalidSettings> {
         let settings: Settings = settings::Loader::new(DEFAULTS)

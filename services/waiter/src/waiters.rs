@@ -155,10 +155,19 @@ async fn record_in_ledger(
     work: &Work,
     waited: std::time::Duration,
 ) -> bool {
+    let mut variants: serde_json::Map<String, serde_json::Value> = work
+        .hops
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|hop| hop.split_once('='))
+        .map(|(service, label)| (service.trim().to_string(), label.trim().into()))
+        .collect();
+    variants.insert("waiter".into(), config.variant.clone().into());
     let entry = LedgerEntry {
         request_id: &work.request.correlation,
         tenant: work.tenant.as_deref(),
-        variants: serde_json::json!({ "waiter": config.variant }),
+        variants: serde_json::Value::Object(variants),
         trace_id: &work.trace_id,
         waited_ms: waited.as_millis() as u64,
     };

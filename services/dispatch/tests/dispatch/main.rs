@@ -45,7 +45,7 @@ async fn start_waiter(kafka: &TestKafka, topics: &Topics) -> CancellationToken {
     settings.http.port = 0;
     settings.waiter.request_topic = topics.requests.clone();
     settings.waiter.default_response_topic = topics.replies.clone();
-    settings.waiter.group_id = testkit::unique_name("waiter");
+    settings.waiter.group_id = Some(testkit::unique_name("waiter"));
     settings.waiter.consumers = 1;
     let dlt = testkit::unique_name("dlt");
     kafka.create_topic(&dlt, 1).await.unwrap();

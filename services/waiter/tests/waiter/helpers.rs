@@ -40,17 +40,21 @@ impl Topics {
 
 /// Settings for a waiter on `topics`: one consumer (a single group member
 /// needs no rebalance), HTTP on an ephemeral port, a variant label no other
-/// test uses so its metrics are its own.
+/// test uses so its metrics are its own. Being a variant, it shadows
+/// (processes every record, tenancy routing off) and starts at `earliest`;
+/// the tenancy rules themselves are tested in the flow tests.
 pub fn settings(kafka: &TestKafka, topics: &Topics) -> Settings {
     let mut settings = Settings::defaults_with(kafka.settings());
     settings.http.host = "127.0.0.1".into();
     settings.http.port = 0;
     settings.service.variant = testkit::unique_name("t");
+    settings.tenancy.tenant_routing = false;
+    settings.waiter.auto_offset_reset = Some(waiter::settings::OffsetReset::Earliest);
     let w = &mut settings.waiter;
     w.request_topic = topics.requests.clone();
     w.default_response_topic = topics.replies.clone();
     w.dead_letter_topic = topics.dead_letters.clone();
-    w.group_id = topics.group.clone();
+    w.group_id = Some(topics.group.clone());
     w.consumers = 1;
     w.producers = 2;
     w.waiters = 200;
