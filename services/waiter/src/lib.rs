@@ -213,6 +213,11 @@ impl Application {
         &self.config.instance
     }
 
+    /// The waiter's route table.
+    pub fn route_table(&self) -> tenancy::RouteTable {
+        self.readiness.routes.clone()
+    }
+
     /// A handle telling whether partitions are assigned.
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
@@ -363,8 +368,13 @@ impl Application {
         let label = self.config.variant.clone();
         let readiness = self.readiness.clone();
         let client = registry.clone();
+        let consumers = self.consumers.clone();
         let task = tokio::spawn(async move {
             readiness.assigned().await;
+            let pinned = tokio::task::spawn_blocking(move || pin_start_positions(&consumers)).await;
+            if let Ok(Err(e)) = pinned {
+                tracing::warn!(error = %e, "could not pin start positions; records produced right after registration may be missed");
+            }
             match client.register("waiter", &label, &endpoint).await {
                 Ok(()) => tracing::info!(%label, %endpoint, "registered with the tenants registry"),
                 Err(e) => {
@@ -374,6 +384,33 @@ impl Application {
         });
         Some((registry, task))
     }
+}
+
+/// Fixes where each assigned partition without a committed offset starts.
+///
+/// `auto.offset.reset=latest` is resolved lazily, at the first fetch, so a
+/// record produced between registration and that fetch would be skipped.
+/// Seeking to the high watermark read now closes the gap: every record
+/// produced after registration is at or past the position.
+fn pin_start_positions(consumers: &[Arc<WaiterConsumer>]) -> rdkafka::error::KafkaResult<()> {
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    for consumer in consumers {
+        let assignment = consumer.assignment()?;
+        if assignment.count() == 0 {
+            continue;
+        }
+        let committed = consumer.committed_offsets(assignment, TIMEOUT)?;
+        for element in committed.elements() {
+            if element.offset() != rdkafka::Offset::Invalid {
+                continue;
+            }
+            let (topic, partition) = (element.topic(), element.partition());
+            let (_, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+            consumer.seek(topic, partition, rdkafka::Offset::Offset(high), TIMEOUT)?;
+            tracing::debug!(topic, partition, offset = high, "start position pinned");
+        }
+    }
+    Ok(())
 }
 
 async fn sample_channels<A, B>(

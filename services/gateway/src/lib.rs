@@ -1,0 +1,302 @@
+//! The gateway (service A): the edge of the flow.
+//!
+//! Start with [`Application`]. `POST /wait` takes the waiter's JSON body,
+//! reads the tenant from the caller's W3C baggage (when
+//! `trust_incoming_baggage` is on), looks the tenant up in the local
+//! [`tenancy::RouteTable`], and forwards to the dispatch variant the tenant
+//! maps `dispatch` to, or to the baseline dispatch. The answer is a
+//! [`GatewayResponse`]: the waiter's reply, the trace id, and each hop with
+//! the variant that handled it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{State, rejection::JsonRejection};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use dispatch::DispatchResponse;
+use kafka_kit::wire::{WaitReply, WaitRequestBody};
+use kafka_kit::{KafkaSettings, headers};
+use opentelemetry::trace::TraceContextExt;
+use serde::{Deserialize, Serialize};
+use service_kit::{ApiError, HttpSettings};
+use tenancy::RouteTable;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Checked-in defaults.
+pub const DEFAULTS: &str = include_str!("../config/base.yaml");
+
+/// The gateway's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Identity.
+    pub service: ServiceSettings,
+    /// The HTTP listener.
+    pub http: HttpSettings,
+    /// The broker (for the route table).
+    pub kafka: KafkaSettings,
+    /// Routing.
+    pub gateway: GatewaySettings,
+}
+
+/// Identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// The gateway's own label (it has no variants of its own by default).
+    pub variant: String,
+}
+
+/// Routing settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// The baseline dispatch.
+    pub dispatch_url: String,
+    /// Honour the caller's `tenant` baggage.
+    pub trust_incoming_baggage: bool,
+    /// How long to wait for dispatch.
+    pub timeout_ms: u64,
+    /// The compacted topic of mappings.
+    pub routes_topic: String,
+    /// How long start-up may wait for the route table.
+    pub catch_up_timeout_ms: u64,
+}
+
+impl Settings {
+    /// Defaults → optional file → environment (and `KAFKA_BOOTSTRAP_SERVERS`).
+    pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
+        settings::Loader::new(DEFAULTS)
+            .file(file)
+            .kafka_section("kafka")
+            .load()
+    }
+
+    /// The defaults pointed at `kafka` and `dispatch_url`, HTTP on an
+    /// ephemeral loopback port.
+    pub fn defaults_with(kafka: &KafkaSettings, dispatch_url: &str) -> Self {
+        let mut settings: Settings = settings::Loader::new(DEFAULTS)
+            .environment(Vec::<(String, String)>::new())
+            .load()
+            .expect("checked-in defaults load");
+        settings.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
+        settings.http.host = "127.0.0.1".into();
+        settings.http.port = 0;
+        settings.gateway.dispatch_url = dispatch_url.to_string();
+        settings
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The port could not be bound.
+    #[error(transparent)]
+    Bind(#[from] std::io::Error),
+    /// The route table could not start or catch up.
+    #[error(transparent)]
+    Routes(#[from] tenancy::RouteTableError),
+}
+
+/// One hop of the flow and who handled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hop {
+    /// `gateway`, `dispatch`, `waiter`.
+    pub service: String,
+    /// `baseline` or a variant label.
+    pub variant: String,
+}
+
+/// What `POST /wait` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayResponse {
+    /// The trace every hop of this request belongs to.
+    pub trace_id: String,
+    /// The tenant the request was routed for, if any.
+    pub tenant: Option<String>,
+    /// Each hop, in order, with the variant that handled it.
+    pub hops: Vec<Hop>,
+    /// The waiter's reply.
+    pub reply: WaitReply,
+}
+
+#[derive(Clone)]
+struct AppState {
+    routes: RouteTable,
+    http: reqwest::Client,
+    variant: Arc<str>,
+    baseline_dispatch: Arc<str>,
+    trust_incoming_baggage: bool,
+    timeout: Duration,
+}
+
+/// A built, not yet running, gateway.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    catch_up: Duration,
+}
+
+impl Application {
+    /// Binds and starts the route table.
+    pub async fn build(settings: Settings) -> Result<Self, GatewayError> {
+        let (listener, port) = service_kit::bind(&settings.http).await?;
+        let routes = RouteTable::start(&settings.kafka, &settings.gateway.routes_topic).await?;
+        let timeout = Duration::from_millis(settings.gateway.timeout_ms);
+        Ok(Self {
+            listener,
+            port,
+            catch_up: Duration::from_millis(settings.gateway.catch_up_timeout_ms),
+            state: AppState {
+                routes,
+                http: reqwest::Client::builder()
+                    .timeout(timeout)
+                    .build()
+                    .expect("a TLS-free reqwest client always builds"),
+                variant: settings.service.variant.into(),
+                baseline_dispatch: settings.gateway.dispatch_url.trim_end_matches('/').into(),
+                trust_incoming_baggage: settings.gateway.trust_incoming_baggage,
+                timeout,
+            },
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The gateway's route table.
+    pub fn route_table(&self) -> RouteTable {
+        self.state.routes.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, once the route table has caught up.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
+        self.state.routes.caught_up(self.catch_up).await?;
+        let variant = self.state.variant.to_string();
+        let app = Router::new()
+            .route("/wait", post(wait))
+            .with_state(self.state)
+            .merge(service_kit::operational_routes(Arc::new(
+                service_kit::AlwaysReady,
+            )))
+            .layer(propagation::HttpTraceLayer::new("gateway", &variant));
+        tracing::info!(port = self.port, "gateway running");
+        Ok(service_kit::serve(self.listener, app, shutdown).await?)
+    }
+}
+
+async fn wait(
+    State(state): State<AppState>,
+    body: Result<Json<WaitRequestBody>, JsonRejection>,
+) -> Result<Json<GatewayResponse>, ApiError> {
+    let Json(body) = body?;
+    let incoming = propagation::current_context();
+    let trace_id = incoming.span().span_context().trace_id().to_string();
+    let (tenant, outgoing) = if state.trust_incoming_baggage {
+        (propagation::tenant(&incoming), incoming)
+    } else {
+        // Keep the trace, drop the caller's baggage: an untrusted caller
+        // cannot name a tenant, so everything goes to the baseline.
+        let span_context = incoming.span().span_context().clone();
+        (
+            None,
+            opentelemetry::Context::new().with_remote_span_context(span_context),
+        )
+    };
+    let routes = state.routes.snapshot();
+    let label = tenant
+        .as_deref()
+        .and_then(|t| routes.variant_for(t, "dispatch"));
+    let (target, dispatch_label) = match label.map(|l| (l, routes.endpoint("dispatch", l))) {
+        Some((label, Some(endpoint))) => (endpoint.endpoint.clone(), label.to_string()),
+        Some((label, None)) => {
+            tracing::warn!(%label, "the tenant maps dispatch to a variant that is not registered; using the baseline");
+            metrics::counter!("gateway_unregistered_variant_total").increment(1);
+            (
+                state.baseline_dispatch.to_string(),
+                tenancy::BASELINE.to_string(),
+            )
+        }
+        None => (
+            state.baseline_dispatch.to_string(),
+            tenancy::BASELINE.to_string(),
+        ),
+    };
+
+    let mut outgoing_headers = HeaderMap::new();
+    propagation::inject_http(&outgoing, &mut outgoing_headers);
+    let url = format!("{}/wait", target.trim_end_matches('/'));
+    let response = state
+        .http
+        .post(&url)
+        .headers(outgoing_headers)
+        .header(headers::HOPS, format!("gateway={}", state.variant))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "dispatch at {url} did not answer within {:?}",
+                        state.timeout
+                    ),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("dispatch at {url} is unreachable: {e}"),
+                )
+            }
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        // Pass dispatch's own status and message on: a 504 stays a 504.
+        let message = response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("dispatch answered {status}"));
+        return Err(ApiError::new(
+            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+            message,
+        ));
+    }
+    let answer: DispatchResponse = response.json().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("dispatch answered something unreadable: {e}"),
+        )
+    })?;
+    if answer.dispatch_variant != dispatch_label {
+        tracing::warn!(routed = %dispatch_label, answered = %answer.dispatch_variant, "dispatch answered as another variant than the route named");
+    }
+    Ok(Json(GatewayResponse {
+        trace_id,
+        tenant,
+        hops: vec![
+            Hop {
+                service: "gateway".into(),
+                variant: state.variant.to_string(),
+            },
+            Hop {
+                service: "dispatch".into(),
+                variant: answer.dispatch_variant,
+            },
+            Hop {
+                service: "waiter".into(),
+                variant: answer.reply.variant.clone(),
+            },
+        ],
+        reply: answer.reply,
+    }))
+}

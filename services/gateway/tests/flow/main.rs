@@ -1,0 +1,309 @@
+//! A → B″ → Kafka → C″ → D: tenants on one shared baseline, every service in
+//! process on the embedded broker, with real spans.
+
+mod helpers;
+
+use std::time::Duration;
+
+use helpers::{DEADLINE, Stack, hops};
+use opentelemetry::trace::TraceId;
+use telemetry::SpanData;
+
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+}
+
+fn has_event(span: &SpanData, name: &str, reason: &str) -> bool {
+    span.events.iter().any(|e| {
+        e.name == name
+            && e.attributes.iter().any(|kv| {
+                kv.key.as_str() == "tenancy.skip_reason" && kv.value.to_string() == reason
+            })
+    })
+}
+
+#[tokio::test]
+async fn a_tenant_request_flows_through_its_variants_and_a_baseline_request_does_not() {
+    let telemetry = testkit::telemetry();
+    let mut stack = Stack::start(true).await;
+    stack.start_variant("sbx-123", true, true).await;
+    let reached = stack
+        .map("123", &[("dispatch", "sbx-123"), ("waiter", "sbx-123")])
+        .await;
+    eprintln!("tenant mapping reached every route table in {reached:?}");
+
+    let tenant = stack.send(Some("123"), "tenant-request").await;
+    assert_eq!(
+        hops(&tenant),
+        ["gateway=baseline", "dispatch=sbx-123", "waiter=sbx-123"]
+    );
+    assert_eq!(tenant.tenant.as_deref(), Some("123"));
+    assert_eq!(
+        tenant.reply.trace_id, tenant.trace_id,
+        "one trace from A to C″"
+    );
+
+    let baseline = stack.send(None, "baseline-request").await;
+    assert_eq!(
+        hops(&baseline),
+        ["gateway=baseline", "dispatch=baseline", "waiter=baseline"]
+    );
+
+    // The ledger (D) recorded each with the variants of every hop.
+    let entries = stack.ledger("123").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["trace_id"], tenant.trace_id.as_str());
+    assert_eq!(
+        entries[0]["variants"],
+        serde_json::json!({"gateway": "baseline", "dispatch": "sbx-123", "waiter": "sbx-123"})
+    );
+    let production = stack.ledger("").await;
+    assert_eq!(production.len(), 1);
+    assert_eq!(production[0]["variants"]["waiter"], "baseline");
+
+    // One trace id spans A → B″ → Kafka → C″ → D, and the baseline waiter
+    // saw the record but skipped it, saying why.
+    let trace = TraceId::from_hex(&tenant.trace_id).unwrap();
+    let spans = telemetry
+        .spans()
+        .wait_for_trace(trace, DEADLINE, |spans| {
+            spans
+                .iter()
+                .any(|s| attribute(s, "service").as_deref() == Some("ledger"))
+                && spans
+                    .iter()
+                    .any(|s| has_event(s, "skipped", "routed_to_variant"))
+        })
+        .await
+        .expect("the tenant's trace is complete");
+    let handled = |service: &str, variant: &str| {
+        spans.iter().any(|s| {
+            attribute(s, "service").as_deref() == Some(service)
+                && attribute(s, "variant").as_deref() == Some(variant)
+        })
+    };
+    assert!(handled("gateway", "baseline"));
+    assert!(handled("dispatch", "sbx-123"));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "wait" && attribute(s, "variant").as_deref() == Some("sbx-123"))
+    );
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.name == "wait" && attribute(s, "variant").as_deref() == Some("baseline"))
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|s| attribute(s, "tenant").as_deref() == Some("123")),
+        "the tenant is on every span"
+    );
+    let skipped_by_baseline = spans
+        .iter()
+        .find(|s| has_event(s, "skipped", "routed_to_variant"))
+        .unwrap();
+    assert_eq!(
+        attribute(skipped_by_baseline, "variant").as_deref(),
+        Some("baseline")
+    );
+    let metrics = telemetry::render_metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("waiter_records_skipped_total")
+                && l.contains("variant=\"baseline\"")
+                && l.contains("reason=\"routed_to_variant\"")),
+        "the baseline's skip is counted"
+    );
+
+    // The baseline request never reached B″, and C″ only saw it to skip it.
+    let trace = TraceId::from_hex(&baseline.trace_id).unwrap();
+    let spans = telemetry
+        .spans()
+        .wait_for_trace(trace, DEADLINE, |spans| {
+            spans
+                .iter()
+                .any(|s| has_event(s, "skipped", "production_record"))
+        })
+        .await
+        .expect("the variant's skip of the baseline record");
+    assert!(
+        !spans
+            .iter()
+            .any(|s| attribute(s, "service").as_deref() == Some("dispatch")
+                && attribute(s, "variant").as_deref() == Some("sbx-123"))
+    );
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.name == "wait" && attribute(s, "variant").as_deref() == Some("sbx-123"))
+    );
+}
+
+#[tokio::test]
+async fn concurrent_tenants_are_each_served_by_the_variants_their_mapping_names() {
+    let mut stack = Stack::start(true).await;
+    stack.start_variant("v-a", true, true).await;
+    stack.start_variant("v-b", false, true).await;
+    stack.start_variant("v-c", true, false).await;
+    stack
+        .map("a", &[("dispatch", "v-a"), ("waiter", "v-a")])
+        .await;
+    stack.map("b", &[("waiter", "v-b")]).await;
+    stack.map("c", &[("dispatch", "v-c")]).await;
+
+    let expected = [
+        (
+            Some("a"),
+            ["gateway=baseline", "dispatch=v-a", "waiter=v-a"],
+        ),
+        (
+            Some("b"),
+            ["gateway=baseline", "dispatch=baseline", "waiter=v-b"],
+        ),
+        (
+            Some("c"),
+            ["gateway=baseline", "dispatch=v-c", "waiter=baseline"],
+        ),
+        (
+            Some("unknown"),
+            ["gateway=baseline", "dispatch=baseline", "waiter=baseline"],
+        ),
+        (
+            None,
+            ["gateway=baseline", "dispatch=baseline", "waiter=baseline"],
+        ),
+    ];
+    let stack = std::sync::Arc::new(stack);
+    let mut calls = Vec::new();
+    for round in 0..8 {
+        for (tenant, want) in expected {
+            let stack = stack.clone();
+            calls.push(tokio::spawn(async move {
+                let response = stack.send(tenant, &format!("{tenant:?}-{round}")).await;
+                assert_eq!(hops(&response), want, "tenant {tenant:?}");
+            }));
+        }
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    // Exactly one waiter processed each request: the ledger has each once.
+    for (tenant, count) in [("a", 8), ("b", 8), ("c", 8), ("unknown", 8), ("", 8)] {
+        assert_eq!(stack.ledger(tenant).await.len(), count, "tenant {tenant:?}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_sends_its_next_request_through_the_baseline() {
+    let mut stack = Stack::start(true).await;
+    stack.start_variant("sbx-9", true, true).await;
+    stack
+        .map("9", &[("dispatch", "sbx-9"), ("waiter", "sbx-9")])
+        .await;
+    assert_eq!(
+        hops(&stack.send(Some("9"), "before").await)[1],
+        "dispatch=sbx-9"
+    );
+
+    let reached = stack.delete("9").await;
+    eprintln!("tenant deletion reached every route table in {reached:?}");
+    assert!(reached < Duration::from_secs(2), "{reached:?}");
+    let after = stack.send(Some("9"), "after").await;
+    assert_eq!(
+        hops(&after),
+        ["gateway=baseline", "dispatch=baseline", "waiter=baseline"]
+    );
+}
+
+#[tokio::test]
+async fn an_edge_that_does_not_trust_baggage_routes_everyone_to_the_baseline() {
+    let mut stack = Stack::start(false).await;
+    stack.start_variant("sbx-5", true, true).await;
+    stack
+        .map("5", &[("dispatch", "sbx-5"), ("waiter", "sbx-5")])
+        .await;
+    let response = stack.send(Some("5"), "spoofed").await;
+    assert_eq!(response.tenant, None);
+    assert_eq!(
+        hops(&response),
+        ["gateway=baseline", "dispatch=baseline", "waiter=baseline"]
+    );
+    assert_eq!(
+        stack.ledger("5").await.len(),
+        0,
+        "the tenant baggage did not travel on"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_answers_bad_input_and_dead_downstreams_clearly() {
+    let stack = Stack::start(true).await;
+    let malformed = stack
+        .http
+        .post(format!("{}/wait", stack.gateway))
+        .header("content-type", "application/json")
+        .body("{\"name\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let body: serde_json::Value = malformed.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("JSON"), "{body}");
+    let oversized = stack
+        .http
+        .post(format!("{}/wait", stack.gateway))
+        .header(
+            "baggage",
+            (0..100)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .json(&serde_json::json!({"name": "big-baggage", "wait_ms": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        oversized.status(),
+        200,
+        "oversized baggage is dropped, the request served"
+    );
+
+    // A gateway whose dispatch is gone answers 502 with the address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let settings =
+        gateway::Settings::defaults_with(&stack.kafka.settings(), &format!("http://{closed}"));
+    let app = gateway::Application::build(settings).await.unwrap();
+    let url = format!("http://127.0.0.1:{}/wait", app.port());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    let response = testkit::eventually("gateway serving", DEADLINE, || {
+        let http = stack.http.clone();
+        let url = url.clone();
+        async move {
+            http.post(url)
+                .json(&serde_json::json!({"name": "x"}))
+                .send()
+                .await
+                .ok()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("unreachable"),
+        "{body}"
+    );
+    stop.cancel();
+}
