@@ -74,6 +74,9 @@ pub struct LedgerEntry {
     pub trace_id: String,
     /// How long the waiter waited.
     pub waited_ms: u64,
+    /// The serving variant's behaviour change, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<String>,
 }
 
 /// The in-memory store.

@@ -18,6 +18,9 @@ pub struct LedgerEntry<'a> {
     pub trace_id: &'a str,
     /// How long the waiter waited.
     pub waited_ms: u64,
+    /// The variant's behaviour change, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<&'a str>,
 }
 
 /// Why the ledger did not record a wait.

@@ -133,6 +133,8 @@ impl Application {
             instance: instance_name(),
             group: group.clone(),
             tenancy: settings.consumer_tenancy(),
+            wait_scale: w.wait_scale,
+            behaviour: (w.wait_scale != 1.0).then(|| format!("wait_scale={}", w.wait_scale)),
             routes: routes.clone(),
             default_response_topic: w.default_response_topic.clone(),
             dead_letter_topic: w.dead_letter_topic.clone(),

@@ -34,6 +34,9 @@ pub(crate) struct PipelineConfig {
     pub metrics: WaiterMetrics,
     pub ledger: Option<crate::ledger::LedgerClient>,
     pub tenancy: tenancy::ConsumerTenancy,
+    /// Factor applied to every wait, and how replies describe it (`None` at 1).
+    pub wait_scale: f64,
+    pub behaviour: Option<String>,
     pub routes: tenancy::RouteTable,
 }
 

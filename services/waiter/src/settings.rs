@@ -90,6 +90,9 @@ pub struct WaiterSettings {
     pub default_wait_ms: u64,
     /// Longest wait honoured; longer requests get an error reply.
     pub max_wait_ms: u64,
+    /// Every wait is scaled by this factor: the behaviour change a variant
+    /// under test can carry.
+    pub wait_scale: f64,
     /// Time allowed for the broker to acknowledge a reply.
     pub delivery_timeout_ms: u64,
     /// Time allowed on shutdown for in-flight work to finish.
@@ -234,6 +237,12 @@ impl Settings {
                     "{} exceeds waiter.max_wait_ms ({})",
                     w.default_wait_ms, w.max_wait_ms
                 ),
+            });
+        }
+        if !(w.wait_scale.is_finite() && w.wait_scale >= 0.0) {
+            return Err(InvalidSettings::Value {
+                key: "waiter.wait_scale",
+                reason: format!("{} is not a factor of zero or more", w.wait_scale),
             });
         }
         if w.waiters > tokio::sync::Semaphore::MAX_PERMITS {

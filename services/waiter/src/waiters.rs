@@ -90,7 +90,7 @@ async fn serve(config: &PipelineConfig, work: Work) -> Outgoing {
             );
             async {
                 let started = Instant::now();
-                tokio::time::sleep(request.requested).await;
+                tokio::time::sleep(request.requested.mul_f64(config.wait_scale)).await;
                 let waited = started.elapsed();
                 let recorded = match &config.ledger {
                     None => None,
@@ -123,6 +123,7 @@ async fn serve(config: &PipelineConfig, work: Work) -> Outgoing {
         trace_id: work.trace_id.clone(),
         error,
         ledger_recorded,
+        behaviour: config.behaviour.clone(),
     };
     let mut headers = work.carried;
     headers.push((
@@ -170,6 +171,7 @@ async fn record_in_ledger(
         variants: serde_json::Value::Object(variants),
         trace_id: &work.trace_id,
         waited_ms: waited.as_millis() as u64,
+        behaviour: config.behaviour.as_deref(),
     };
     match ledger.record(&entry).await {
         Ok(()) => true,

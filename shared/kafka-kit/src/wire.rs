@@ -55,4 +55,8 @@ pub struct WaitReply {
     /// Whether the wait was recorded in the ledger (absent when no ledger is configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_recorded: Option<bool>,
+    /// The serving variant's behaviour change, e.g. `wait_scale=0.5`
+    /// (absent when it behaves as the baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<String>,
 }

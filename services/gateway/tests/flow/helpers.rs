@@ -39,6 +39,10 @@ fn waiter_settings(
     s.ledger.url = Some(ledger.into());
     s.registry.url = Some(registry.into());
     s.registry.token = Some(TOKEN.into());
+    if label != "baseline" {
+        // The change under test: variants wait half as long.
+        s.waiter.wait_scale = 0.5;
+    }
     s
 }
 
@@ -236,7 +240,7 @@ impl Stack {
         let mut request = self
             .http
             .post(format!("{}/wait", self.gateway))
-            .json(&json!({"name": name, "wait_ms": 5}));
+            .json(&json!({"name": name, "wait_ms": 40}));
         if let Some(tenant) = tenant {
             request = request.header("baggage", format!("tenant={tenant}"));
         }

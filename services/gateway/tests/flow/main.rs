@@ -60,6 +60,7 @@ async fn a_tenant_request_flows_through_its_variants_and_a_baseline_request_does
         entries[0]["variants"],
         serde_json::json!({"gateway": "baseline", "dispatch": "sbx-123", "waiter": "sbx-123"})
     );
+    assert_eq!(entries[0]["behaviour"], "wait_scale=0.5");
     let production = stack.ledger("").await;
     assert_eq!(production.len(), 1);
     assert_eq!(production[0]["variants"]["waiter"], "baseline");
