@@ -20,12 +20,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use futures_lite::StreamExt;
+use kafka_kit::assign::{Start, assign_whole_topics};
 use kafka_kit::wire::{WaitReply, WaitRequestBody};
 use kafka_kit::{KafkaSettings, headers};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use service_kit::{ApiError, HttpSettings};
 use tenancy::{RegistryClient, RegistrySettings};
@@ -170,10 +171,17 @@ impl Application {
             .set("enable.auto.commit", "false")
             .create()?;
         let topic = settings.dispatch.response_topic.clone();
-        let replies =
-            tokio::task::spawn_blocking(move || assign_at_end(&replies, &topic).map(|()| replies))
-                .await
-                .expect("the assignment task does not panic")?;
+        let (replies, assigned) = tokio::task::spawn_blocking(move || {
+            assign_whole_topics(&replies, &[&topic], Start::End, Duration::from_secs(10))
+                .map(|assigned| (replies, assigned))
+        })
+        .await
+        .expect("the assignment task does not panic")?;
+        if assigned.is_empty() {
+            return Err(DispatchError::NoResponseTopic(
+                settings.dispatch.response_topic.clone(),
+            ));
+        }
         let variant = settings.service.variant.clone();
         let registry = match (&settings.registry.url, variant.as_str()) {
             (Some(url), label) if label != tenancy::BASELINE => {
@@ -241,27 +249,6 @@ impl Application {
         }
         served.map_err(DispatchError::from)
     }
-}
-
-fn assign_at_end(consumer: &StreamConsumer, topic: &str) -> Result<(), DispatchError> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        return Err(DispatchError::NoResponseTopic(topic.to_string()));
-    }
-    let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        // An explicit offset, not `Offset::End`: a reply produced between
-        // start-up and the first fetch must not be skipped.
-        let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-        assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
-    }
-    consumer.assign(&assignment)?;
-    Ok(())
 }
 
 async fn complete_replies(replies: StreamConsumer, pending: Pending, stop: CancellationToken) {

@@ -11,6 +11,7 @@
 //! at-least-once pipeline stage needs: committing only what is finished, and
 //! measuring how long a full channel held a stage back.
 
+pub mod assign;
 pub mod handoff;
 pub mod offsets;
 pub mod wire;

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use kafka_kit::KafkaSettings;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use kafka_kit::assign::{Start, assign_whole_topics};
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -76,29 +77,21 @@ impl RouteTable {
             .create()?;
         let topic_name = topic.to_string();
         // Metadata and watermarks are blocking librdkafka calls.
-        let (consumer, targets) = tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&topic_name), Duration::from_secs(10))?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .first()
-                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-                .unwrap_or_default();
-            let mut targets = HashMap::new();
-            let mut assignment = TopicPartitionList::new();
-            for partition in partitions {
-                let (_, high) =
-                    consumer.fetch_watermarks(&topic_name, partition, Duration::from_secs(10))?;
-                targets.insert(partition, high);
-                assignment.add_partition_offset(&topic_name, partition, Offset::Beginning)?;
-            }
-            consumer.assign(&assignment)?;
-            Ok::<_, rdkafka::error::KafkaError>((consumer, targets))
+        let (consumer, assigned) = tokio::task::spawn_blocking(move || {
+            let assigned = assign_whole_topics(
+                &consumer,
+                &[&topic_name],
+                Start::Beginning,
+                Duration::from_secs(10),
+            )?;
+            Ok::<_, rdkafka::error::KafkaError>((consumer, assigned))
         })
         .await
         .expect("the metadata task does not panic")?;
-        if targets.is_empty() {
+        if assigned.is_empty() {
             return Err(RouteTableError::NoTopic(topic.to_string()));
         }
+        let targets: HashMap<i32, i64> = assigned.iter().map(|a| (a.partition, a.high)).collect();
         let inner = Arc::new(Inner {
             topic: topic.to_string(),
             routes: RwLock::new(Arc::new(Routes::default())),

@@ -131,8 +131,7 @@ impl TestKafka {
 /// assignment, not group membership: it never rebalances, so it never
 /// re-reads, and what it sees is what the topics hold.
 pub fn reader(kafka: &TestKafka, topics: &[&str]) -> StreamConsumer {
-    use rdkafka::consumer::Consumer;
-    use rdkafka::{Offset, TopicPartitionList};
+    use kafka_kit::assign::{Start, assign_whole_topics};
     let consumer: StreamConsumer = kafka
         .settings()
         .client_config()
@@ -141,18 +140,8 @@ pub fn reader(kafka: &TestKafka, topics: &[&str]) -> StreamConsumer {
         .set("enable.partition.eof", "false")
         .create()
         .expect("a reader for the test broker");
-    let mut assignment = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("topic metadata");
-        for partition in metadata.topics()[0].partitions() {
-            assignment
-                .add_partition_offset(topic, partition.id(), Offset::Beginning)
-                .expect("a valid offset");
-        }
-    }
-    consumer.assign(&assignment).expect("assignment");
+    assign_whole_topics(&consumer, topics, Start::Beginning, Duration::from_secs(10))
+        .expect("the topics can be assigned");
     consumer
 }
 

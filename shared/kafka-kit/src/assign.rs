@@ -1,0 +1,70 @@
+//! Reading whole topics without a consumer group.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Where an assignment starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest record.
+    Beginning,
+    /// The high watermark read at assignment: only what is produced after.
+    /// An explicit offset, not `Offset::End`, which librdkafka resolves
+    /// lazily and so could skip a record produced in between.
+    End,
+}
+
+/// One assigned partition and its high watermark at assignment time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Its high watermark when assigned.
+    pub high: i64,
+}
+
+/// Assigns every partition of `topics` to `consumer` by assignment, not
+/// group membership: it never rebalances, every instance reads everything.
+/// Blocking (metadata and watermark requests); a topic that does not exist
+/// contributes no partitions.
+pub fn assign_whole_topics<X, C>(
+    consumer: &C,
+    topics: &[&str],
+    start: Start,
+    timeout: Duration,
+) -> KafkaResult<Vec<Assigned>>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+{
+    let mut assigned = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        for partition in partitions {
+            let (_, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+            let offset = match start {
+                Start::Beginning => Offset::Beginning,
+                Start::End => Offset::Offset(high),
+            };
+            assignment.add_partition_offset(topic, partition, offset)?;
+            assigned.push(Assigned {
+                topic: topic.to_string(),
+                partition,
+                high,
+            });
+        }
+    }
+    consumer.assign(&assignment)?;
+    Ok(assigned)
+}
