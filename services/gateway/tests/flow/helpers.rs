@@ -8,12 +8,17 @@ use kafka_kit::KafkaSettings;
 use serde_json::json;
 use tenancy::RouteTable;
 use testkit::TestKafka;
+use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 pub const TOKEN: &str = "flow-token";
 
 pub struct Stack {
+    // Declared first so that, even without `stop`, services are told to stop
+    // before the broker they talk to goes away.
+    guards: Vec<DropGuard>,
+    running: Vec<JoinHandle<()>>,
     pub kafka: TestKafka,
     pub registry: String,
     pub ledger: String,
@@ -21,7 +26,22 @@ pub struct Stack {
     /// Every route table in the stack, to know when a change is everywhere.
     pub tables: Vec<RouteTable>,
     pub http: reqwest::Client,
-    guards: Vec<DropGuard>,
+}
+
+/// Runs a service until its guard is dropped.
+fn spawn<F, E>(run: impl FnOnce(CancellationToken) -> F) -> (DropGuard, JoinHandle<()>)
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Debug,
+{
+    let stop = CancellationToken::new();
+    let future = run(stop.clone());
+    let handle = tokio::spawn(async move {
+        if let Err(e) = future.await {
+            panic!("service failed: {e:?}");
+        }
+    });
+    (stop.drop_guard(), handle)
 }
 
 fn waiter_settings(
@@ -60,8 +80,12 @@ impl Stack {
         let kafka = TestKafka::start().unwrap();
         let settings = kafka.settings();
         let mut guards = Vec::new();
+        let mut running = Vec::new();
         let mut tables = Vec::new();
-        let mut run = |stop: CancellationToken| guards.push(stop.drop_guard());
+        let mut run = |(guard, handle): (DropGuard, JoinHandle<()>)| {
+            guards.push(guard);
+            running.push(handle);
+        };
 
         let mut registry_settings = tenants::Settings::defaults_with(&settings);
         registry_settings.tenants.token = TOKEN.into();
@@ -70,17 +94,13 @@ impl Stack {
             .unwrap();
         let registry = format!("http://127.0.0.1:{}", registry_app.port());
         tables.push(registry_app.route_table());
-        let stop = CancellationToken::new();
-        tokio::spawn(registry_app.run_until_stopped(stop.clone()));
-        run(stop);
+        run(spawn(|stop| registry_app.run_until_stopped(stop)));
 
         let ledger_app = ledger::Application::build(ledger::Settings::for_tests())
             .await
             .unwrap();
         let ledger = format!("http://127.0.0.1:{}", ledger_app.port());
-        let stop = CancellationToken::new();
-        tokio::spawn(ledger_app.run_until_stopped(stop.clone()));
-        run(stop);
+        run(spawn(|stop| ledger_app.run_until_stopped(stop)));
 
         let waiter_app =
             waiter::Application::build(waiter_settings(&settings, "baseline", &registry, &ledger))
@@ -88,9 +108,7 @@ impl Stack {
                 .unwrap();
         tables.push(waiter_app.route_table());
         let readiness = waiter_app.readiness();
-        let stop = CancellationToken::new();
-        tokio::spawn(waiter_app.run_until_stopped(stop.clone()));
-        run(stop);
+        run(spawn(|stop| waiter_app.run_until_stopped(stop)));
         tokio::time::timeout(DEADLINE, readiness.assigned())
             .await
             .expect("baseline waiter assigned");
@@ -100,27 +118,24 @@ impl Stack {
                 .await
                 .unwrap();
         let dispatch = format!("http://127.0.0.1:{}", dispatch_app.port());
-        let stop = CancellationToken::new();
-        tokio::spawn(dispatch_app.run_until_stopped(stop.clone()));
-        run(stop);
+        run(spawn(|stop| dispatch_app.run_until_stopped(stop)));
 
         let mut gateway_settings = gateway::Settings::defaults_with(&settings, &dispatch);
         gateway_settings.gateway.trust_incoming_baggage = trust_incoming_baggage;
         let gateway_app = gateway::Application::build(gateway_settings).await.unwrap();
         let gateway = format!("http://127.0.0.1:{}", gateway_app.port());
         tables.push(gateway_app.route_table());
-        let stop = CancellationToken::new();
-        tokio::spawn(gateway_app.run_until_stopped(stop.clone()));
-        run(stop);
+        run(spawn(|stop| gateway_app.run_until_stopped(stop)));
 
         Self {
+            guards,
+            running,
             kafka,
             registry,
             ledger,
             gateway,
             tables,
             http: reqwest::Client::new(),
-            guards,
         }
     }
 
@@ -138,18 +153,18 @@ impl Stack {
             .await
             .unwrap();
             self.tables.push(app.route_table());
-            let stop = CancellationToken::new();
-            tokio::spawn(app.run_until_stopped(stop.clone()));
-            self.guards.push(stop.drop_guard());
+            let (guard, handle) = spawn(|stop| app.run_until_stopped(stop));
+            self.guards.push(guard);
+            self.running.push(handle);
         }
         if with_dispatch {
             let app =
                 dispatch::Application::build(dispatch_settings(&settings, label, &self.registry))
                     .await
                     .unwrap();
-            let stop = CancellationToken::new();
-            tokio::spawn(app.run_until_stopped(stop.clone()));
-            self.guards.push(stop.drop_guard());
+            let (guard, handle) = spawn(|stop| app.run_until_stopped(stop));
+            self.guards.push(guard);
+            self.running.push(handle);
         }
         let wanted: Vec<&str> = [("dispatch", with_dispatch), ("waiter", with_waiter)]
             .into_iter()
@@ -176,6 +191,19 @@ impl Stack {
         })
         .await
         .unwrap();
+    }
+
+    /// Stops every service, newest first, and waits for each to drain
+    /// while the broker is still up; then the broker goes.
+    pub async fn stop(mut self) {
+        while let Some(guard) = self.guards.pop() {
+            drop(guard);
+            let handle = self.running.pop().expect("one handle per guard");
+            tokio::time::timeout(DEADLINE, handle)
+                .await
+                .expect("a service drains in time")
+                .expect("a service stops without panicking");
+        }
     }
 
     /// Maps `tenant`; returns how long until every route table had it.

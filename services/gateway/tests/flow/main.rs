@@ -198,6 +198,10 @@ async fn concurrent_tenants_are_each_served_by_the_variants_their_mapping_names(
     for (tenant, count) in [("a", 8), ("b", 8), ("c", 8), ("unknown", 8), ("", 8)] {
         assert_eq!(stack.ledger(tenant).await.len(), count, "tenant {tenant:?}");
     }
+    std::sync::Arc::into_inner(stack)
+        .expect("all calls finished")
+        .stop()
+        .await;
 }
 
 #[tokio::test]
