@@ -1,0 +1,502 @@
+//! Sending, matching and timing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::StreamExt;
+use hdrhistogram::Histogram;
+use kafka_kit::assign::{Start, assign_whole_topics};
+use kafka_kit::headers::{self, timing};
+use kafka_kit::wire::{ReplyStatus, WaitReply, WaitRequestBody};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Timestamp};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::report::{Counts, Hops, Percentiles, Report, Second, new_histogram};
+use crate::{Config, LoadError, LoadModel};
+
+/// A request awaiting its reply.
+struct Pending {
+    intended: Instant,
+    deadline: Instant,
+    sent_wall_us: u64,
+    // Closed loop: the user waiting for this request's outcome.
+    done: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Clone, Copy)]
+enum Outcome {
+    Received,
+    TimedOut,
+}
+
+struct State {
+    pending: HashMap<String, Pending>,
+    // Outcomes of finished requests, to tell duplicates and late replies
+    // from replies this run never asked for.
+    finished: HashMap<String, Outcome>,
+    counts: Counts,
+    latency: Histogram<u64>,
+    send_delay: Histogram<u64>,
+    producer_ack: Histogram<u64>,
+    broker_to_consumer: Histogram<u64>,
+    queue: Histogram<u64>,
+    service: Histogram<u64>,
+    reply_handoff: Histogram<u64>,
+    reply_consume: Histogram<u64>,
+    reply_timestamp_type: Option<&'static str>,
+    per_second: Vec<Histogram<u64>>,
+    started: Instant,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).max(1)
+}
+
+/// Runs the load described by `config` and reports.
+pub async fn run(config: Config) -> Result<Report, LoadError> {
+    match config.model {
+        LoadModel::Open { rate } if !(rate.is_finite() && rate > 0.0) => {
+            return Err(LoadError::Invalid(format!("--rate {rate} must be above 0")));
+        }
+        LoadModel::Closed { users: 0 } => {
+            return Err(LoadError::Invalid("--users must be at least 1".into()));
+        }
+        _ => {}
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set(
+            "message.timeout.ms",
+            config.timeout.as_millis().max(1).to_string(),
+        )
+        .create()?;
+    let replies: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set(
+            "group.id",
+            format!("load-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let topic = config.response_topic.clone();
+    let (replies, assigned) = tokio::task::spawn_blocking(move || {
+        assign_whole_topics(&replies, &[&topic], Start::End, Duration::from_secs(10))
+            .map(|assigned| (replies, assigned))
+    })
+    .await
+    .expect("the assignment task does not panic")?;
+    if assigned.is_empty() {
+        return Err(LoadError::NoResponseTopic(config.response_topic.clone()));
+    }
+
+    let started = Instant::now();
+    let shared: Shared = Arc::new(Mutex::new(State {
+        pending: HashMap::new(),
+        finished: HashMap::new(),
+        counts: Counts::default(),
+        latency: new_histogram(),
+        send_delay: new_histogram(),
+        producer_ack: new_histogram(),
+        broker_to_consumer: new_histogram(),
+        queue: new_histogram(),
+        service: new_histogram(),
+        reply_handoff: new_histogram(),
+        reply_consume: new_histogram(),
+        reply_timestamp_type: None,
+        per_second: Vec::new(),
+        started,
+    }));
+    let stop = CancellationToken::new();
+    let reader = tokio::spawn(read_replies(replies, shared.clone(), stop.clone()));
+    let sweeper = tokio::spawn(sweep_timeouts(shared.clone(), stop.clone()));
+    let progress = config
+        .progress
+        .then(|| tokio::spawn(show_progress(shared.clone(), stop.clone())));
+
+    let config = Arc::new(config);
+    let sending = match config.model {
+        LoadModel::Open { rate } => open_loop(&config, rate, &producer, &shared, started).await,
+        LoadModel::Closed { users } => {
+            closed_loop(&config, users, &producer, &shared, started).await
+        }
+    };
+    // Wait for the last replies: every pending request either answers or
+    // reaches its deadline.
+    let drain_deadline = Instant::now() + config.timeout + Duration::from_secs(1);
+    while !lock(&shared).pending.is_empty() && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let _ = reader.await;
+    let _ = sweeper.await;
+    if let Some(progress) = progress {
+        let _ = progress.await;
+    }
+    let elapsed = started.elapsed();
+    let state = lock(&shared);
+    let mut counts = state.counts.clone();
+    counts.in_flight = state.pending.len() as u64;
+    let (model, rate, users) = match config.model {
+        LoadModel::Open { rate } => ("open", Some(rate), None),
+        LoadModel::Closed { users } => ("closed", None, Some(users)),
+    };
+    let mut unsplit = vec![
+        "broker → consumer runs from this generator's send (the request's CreateTime) to the waiter's consumption; it includes the produce round trip, since the broker's arrival time is not on the record".to_string(),
+        "hops measured on the waiter use its clock; broker → consumer and reply consume compare two machines' wall clocks".to_string(),
+    ];
+    if state.queue.is_empty() && counts.received > 0 {
+        unsplit.push(
+            "replies carried no waiter timing headers; queue, service and hand-off are unknown"
+                .into(),
+        );
+    }
+    Ok(Report {
+        target: "kafka".into(),
+        model: model.into(),
+        rate,
+        users,
+        elapsed_s: elapsed.as_secs_f64(),
+        throughput_per_s: counts.received as f64 / sending.as_secs_f64().max(0.001),
+        latency: Percentiles::of(&state.latency),
+        send_delay: Percentiles::of(&state.send_delay),
+        hops: Hops {
+            producer_ack: Percentiles::of(&state.producer_ack),
+            broker_to_consumer: Percentiles::of(&state.broker_to_consumer),
+            queue: Percentiles::of(&state.queue),
+            service: Percentiles::of(&state.service),
+            reply_handoff: Percentiles::of(&state.reply_handoff),
+            reply_consume: Percentiles::of(&state.reply_consume),
+            timestamp_types: vec![
+                "requests: CreateTime, set by this generator's producer".into(),
+                format!(
+                    "replies: {}",
+                    state.reply_timestamp_type.unwrap_or("none received")
+                ),
+            ],
+            unsplit,
+        },
+        timeline: state
+            .per_second
+            .iter()
+            .enumerate()
+            .map(|(second, h)| Second {
+                second: second as u64,
+                received: h.len(),
+                p99_ms: if h.is_empty() {
+                    0.0
+                } else {
+                    h.value_at_quantile(0.99) as f64 / 1000.0
+                },
+            })
+            .collect(),
+        counts,
+    })
+}
+
+/// Sends on schedule; returns how long sending lasted.
+async fn open_loop(
+    config: &Arc<Config>,
+    rate: f64,
+    producer: &FutureProducer,
+    shared: &Shared,
+    started: Instant,
+) -> Duration {
+    let end = started + config.duration;
+    let mut next = started;
+    let mut sends = tokio::task::JoinSet::new();
+    while next < end {
+        tokio::time::sleep_until(next.into()).await;
+        sends.spawn(send_one(
+            config.clone(),
+            producer.clone(),
+            shared.clone(),
+            next,
+            None,
+        ));
+        while sends.try_join_next().is_some() {}
+        let since = next - started;
+        let current = if since < config.ramp_up {
+            rate * (since.as_secs_f64() / config.ramp_up.as_secs_f64()).max(0.01)
+        } else {
+            rate
+        };
+        next += Duration::from_secs_f64(1.0 / current);
+    }
+    while sends.join_next().await.is_some() {}
+    config.duration
+}
+
+async fn closed_loop(
+    config: &Arc<Config>,
+    users: usize,
+    producer: &FutureProducer,
+    shared: &Shared,
+    started: Instant,
+) -> Duration {
+    let end = started + config.duration;
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..users {
+        let (config, producer, shared) = (config.clone(), producer.clone(), shared.clone());
+        running.spawn(async move {
+            while Instant::now() < end {
+                let (done_tx, done_rx) = oneshot::channel();
+                send_one(
+                    config.clone(),
+                    producer.clone(),
+                    shared.clone(),
+                    Instant::now(),
+                    Some(done_tx),
+                )
+                .await;
+                let _ = done_rx.await;
+            }
+        });
+    }
+    while running.join_next().await.is_some() {}
+    started.elapsed()
+}
+
+async fn send_one(
+    config: Arc<Config>,
+    producer: FutureProducer,
+    shared: Shared,
+    intended: Instant,
+    done: Option<oneshot::Sender<()>>,
+) {
+    let correlation = uuid::Uuid::new_v4().simple().to_string();
+    let actual = Instant::now();
+    let sent_wall_us = wall_us();
+    {
+        let mut state = lock(&shared);
+        state.counts.attempted += 1;
+        state
+            .send_delay
+            .saturating_record(micros(actual.saturating_duration_since(intended)));
+        state.pending.insert(
+            correlation.clone(),
+            Pending {
+                intended,
+                deadline: intended + config.timeout,
+                sent_wall_us,
+                done,
+            },
+        );
+    }
+    let body = WaitRequestBody {
+        name: "load".into(),
+        wait_ms: Some(config.wait.sample()),
+        padding: (config.payload_bytes > 0).then(|| "x".repeat(config.payload_bytes)),
+    };
+    let payload = serde_json::to_vec(&body).expect("a request always serialises");
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let traceparent = format!("00-{trace_id}-{span_id}-01");
+    let baggage = config.tenant.as_ref().map(|t| format!("tenant={t}"));
+    let mut record_headers = OwnedHeaders::new_with_capacity(4);
+    for (key, value) in [
+        (headers::CORRELATION, Some(correlation.as_str())),
+        (
+            headers::RESPONSE_TOPIC,
+            Some(config.response_topic.as_str()),
+        ),
+        (headers::TRACEPARENT, Some(traceparent.as_str())),
+        (headers::BAGGAGE, baggage.as_deref()),
+    ] {
+        if let Some(value) = value {
+            record_headers = record_headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+    }
+    let record = FutureRecord::to(&config.request_topic)
+        .key(&correlation)
+        .payload(&payload)
+        .headers(record_headers);
+    let result = producer.send(record, config.timeout).await;
+    let mut state = lock(&shared);
+    match result {
+        Ok(_) => {
+            state.counts.sent += 1;
+            state
+                .producer_ack
+                .saturating_record(micros(actual.elapsed()));
+        }
+        Err((e, _)) => {
+            tracing::debug!(error = %e, "request not produced");
+            state.counts.send_failed += 1;
+            if let Some(pending) = state.pending.remove(&correlation)
+                && let Some(done) = pending.done
+            {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+fn header_u64<H: Headers>(headers: Option<&H>, name: &str) -> Option<u64> {
+    propagation::kafka_header(headers, name)?.parse().ok()
+}
+
+async fn read_replies(replies: StreamConsumer, shared: Shared, stop: CancellationToken) {
+    let mut stream = replies.stream();
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            next = stream.next() => next,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "reading replies failed; retrying");
+                continue;
+            }
+            None => return,
+        };
+        let now = Instant::now();
+        let now_wall = wall_us();
+        let Some(correlation) = propagation::kafka_header(message.headers(), headers::CORRELATION)
+        else {
+            lock(&shared).counts.unexpected += 1;
+            continue;
+        };
+        let refused = message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<WaitReply>(p).ok())
+            .is_some_and(|r| r.status == ReplyStatus::Error);
+        let mut guard = lock(&shared);
+        // A plain `&mut` so the histograms can be borrowed side by side.
+        let state = &mut *guard;
+        let Some(pending) = state.pending.remove(correlation) else {
+            match state.finished.get(correlation) {
+                Some(Outcome::Received) => state.counts.duplicates += 1,
+                Some(Outcome::TimedOut) => state.counts.late += 1,
+                None => state.counts.unexpected += 1,
+            }
+            continue;
+        };
+        state
+            .finished
+            .insert(correlation.to_string(), Outcome::Received);
+        state.counts.received += 1;
+        if refused {
+            state.counts.error_replies += 1;
+        }
+        let latency = micros(now.saturating_duration_since(pending.intended));
+        state.latency.saturating_record(latency);
+        let second = now.saturating_duration_since(state.started).as_secs() as usize;
+        if state.per_second.len() <= second {
+            state.per_second.resize_with(second + 1, new_histogram);
+        }
+        state.per_second[second].saturating_record(latency);
+        let h = message.headers();
+        for (name, histogram) in [
+            (timing::QUEUE_US, &mut state.queue),
+            (timing::SERVICE_US, &mut state.service),
+            (timing::HANDOFF_US, &mut state.reply_handoff),
+        ] {
+            if let Some(us) = header_u64(h, name) {
+                histogram.saturating_record(us.max(1));
+            }
+        }
+        if let Some(consumed) = header_u64(h, timing::CONSUMED_AT_US) {
+            state
+                .broker_to_consumer
+                .saturating_record(consumed.saturating_sub(pending.sent_wall_us).max(1));
+        }
+        let (kind, millis) = match message.timestamp() {
+            Timestamp::CreateTime(ms) => ("CreateTime, set by the waiter's producer", Some(ms)),
+            Timestamp::LogAppendTime(ms) => ("LogAppendTime, set by the broker", Some(ms)),
+            Timestamp::NotAvailable => ("not available", None),
+        };
+        state.reply_timestamp_type = Some(kind);
+        if let Some(ms) = millis {
+            state
+                .reply_consume
+                .saturating_record(now_wall.saturating_sub(ms.max(0) as u64 * 1000).max(1));
+        }
+        if let Some(done) = pending.done {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn sweep_timeouts(shared: Shared, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let mut state = lock(&shared);
+        let expired: Vec<String> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for correlation in expired {
+            if let Some(pending) = state.pending.remove(&correlation) {
+                state.counts.timed_out += 1;
+                state.finished.insert(correlation, Outcome::TimedOut);
+                if let Some(done) = pending.done {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+async fn show_progress(shared: Shared, stop: CancellationToken) {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .expect("a valid template"),
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_received = 0;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let state = lock(&shared);
+        let c = &state.counts;
+        let rate = (c.received - last_received) * 2;
+        last_received = c.received;
+        let p99 = if state.latency.is_empty() {
+            0.0
+        } else {
+            state.latency.value_at_quantile(0.99) as f64 / 1000.0
+        };
+        bar.set_message(format!(
+            "sent {} · {rate} replies/s · in flight {} · errors {} · p99 {p99:.1} ms",
+            c.sent,
+            state.pending.len(),
+            c.errors()
+        ));
+        bar.tick();
+    }
+    bar.finish_and_clear();
+}

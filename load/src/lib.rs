@@ -1,0 +1,134 @@
+//! `load`: request/reply load over Kafka that measures what an application
+//! cannot measure about itself: end-to-end latency from each request's
+//! *intended* send time (so a stall is not hidden), lost replies, duplicates,
+//! and where the time went, hop by hop.
+//!
+//! Start with [`run`] and its [`Config`]; the result is a [`report::Report`]
+//! whose counts always add up (`sent = received + timed_out + in_flight`).
+//! The engine sends exactly what the Go waiter's JMeter plan sent: records on
+//! `Waiter-Requests` with `correlation`, `responseTopic`, `traceparent` and
+//! `baggage`, and it reads every reply on the response topic by assignment,
+//! matching each to its request.
+
+mod engine;
+pub mod report;
+
+use std::time::Duration;
+
+pub use engine::run;
+pub use report::{Report, Slo};
+
+/// How load is offered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LoadModel {
+    /// Open loop: requests are scheduled at this rate whatever the replies do.
+    Open {
+        /// Requests per second.
+        rate: f64,
+    },
+    /// Closed loop: each user sends, waits for its reply (or timeout), repeats.
+    Closed {
+        /// Concurrent users.
+        users: usize,
+    },
+}
+
+/// How long each request asks the waiter to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitSpec {
+    /// Always this many milliseconds.
+    Fixed(u64),
+    /// Uniformly between the two bounds, inclusive.
+    Uniform(u64, u64),
+}
+
+impl std::str::FromStr for WaitSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{text:?}: expected milliseconds like 100 or 10..200"))
+        };
+        match text.split_once("..") {
+            None => Ok(WaitSpec::Fixed(number(text)?)),
+            Some((low, high)) => {
+                let (low, high) = (number(low)?, number(high)?);
+                if low > high {
+                    return Err(format!("{text:?}: the lower bound is above the upper"));
+                }
+                Ok(WaitSpec::Uniform(low, high))
+            }
+        }
+    }
+}
+
+impl WaitSpec {
+    fn sample(self) -> u64 {
+        match self {
+            WaitSpec::Fixed(ms) => ms,
+            WaitSpec::Uniform(low, high) => fastrand::u64(low..=high),
+        }
+    }
+}
+
+/// One run's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The broker.
+    pub bootstrap_servers: String,
+    /// Where requests go.
+    pub request_topic: String,
+    /// Where replies are read (and what requests name as `responseTopic`).
+    pub response_topic: String,
+    /// Open or closed loop.
+    pub model: LoadModel,
+    /// How long requests are sent.
+    pub duration: Duration,
+    /// Open loop: the rate rises linearly from near 0 over this time.
+    pub ramp_up: Duration,
+    /// The wait each request asks for.
+    pub wait: WaitSpec,
+    /// Tenant put in the baggage, if any.
+    pub tenant: Option<String>,
+    /// Filler added to each request body, in bytes.
+    pub payload_bytes: usize,
+    /// A request with no reply after this long is timed out.
+    pub timeout: Duration,
+    /// Draw a live progress line on stderr.
+    pub progress: bool,
+}
+
+impl Config {
+    /// A short open-loop run against `bootstrap_servers` with the project's topics.
+    pub fn new(bootstrap_servers: &str) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.to_string(),
+            request_topic: kafka_kit::topics::REQUESTS.into(),
+            response_topic: kafka_kit::topics::RESPONSES.into(),
+            model: LoadModel::Open { rate: 100.0 },
+            duration: Duration::from_secs(10),
+            ramp_up: Duration::ZERO,
+            wait: WaitSpec::Fixed(10),
+            tenant: None,
+            payload_bytes: 0,
+            timeout: Duration::from_secs(5),
+            progress: false,
+        }
+    }
+}
+
+/// Why a run could not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A Kafka client could not be created or assigned.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The response topic does not exist.
+    #[error("response topic `{0}` does not exist")]
+    NoResponseTopic(String),
+    /// The settings make no sense.
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,195 @@
+//! `load`: request/reply load over Kafka. Exit status 0 when every
+//! objective (`--slo`) was met, 2 when one was missed, 1 on error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
+use load::{Config, LoadModel, Slo, WaitSpec};
+use tokio_util::sync::CancellationToken;
+
+/// Offer request/reply load to the waiter over Kafka and report honestly.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    bootstrap_servers: String,
+    /// Start an embedded broker and a waiter in this process and load them.
+    #[arg(long)]
+    embedded: bool,
+    /// Open loop: requests per second, whatever the replies do.
+    #[arg(long, conflicts_with = "users")]
+    rate: Option<f64>,
+    /// Closed loop: users, each sending its next request after the last reply.
+    #[arg(long)]
+    users: Option<usize>,
+    /// How long to send, e.g. 30s or 2m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Open loop: rise linearly to the rate over this time.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    ramp_up: Duration,
+    /// The wait each request asks for: milliseconds, or a uniform range like 10..200.
+    #[arg(long, default_value = "10")]
+    wait_ms: WaitSpec,
+    /// Put `tenant=ID` in each request's baggage.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Filler bytes added to each request body.
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
+    /// A request with no reply after this long counts as timed out.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Request topic.
+    #[arg(long, default_value = kafka_kit::topics::REQUESTS)]
+    request_topic: String,
+    /// Response topic (named in each request's `responseTopic`).
+    #[arg(long, default_value = kafka_kit::topics::RESPONSES)]
+    response_topic: String,
+    /// Objectives that set the exit status, e.g. --slo p99=200ms --slo errors=0.
+    #[arg(long = "slo", value_name = "NAME=LIMIT")]
+    slos: Vec<Slo>,
+    /// Write every figure to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Embedded mode: concurrent waits in the waiter.
+    #[arg(long, default_value_t = 10_000)]
+    waiters: usize,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    // The table is the output; log lines are for trouble only, unless asked.
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LOG", "warn,librdkafka=error,rdkafka=error") };
+    }
+    match tokio::runtime::Runtime::new()
+        .context("starting the runtime")
+        .and_then(|runtime| runtime.block_on(run(Args::parse())))
+    {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(2),
+        Err(e) => {
+            eprintln!("load: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns whether every objective was met.
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let mut telemetry_config =
+        telemetry::TelemetryConfig::service("load", env!("CARGO_PKG_VERSION"), "baseline");
+    telemetry_config.log_output = telemetry::LogOutput::Stderr;
+    let telemetry = telemetry::init(telemetry_config)?;
+    let model = match (args.rate, args.users) {
+        (_, Some(users)) => LoadModel::Closed { users },
+        (rate, None) => LoadModel::Open {
+            rate: rate.unwrap_or(100.0),
+        },
+    };
+    let mut config = Config::new(&args.bootstrap_servers);
+    config.request_topic = args.request_topic.clone();
+    config.response_topic = args.response_topic.clone();
+    config.model = model;
+    config.duration = args.duration;
+    config.ramp_up = args.ramp_up;
+    config.wait = args.wait_ms;
+    config.tenant = args.tenant.clone();
+    config.payload_bytes = args.payload_bytes;
+    config.timeout = args.timeout;
+    config.progress = !args.quiet;
+
+    let embedded = match args.embedded {
+        true => Some(start_embedded(&mut config, args.waiters).await?),
+        false => None,
+    };
+    let report = load::run(config).await.context("running the load")?;
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    let missed = report.violations(&args.slos);
+    for objective in &missed {
+        println!("SLO missed: {objective}");
+    }
+    telemetry.shutdown(Duration::from_secs(5));
+    Ok(missed.is_empty())
+}
+
+/// A broker and a waiter running in this process.
+struct Embedded {
+    stop: CancellationToken,
+    waiter: tokio::task::JoinHandle<Result<(), waiter::WaiterError>>,
+    broker: EmbeddedKafka,
+}
+
+impl Embedded {
+    /// Drains the waiter while the broker is still up, then stops the broker.
+    async fn stop(self) {
+        self.stop.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.waiter).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("load: the embedded waiter stopped with an error: {e}"),
+            _ => eprintln!("load: the embedded waiter did not stop in time"),
+        }
+        drop(self.broker);
+    }
+}
+
+async fn start_embedded(config: &mut Config, waiters: usize) -> anyhow::Result<Embedded> {
+    let broker = EmbeddedKafka::start(EmbeddedKafkaOptions::default())
+        .context("starting the embedded broker")?;
+    config.bootstrap_servers = broker.bootstrap_servers().to_string();
+    let mut settings =
+        waiter::Settings::defaults_with(kafka_kit::KafkaSettings::new(broker.bootstrap_servers()));
+    settings.http.host = "127.0.0.1".into();
+    settings.http.port = 0;
+    settings.waiter.consumers = 1;
+    settings.waiter.producers = 1;
+    settings.waiter.waiters = waiters;
+    settings.waiter.request_channel_capacity = 1000;
+    settings.waiter.reply_channel_capacity = 1000;
+    settings.waiter.request_topic = config.request_topic.clone();
+    settings.waiter.default_response_topic = config.response_topic.clone();
+    // The embedded broker answers a fetch only when its wait runs out, not
+    // when data arrives: a short wait keeps that from dominating latency.
+    settings
+        .kafka
+        .consumer
+        .insert("fetch.wait.max.ms".into(), "5".into());
+    let app = waiter::Application::build(settings)
+        .await
+        .context("starting the embedded waiter")?;
+    let readiness = app.readiness();
+    let stop = CancellationToken::new();
+    let waiter = tokio::spawn(app.run_until_stopped(stop.clone()));
+    tokio::time::timeout(Duration::from_secs(30), readiness.assigned())
+        .await
+        .context("the embedded waiter got no partitions")?;
+    eprintln!(
+        "load: embedded broker at {} with a waiter of {waiters} waits",
+        broker.bootstrap_servers()
+    );
+    Ok(Embedded {
+        stop,
+        waiter,
+        broker,
+    })
+}

@@ -1,0 +1,203 @@
+//! The load generator against the embedded broker: a real waiter, no
+//! waiter at all, and a responder that answers twice.
+
+use std::process::Command;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use load::{Config, LoadModel, WaitSpec};
+use rdkafka::Message;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use testkit::TestKafka;
+use tokio_util::sync::CancellationToken;
+
+struct Topics {
+    requests: String,
+    replies: String,
+}
+
+async fn topics(kafka: &TestKafka) -> Topics {
+    let topics = Topics {
+        requests: testkit::unique_name("requests"),
+        replies: testkit::unique_name("replies"),
+    };
+    kafka.create_topic(&topics.requests, 2).await.unwrap();
+    kafka.create_topic(&topics.replies, 2).await.unwrap();
+    topics
+}
+
+fn config(kafka: &TestKafka, topics: &Topics) -> Config {
+    let mut config = Config::new(kafka.bootstrap_servers());
+    config.request_topic = topics.requests.clone();
+    config.response_topic = topics.replies.clone();
+    config.model = LoadModel::Open { rate: 200.0 };
+    config.duration = Duration::from_secs(1);
+    config.wait = WaitSpec::Uniform(1, 5);
+    config.timeout = Duration::from_secs(10);
+    config
+}
+
+async fn start_waiter(
+    kafka: &TestKafka,
+    topics: &Topics,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    testkit::telemetry();
+    let mut settings = waiter::Settings::defaults_with(kafka.settings());
+    settings.http.host = "127.0.0.1".into();
+    settings.http.port = 0;
+    settings.waiter.request_topic = topics.requests.clone();
+    settings.waiter.default_response_topic = topics.replies.clone();
+    settings.waiter.group_id = Some(testkit::unique_name("waiter"));
+    settings.waiter.consumers = 1;
+    let app = waiter::Application::build(settings).await.unwrap();
+    let readiness = app.readiness();
+    let stop = CancellationToken::new();
+    let run = app.run_until_stopped(stop.clone());
+    let handle = tokio::spawn(async move { run.await.unwrap() });
+    readiness.assigned().await;
+    (stop, handle)
+}
+
+#[tokio::test]
+async fn counts_add_up_for_a_short_run_against_the_waiter() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let (stop, waiter) = start_waiter(&kafka, &topics).await;
+    let report = load::run(config(&kafka, &topics)).await.unwrap();
+    let c = &report.counts;
+    assert!(c.add_up(), "{c:?}");
+    assert_eq!(c.attempted, 200, "one second at 200/s");
+    assert_eq!(c.received, c.sent);
+    assert_eq!((c.timed_out, c.duplicates, c.unexpected), (0, 0, 0));
+    assert_eq!(report.latency.count, 200);
+    assert!(report.latency.p50_ms >= 1.0, "latency includes the wait");
+    assert_eq!(
+        report.hops.queue.count, 200,
+        "the waiter's timing headers were read"
+    );
+    assert!(report.violations(&["errors=0".parse().unwrap()]).is_empty());
+    stop.cancel();
+    waiter.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stopped_waiter_shows_up_as_timeouts() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let mut config = config(&kafka, &topics);
+    config.model = LoadModel::Open { rate: 50.0 };
+    config.timeout = Duration::from_millis(300);
+    let report = load::run(config).await.unwrap();
+    let c = &report.counts;
+    assert!(c.add_up(), "{c:?}");
+    assert_eq!(c.received, 0);
+    assert_eq!(c.timed_out, c.sent);
+    assert!(c.sent > 0);
+    let missed = report.violations(&["errors=0".parse().unwrap(), "p99=1s".parse().unwrap()]);
+    assert_eq!(missed.len(), 2, "{missed:?}");
+}
+
+#[tokio::test]
+async fn a_responder_that_replies_twice_shows_up_as_duplicates() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    // The test double: echo every request's correlation to the reply topic, twice.
+    let requests = testkit::reader(&kafka, &[&topics.requests]);
+    let producer = kafka.producer();
+    let replies = topics.replies.clone();
+    let stop = CancellationToken::new();
+    let double = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut stream = requests.stream();
+            loop {
+                let message = tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = stream.next() => next.unwrap().unwrap(),
+                };
+                let correlation = propagation::kafka_header(message.headers(), "correlation")
+                    .unwrap()
+                    .to_string();
+                for _ in 0..2 {
+                    let headers = OwnedHeaders::new().insert(Header {
+                        key: "correlation",
+                        value: Some(&correlation),
+                    });
+                    producer
+                        .send(
+                            FutureRecord::<str, str>::to(&replies)
+                                .payload("{}")
+                                .headers(headers),
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    });
+    let mut config = config(&kafka, &topics);
+    config.model = LoadModel::Closed { users: 4 };
+    let report = load::run(config).await.unwrap();
+    let c = &report.counts;
+    assert!(c.add_up(), "{c:?}");
+    assert!(c.received > 0);
+    // Every answered request's second reply arrives before or after the run
+    // ends; the ones that arrived are all counted as duplicates.
+    assert!(c.duplicates > 0 && c.duplicates <= c.received, "{c:?}");
+    assert_eq!(c.unexpected, 0);
+    stop.cancel();
+    double.await.unwrap();
+}
+
+#[test]
+fn the_binary_writes_json_and_exits_2_on_a_missed_objective() {
+    let dir = std::env::temp_dir().join(testkit::unique_name("load-json"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_load"))
+        .args([
+            "--embedded",
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--wait-ms",
+            "1",
+            "--quiet",
+        ])
+        .args(["--slo", "p50=1us", "--slo", "errors=0"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("SLO missed: p50 latency"), "{stdout}");
+    assert!(!stdout.contains("SLO missed: errors"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["counts"]["attempted"], 100);
+    assert_eq!(report["counts"]["received"], 100);
+    assert!(report["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_load"))
+        .args(["--slo", "p98=1ms"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "clap's usage error");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown objective"));
+    let output = Command::new(env!("CARGO_BIN_EXE_load"))
+        .args(["--wait-ms", "50..10"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lower bound"));
+}
