@@ -11,6 +11,7 @@
 //! matching each to its request.
 
 mod engine;
+pub mod html;
 pub mod report;
 
 use std::time::Duration;

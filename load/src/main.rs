@@ -60,6 +60,9 @@ struct Args {
     /// Write every figure to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a self-contained HTML report with plots to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Embedded mode: concurrent waits in the waiter.
     #[arg(long, default_value_t = 10_000)]
     waiters: usize,
@@ -124,6 +127,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("figures written to {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, load::html::render(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("report written to {}", path.display());
     }
     let missed = report.violations(&args.slos);
     for objective in &missed {

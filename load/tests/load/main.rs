@@ -156,6 +156,7 @@ fn the_binary_writes_json_and_exits_2_on_a_missed_objective() {
     let dir = std::env::temp_dir().join(testkit::unique_name("load-json"));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
+    let html = dir.join("report.html");
     let output = Command::new(env!("CARGO_BIN_EXE_load"))
         .args([
             "--embedded",
@@ -170,6 +171,8 @@ fn the_binary_writes_json_and_exits_2_on_a_missed_objective() {
         .args(["--slo", "p50=1us", "--slo", "errors=0"])
         .arg("--json")
         .arg(&json)
+        .arg("--html")
+        .arg(&html)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -185,6 +188,13 @@ fn the_binary_writes_json_and_exits_2_on_a_missed_objective() {
     assert_eq!(report["counts"]["attempted"], 100);
     assert_eq!(report["counts"]["received"], 100);
     assert!(report["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!doctype html>"));
+    assert_eq!(page.matches("<svg").count(), 4, "four plots");
+    assert!(
+        !page.contains("<script") && !page.contains("http"),
+        "self-contained, no network"
+    );
 }
 
 #[test]
