@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::{Counts, Hops, Percentiles, Report, Second, new_histogram};
-use crate::{Config, LoadError, LoadModel};
+use crate::{Config, LoadError, LoadModel, Target};
 
 /// A request awaiting its reply.
 struct Pending {
@@ -55,6 +55,15 @@ struct State {
 
 type Shared = Arc<Mutex<State>>;
 
+/// How requests leave the generator.
+#[derive(Clone)]
+enum Sender {
+    /// Records on the request topic; replies come back on the response topic.
+    Kafka(FutureProducer),
+    /// `POST {url}/wait` on the gateway; the response is the reply.
+    Http(reqwest::Client, Arc<str>),
+}
+
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -80,34 +89,20 @@ pub async fn run(config: Config) -> Result<Report, LoadError> {
         }
         _ => {}
     }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("acks", "all")
-        .set("linger.ms", "0")
-        .set(
-            "message.timeout.ms",
-            config.timeout.as_millis().max(1).to_string(),
-        )
-        .create()?;
-    let replies: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set(
-            "group.id",
-            format!("load-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create()?;
-    let topic = config.response_topic.clone();
-    let (replies, assigned) = tokio::task::spawn_blocking(move || {
-        assign_whole_topics(&replies, &[&topic], Start::End, Duration::from_secs(10))
-            .map(|assigned| (replies, assigned))
-    })
-    .await
-    .expect("the assignment task does not panic")?;
-    if assigned.is_empty() {
-        return Err(LoadError::NoResponseTopic(config.response_topic.clone()));
-    }
+    let (sender, replies) = match &config.target {
+        Target::Kafka => {
+            let (producer, replies) = kafka_clients(&config).await?;
+            (Sender::Kafka(producer), Some(replies))
+        }
+        Target::Http { url } => {
+            let client = reqwest::Client::builder()
+                .timeout(config.timeout)
+                .build()
+                .map_err(|e| LoadError::Invalid(format!("HTTP client: {e}")))?;
+            let url = format!("{}/wait", url.trim_end_matches('/'));
+            (Sender::Http(client, url.into()), None)
+        }
+    };
 
     let started = Instant::now();
     let shared: Shared = Arc::new(Mutex::new(State {
@@ -127,7 +122,8 @@ pub async fn run(config: Config) -> Result<Report, LoadError> {
         started,
     }));
     let stop = CancellationToken::new();
-    let reader = tokio::spawn(read_replies(replies, shared.clone(), stop.clone()));
+    let reader =
+        replies.map(|replies| tokio::spawn(read_replies(replies, shared.clone(), stop.clone())));
     let sweeper = tokio::spawn(sweep_timeouts(shared.clone(), stop.clone()));
     let progress = config
         .progress
@@ -135,10 +131,8 @@ pub async fn run(config: Config) -> Result<Report, LoadError> {
 
     let config = Arc::new(config);
     let sending = match config.model {
-        LoadModel::Open { rate } => open_loop(&config, rate, &producer, &shared, started).await,
-        LoadModel::Closed { users } => {
-            closed_loop(&config, users, &producer, &shared, started).await
-        }
+        LoadModel::Open { rate } => open_loop(&config, rate, &sender, &shared, started).await,
+        LoadModel::Closed { users } => closed_loop(&config, users, &sender, &shared, started).await,
     };
     // Wait for the last replies: every pending request either answers or
     // reaches its deadline.
@@ -147,7 +141,9 @@ pub async fn run(config: Config) -> Result<Report, LoadError> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.cancel();
-    let _ = reader.await;
+    if let Some(reader) = reader {
+        let _ = reader.await;
+    }
     let _ = sweeper.await;
     if let Some(progress) = progress {
         let _ = progress.await;
@@ -160,18 +156,25 @@ pub async fn run(config: Config) -> Result<Report, LoadError> {
         LoadModel::Open { rate } => ("open", Some(rate), None),
         LoadModel::Closed { users } => ("closed", None, Some(users)),
     };
-    let mut unsplit = vec![
+    let mut unsplit: Vec<String> = vec![
         "broker → consumer runs from this generator's send (the request's CreateTime) to the waiter's consumption; it includes the produce round trip, since the broker's arrival time is not on the record".to_string(),
         "hops measured on the waiter use its clock; broker → consumer and reply consume compare two machines' wall clocks".to_string(),
     ];
-    if state.queue.is_empty() && counts.received > 0 {
+    if matches!(config.target, Target::Http { .. }) {
+        unsplit = vec![
+            "the http target measures end to end only: the hops happen behind the gateway".into(),
+        ];
+    } else if state.queue.is_empty() && counts.received > 0 {
         unsplit.push(
             "replies carried no waiter timing headers; queue, service and hand-off are unknown"
                 .into(),
         );
     }
     Ok(Report {
-        target: "kafka".into(),
+        target: match &config.target {
+            Target::Kafka => "kafka".into(),
+            Target::Http { url } => format!("http {url}"),
+        },
         model: model.into(),
         rate,
         users,
@@ -213,11 +216,43 @@ pub async fn run(config: Config) -> Result<Report, LoadError> {
     })
 }
 
+async fn kafka_clients(config: &Config) -> Result<(FutureProducer, StreamConsumer), LoadError> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set(
+            "message.timeout.ms",
+            config.timeout.as_millis().max(1).to_string(),
+        )
+        .create()?;
+    let replies: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set(
+            "group.id",
+            format!("load-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let topic = config.response_topic.clone();
+    let (replies, assigned) = tokio::task::spawn_blocking(move || {
+        assign_whole_topics(&replies, &[&topic], Start::End, Duration::from_secs(10))
+            .map(|assigned| (replies, assigned))
+    })
+    .await
+    .expect("the assignment task does not panic")?;
+    if assigned.is_empty() {
+        return Err(LoadError::NoResponseTopic(config.response_topic.clone()));
+    }
+    Ok((producer, replies))
+}
+
 /// Sends on schedule; returns how long sending lasted.
 async fn open_loop(
     config: &Arc<Config>,
     rate: f64,
-    producer: &FutureProducer,
+    sender: &Sender,
     shared: &Shared,
     started: Instant,
 ) -> Duration {
@@ -228,7 +263,7 @@ async fn open_loop(
         tokio::time::sleep_until(next.into()).await;
         sends.spawn(send_one(
             config.clone(),
-            producer.clone(),
+            sender.clone(),
             shared.clone(),
             next,
             None,
@@ -249,20 +284,20 @@ async fn open_loop(
 async fn closed_loop(
     config: &Arc<Config>,
     users: usize,
-    producer: &FutureProducer,
+    sender: &Sender,
     shared: &Shared,
     started: Instant,
 ) -> Duration {
     let end = started + config.duration;
     let mut running = tokio::task::JoinSet::new();
     for _ in 0..users {
-        let (config, producer, shared) = (config.clone(), producer.clone(), shared.clone());
+        let (config, sender, shared) = (config.clone(), sender.clone(), shared.clone());
         running.spawn(async move {
             while Instant::now() < end {
                 let (done_tx, done_rx) = oneshot::channel();
                 send_one(
                     config.clone(),
-                    producer.clone(),
+                    sender.clone(),
                     shared.clone(),
                     Instant::now(),
                     Some(done_tx),
@@ -277,6 +312,122 @@ async fn closed_loop(
 }
 
 async fn send_one(
+    config: Arc<Config>,
+    sender: Sender,
+    shared: Shared,
+    intended: Instant,
+    done: Option<oneshot::Sender<()>>,
+) {
+    match sender {
+        Sender::Kafka(producer) => send_kafka(config, producer, shared, intended, done).await,
+        Sender::Http(client, url) => send_http(config, client, &url, shared, intended, done).await,
+    }
+}
+
+fn request_body(config: &Config) -> WaitRequestBody {
+    WaitRequestBody {
+        name: "load".into(),
+        wait_ms: Some(config.wait.sample()),
+        padding: (config.payload_bytes > 0).then(|| "x".repeat(config.payload_bytes)),
+    }
+}
+
+/// Registers a request as pending; returns its correlation id.
+fn begin(
+    shared: &Shared,
+    config: &Config,
+    intended: Instant,
+    done: Option<oneshot::Sender<()>>,
+) -> String {
+    let correlation = uuid::Uuid::new_v4().simple().to_string();
+    let actual = Instant::now();
+    let mut state = lock(shared);
+    state.counts.attempted += 1;
+    state
+        .send_delay
+        .saturating_record(micros(actual.saturating_duration_since(intended)));
+    state.pending.insert(
+        correlation.clone(),
+        Pending {
+            intended,
+            deadline: intended + config.timeout,
+            sent_wall_us: wall_us(),
+            done,
+        },
+    );
+    correlation
+}
+
+/// Records an answer: latency from the intended send time, or a late or
+/// duplicate reply when the request is no longer pending.
+fn answer(state: &mut State, correlation: &str, refused: bool) -> Option<Pending> {
+    let now = Instant::now();
+    let Some(pending) = state.pending.remove(correlation) else {
+        match state.finished.get(correlation) {
+            Some(Outcome::Received) => state.counts.duplicates += 1,
+            Some(Outcome::TimedOut) => state.counts.late += 1,
+            None => state.counts.unexpected += 1,
+        }
+        return None;
+    };
+    state
+        .finished
+        .insert(correlation.to_string(), Outcome::Received);
+    state.counts.received += 1;
+    if refused {
+        state.counts.error_replies += 1;
+    }
+    let latency = micros(now.saturating_duration_since(pending.intended));
+    state.latency.saturating_record(latency);
+    let second = now.saturating_duration_since(state.started).as_secs() as usize;
+    if state.per_second.len() <= second {
+        state.per_second.resize_with(second + 1, new_histogram);
+    }
+    state.per_second[second].saturating_record(latency);
+    Some(pending)
+}
+
+async fn send_http(
+    config: Arc<Config>,
+    client: reqwest::Client,
+    url: &str,
+    shared: Shared,
+    intended: Instant,
+    done: Option<oneshot::Sender<()>>,
+) {
+    let correlation = begin(&shared, &config, intended, done);
+    let mut request = client.post(url).json(&request_body(&config));
+    if let Some(tenant) = &config.tenant {
+        request = request.header(headers::BAGGAGE, format!("tenant={tenant}"));
+    }
+    let result = request.send().await;
+    let mut guard = lock(&shared);
+    let state = &mut *guard;
+    match result {
+        Ok(response) => {
+            state.counts.sent += 1;
+            let refused = !response.status().is_success();
+            if let Some(pending) = answer(state, &correlation, refused)
+                && let Some(done) = pending.done
+            {
+                let _ = done.send(());
+            }
+        }
+        // The deadline passes on its own; the sweeper counts it.
+        Err(e) if e.is_timeout() => state.counts.sent += 1,
+        Err(e) => {
+            tracing::debug!(error = %e, "request not sent");
+            state.counts.send_failed += 1;
+            if let Some(pending) = state.pending.remove(&correlation)
+                && let Some(done) = pending.done
+            {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+async fn send_kafka(
     config: Arc<Config>,
     producer: FutureProducer,
     shared: Shared,
@@ -373,7 +524,6 @@ async fn read_replies(replies: StreamConsumer, shared: Shared, stop: Cancellatio
             }
             None => return,
         };
-        let now = Instant::now();
         let now_wall = wall_us();
         let Some(correlation) = propagation::kafka_header(message.headers(), headers::CORRELATION)
         else {
@@ -387,28 +537,9 @@ async fn read_replies(replies: StreamConsumer, shared: Shared, stop: Cancellatio
         let mut guard = lock(&shared);
         // A plain `&mut` so the histograms can be borrowed side by side.
         let state = &mut *guard;
-        let Some(pending) = state.pending.remove(correlation) else {
-            match state.finished.get(correlation) {
-                Some(Outcome::Received) => state.counts.duplicates += 1,
-                Some(Outcome::TimedOut) => state.counts.late += 1,
-                None => state.counts.unexpected += 1,
-            }
+        let Some(pending) = answer(state, correlation, refused) else {
             continue;
         };
-        state
-            .finished
-            .insert(correlation.to_string(), Outcome::Received);
-        state.counts.received += 1;
-        if refused {
-            state.counts.error_replies += 1;
-        }
-        let latency = micros(now.saturating_duration_since(pending.intended));
-        state.latency.saturating_record(latency);
-        let second = now.saturating_duration_since(state.started).as_secs() as usize;
-        if state.per_second.len() <= second {
-            state.per_second.resize_with(second + 1, new_histogram);
-        }
-        state.per_second[second].saturating_record(latency);
         let h = message.headers();
         for (name, histogram) in [
             (timing::QUEUE_US, &mut state.queue),

@@ -34,6 +34,18 @@ pub enum LoadModel {
     },
 }
 
+/// Where the load goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Produce to the request topic and match replies on the response topic.
+    Kafka,
+    /// `POST {url}/wait` on the gateway (A).
+    Http {
+        /// The gateway's base URL.
+        url: String,
+    },
+}
+
 /// How long each request asks the waiter to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitSpec {
@@ -77,6 +89,8 @@ impl WaitSpec {
 /// One run's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Kafka or HTTP.
+    pub target: Target,
     /// The broker.
     pub bootstrap_servers: String,
     /// Where requests go.
@@ -105,6 +119,7 @@ impl Config {
     /// A short open-loop run against `bootstrap_servers` with the project's topics.
     pub fn new(bootstrap_servers: &str) -> Self {
         Self {
+            target: Target::Kafka,
             bootstrap_servers: bootstrap_servers.to_string(),
             request_topic: kafka_kit::topics::REQUESTS.into(),
             response_topic: kafka_kit::topics::RESPONSES.into(),

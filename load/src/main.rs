@@ -21,6 +21,12 @@ struct Args {
         default_value = "localhost:9092"
     )]
     bootstrap_servers: String,
+    /// Where to send: `kafka` (the request topic) or `http` (POST /wait on --url).
+    #[arg(long, default_value = "kafka", value_parser = ["kafka", "http"])]
+    target: String,
+    /// The gateway's base URL, for `--target http`.
+    #[arg(long, default_value = "http://localhost:8080")]
+    url: String,
     /// Start an embedded broker and a waiter in this process and load them.
     #[arg(long)]
     embedded: bool,
@@ -102,7 +108,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             rate: rate.unwrap_or(100.0),
         },
     };
+    if args.embedded && args.target == "http" {
+        anyhow::bail!("--embedded starts a broker and a waiter, not a gateway; use --target kafka");
+    }
     let mut config = Config::new(&args.bootstrap_servers);
+    if args.target == "http" {
+        config.target = load::Target::Http {
+            url: args.url.clone(),
+        };
+    }
     config.request_topic = args.request_topic.clone();
     config.response_topic = args.response_topic.clone();
     config.model = model;

@@ -211,3 +211,44 @@ fn bad_arguments_are_refused_with_a_message() {
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("lower bound"));
 }
+
+#[tokio::test]
+async fn the_http_target_counts_answers_refusals_and_timeouts() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // A stand-in gateway: every fifth request is refused, every seventh hangs.
+    let calls = std::sync::Arc::new(AtomicU64::new(0));
+    let router = axum::Router::new().route(
+        "/wait",
+        axum::routing::post(move || {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if n % 7 == 6 {
+                    std::future::pending::<()>().await;
+                }
+                if n % 5 == 4 {
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "no")
+                } else {
+                    (axum::http::StatusCode::OK, "{}")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let mut config = Config::new("unused:9092");
+    config.target = load::Target::Http { url };
+    config.model = LoadModel::Closed { users: 5 };
+    config.duration = Duration::from_millis(500);
+    config.timeout = Duration::from_millis(200);
+    let report = load::run(config).await.unwrap();
+    let c = &report.counts;
+    assert!(c.add_up(), "{c:?}");
+    assert!(
+        c.received > 0 && c.timed_out > 0 && c.error_replies > 0,
+        "{c:?}"
+    );
+    assert_eq!(c.send_failed, 0);
+    assert!(report.target.starts_with("http "));
+}
