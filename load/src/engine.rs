@@ -15,6 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Timestamp};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::report::{Counts, Hops, Percentiles, Report, Second, new_histogram};
 use crate::{Config, LoadError, LoadModel, Target};
@@ -26,6 +27,8 @@ struct Pending {
     sent_wall_us: u64,
     // Closed loop: the user waiting for this request's outcome.
     done: Option<oneshot::Sender<()>>,
+    // The request's root span, ended when the outcome is known.
+    span: Option<tracing::Span>,
 }
 
 #[derive(Clone, Copy)]
@@ -353,6 +356,7 @@ fn begin(
             deadline: intended + config.timeout,
             sent_wall_us: wall_us(),
             done,
+            span: None,
         },
     );
     correlation
@@ -435,6 +439,20 @@ async fn send_kafka(
     done: Option<oneshot::Sender<()>>,
 ) {
     let correlation = uuid::Uuid::new_v4().simple().to_string();
+    let span = config.trace.then(|| {
+        let span = tracing::info_span!(
+            "load.request",
+            otel.kind = "producer",
+            service = "load",
+            messaging.system = "kafka",
+            messaging.destination.name = %config.request_topic,
+            messaging.message.conversation_id = %correlation,
+        );
+        // A root: the generator starts the trace the application continues.
+        let _ = span.set_parent(opentelemetry::Context::new());
+        span.add_event("send.started", vec![]);
+        span
+    });
     let actual = Instant::now();
     let sent_wall_us = wall_us();
     {
@@ -450,6 +468,7 @@ async fn send_kafka(
                 deadline: intended + config.timeout,
                 sent_wall_us,
                 done,
+                span: span.clone(),
             },
         );
     }
@@ -459,9 +478,28 @@ async fn send_kafka(
         padding: (config.payload_bytes > 0).then(|| "x".repeat(config.payload_bytes)),
     };
     let payload = serde_json::to_vec(&body).expect("a request always serialises");
-    let trace_id = uuid::Uuid::new_v4().simple().to_string();
-    let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    let traceparent = format!("00-{trace_id}-{span_id}-01");
+    let traceparent = match &span {
+        Some(span) => {
+            let context = span.context();
+            let span_context = opentelemetry::trace::TraceContextExt::span(&context)
+                .span_context()
+                .clone();
+            format!(
+                "00-{}-{}-01",
+                span_context.trace_id(),
+                span_context.span_id()
+            )
+        }
+        None => {
+            // Still a fresh trace per request, so the application's spans of
+            // one request group together even without export.
+            let trace_id = uuid::Uuid::new_v4().simple().to_string();
+            format!(
+                "00-{trace_id}-{}-01",
+                &uuid::Uuid::new_v4().simple().to_string()[..16]
+            )
+        }
+    };
     let baggage = config.tenant.as_ref().map(|t| format!("tenant={t}"));
     let mut record_headers = OwnedHeaders::new_with_capacity(4);
     for (key, value) in [
@@ -492,6 +530,9 @@ async fn send_kafka(
             state
                 .producer_ack
                 .saturating_record(micros(actual.elapsed()));
+            if let Some(span) = &span {
+                span.add_event("send.acknowledged", vec![]);
+            }
         }
         Err((e, _)) => {
             tracing::debug!(error = %e, "request not produced");
@@ -540,6 +581,9 @@ async fn read_replies(replies: StreamConsumer, shared: Shared, stop: Cancellatio
         let Some(pending) = answer(state, correlation, refused) else {
             continue;
         };
+        if let Some(span) = &pending.span {
+            span.add_event("reply.received", vec![]);
+        }
         let h = message.headers();
         for (name, histogram) in [
             (timing::QUEUE_US, &mut state.queue),

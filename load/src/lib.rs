@@ -113,6 +113,10 @@ pub struct Config {
     pub timeout: Duration,
     /// Draw a live progress line on stderr.
     pub progress: bool,
+    /// Make each request a root span (send started, acknowledged, reply
+    /// received) whose context the request carries, so the generator and the
+    /// application form one trace. Worth it only when spans are exported.
+    pub trace: bool,
 }
 
 impl Config {
@@ -131,6 +135,7 @@ impl Config {
             payload_bytes: 0,
             timeout: Duration::from_secs(5),
             progress: false,
+            trace: false,
         }
     }
 }

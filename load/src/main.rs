@@ -127,6 +127,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     config.payload_bytes = args.payload_bytes;
     config.timeout = args.timeout;
     config.progress = !args.quiet;
+    config.trace = telemetry.otlp_enabled();
 
     let embedded = match args.embedded {
         true => Some(start_embedded(&mut config, args.waiters).await?),

@@ -252,3 +252,53 @@ async fn the_http_target_counts_answers_refusals_and_timeouts() {
     assert_eq!(c.send_failed, 0);
     assert!(report.target.starts_with("http "));
 }
+
+#[tokio::test]
+async fn traced_requests_are_root_spans_the_application_continues() {
+    let telemetry = testkit::telemetry();
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let (stop, waiter) = start_waiter(&kafka, &topics).await;
+    let mut config = config(&kafka, &topics);
+    config.model = LoadModel::Closed { users: 1 };
+    config.duration = Duration::from_millis(100);
+    config.trace = true;
+    let report = load::run(config).await.unwrap();
+    assert!(report.counts.received > 0);
+    let root = telemetry
+        .spans()
+        .snapshot()
+        .into_iter()
+        .find(|s| s.name == "load.request")
+        .expect("a request span");
+    assert_eq!(
+        root.parent_span_id,
+        opentelemetry::trace::SpanId::INVALID,
+        "a root span"
+    );
+    let events: Vec<&str> = root.events.iter().map(|e| e.name.as_ref()).collect();
+    assert_eq!(
+        events,
+        ["send.started", "send.acknowledged", "reply.received"]
+    );
+    let trace = telemetry
+        .spans()
+        .wait_for_trace(
+            root.span_context.trace_id(),
+            Duration::from_secs(10),
+            |spans| spans.iter().any(|s| s.name.starts_with("process ")),
+        )
+        .await
+        .unwrap();
+    let process = trace
+        .iter()
+        .find(|s| s.name.starts_with("process "))
+        .unwrap();
+    assert_eq!(
+        process.parent_span_id,
+        root.span_context.span_id(),
+        "the waiter continues the generator's trace"
+    );
+    stop.cancel();
+    waiter.await.unwrap();
+}

@@ -52,6 +52,13 @@ fn start_embedded(settings: &mut Settings) -> anyhow::Result<EmbeddedKafka> {
     .context("starting the embedded broker")?;
     let b = broker.bootstrap_servers();
     settings.kafka.bootstrap_servers = b.to_string();
+    // The embedded broker answers a fetch only when its wait runs out, not
+    // when data arrives: a short wait keeps that from dominating latency.
+    settings
+        .kafka
+        .consumer
+        .entry("fetch.wait.max.ms".into())
+        .or_insert_with(|| "5".into());
     let requests = &settings.waiter.request_topic;
     let replies = &settings.waiter.default_response_topic;
     println!("embedded Kafka broker: bootstrap.servers={b}");
