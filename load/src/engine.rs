@@ -263,22 +263,29 @@ async fn open_loop(
     let mut next = started;
     let mut sends = tokio::task::JoinSet::new();
     while next < end {
-        tokio::time::sleep_until(next.into()).await;
-        sends.spawn(send_one(
-            config.clone(),
-            sender.clone(),
-            shared.clone(),
-            next,
-            None,
-        ));
+        // The timer has millisecond resolution: on each wake, send every
+        // request that is due rather than sleeping once per request.
+        if next > Instant::now() {
+            tokio::time::sleep_until(next.into()).await;
+        }
+        let now = Instant::now();
+        while next <= now && next < end {
+            sends.spawn(send_one(
+                config.clone(),
+                sender.clone(),
+                shared.clone(),
+                next,
+                None,
+            ));
+            let since = next - started;
+            let current = if since < config.ramp_up {
+                rate * (since.as_secs_f64() / config.ramp_up.as_secs_f64()).max(0.01)
+            } else {
+                rate
+            };
+            next += Duration::from_secs_f64(1.0 / current);
+        }
         while sends.try_join_next().is_some() {}
-        let since = next - started;
-        let current = if since < config.ramp_up {
-            rate * (since.as_secs_f64() / config.ramp_up.as_secs_f64()).max(0.01)
-        } else {
-            rate
-        };
-        next += Duration::from_secs_f64(1.0 / current);
     }
     while sends.join_next().await.is_some() {}
     config.duration
@@ -362,6 +369,24 @@ fn begin(
     correlation
 }
 
+/// Records a request that never left. Under overload its deadline may have
+/// passed first; then it was counted as timed out, which it was not.
+fn not_sent(state: &mut State, correlation: &str) {
+    state.counts.send_failed += 1;
+    match state.pending.remove(correlation) {
+        Some(pending) => {
+            if let Some(done) = pending.done {
+                let _ = done.send(());
+            }
+        }
+        None => {
+            if let Some(Outcome::TimedOut) = state.finished.remove(correlation) {
+                state.counts.timed_out -= 1;
+            }
+        }
+    }
+}
+
 /// Records an answer: latency from the intended send time, or a late or
 /// duplicate reply when the request is no longer pending.
 fn answer(state: &mut State, correlation: &str, refused: bool) -> Option<Pending> {
@@ -421,12 +446,7 @@ async fn send_http(
         Err(e) if e.is_timeout() => state.counts.sent += 1,
         Err(e) => {
             tracing::debug!(error = %e, "request not sent");
-            state.counts.send_failed += 1;
-            if let Some(pending) = state.pending.remove(&correlation)
-                && let Some(done) = pending.done
-            {
-                let _ = done.send(());
-            }
+            not_sent(state, &correlation);
         }
     }
 }
@@ -536,12 +556,7 @@ async fn send_kafka(
         }
         Err((e, _)) => {
             tracing::debug!(error = %e, "request not produced");
-            state.counts.send_failed += 1;
-            if let Some(pending) = state.pending.remove(&correlation)
-                && let Some(done) = pending.done
-            {
-                let _ = done.send(());
-            }
+            not_sent(&mut state, &correlation);
         }
     }
 }
