@@ -72,6 +72,11 @@ enum Command {
         partitions: i32,
         reply: mpsc::Sender<Result<(), EmbeddedKafkaError>>,
     },
+    SetBrokerUp {
+        broker: i32,
+        up: bool,
+        reply: mpsc::Sender<Result<(), EmbeddedKafkaError>>,
+    },
     Shutdown,
 }
 
@@ -123,6 +128,27 @@ impl EmbeddedKafka {
                 partitions,
                 reply,
             })
+            .map_err(|_| EmbeddedKafkaError::Stopped)?;
+        reply_rx.recv().map_err(|_| EmbeddedKafkaError::Stopped)?
+    }
+}
+
+impl EmbeddedKafka {
+    /// Takes broker `broker` (1-based) down: its connections close and new
+    /// ones are refused until [`Self::broker_up`]. For failure tests.
+    pub fn broker_down(&self, broker: i32) -> Result<(), EmbeddedKafkaError> {
+        self.set_broker_up(broker, false)
+    }
+
+    /// Brings broker `broker` back.
+    pub fn broker_up(&self, broker: i32) -> Result<(), EmbeddedKafkaError> {
+        self.set_broker_up(broker, true)
+    }
+
+    fn set_broker_up(&self, broker: i32, up: bool) -> Result<(), EmbeddedKafkaError> {
+        let (reply, reply_rx) = mpsc::channel();
+        self.commands
+            .send(Command::SetBrokerUp { broker, up, reply })
             .map_err(|_| EmbeddedKafkaError::Stopped)?;
         reply_rx.recv().map_err(|_| EmbeddedKafkaError::Stopped)?
     }
@@ -196,6 +222,16 @@ fn own_cluster(
                 reply,
             } => {
                 let _ = reply.send(create(&name, partitions));
+            }
+            Command::SetBrokerUp { broker, up, reply } => {
+                let result = match up {
+                    true => cluster.broker_up(broker),
+                    false => cluster.broker_down(broker),
+                };
+                let _ = reply.send(result.map_err(|e| EmbeddedKafkaError::Operation {
+                    operation: format!("broker {broker} {}", if up { "up" } else { "down" }),
+                    reason: e.to_string(),
+                }));
             }
             Command::Shutdown => break,
         }

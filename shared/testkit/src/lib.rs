@@ -65,6 +65,12 @@ impl TestKafka {
         }
     }
 
+    /// The embedded broker, when the test is not pointed at a real one
+    /// (failure tests need it to take the broker down).
+    pub fn embedded(&self) -> Option<&EmbeddedKafka> {
+        self.embedded.as_ref()
+    }
+
     /// The broker's `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap_servers

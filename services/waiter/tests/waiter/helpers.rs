@@ -197,7 +197,9 @@ impl Client {
         while !done(&replies) {
             match tokio::time::timeout_at(deadline, self.replies.recv()).await {
                 Ok(Ok(message)) => replies.push(message.detach()),
-                Ok(Err(e)) => panic!("reply consumer failed: {e}"),
+                // Broker outages surface as transient errors; the deadline
+                // still bounds the wait.
+                Ok(Err(e)) => eprintln!("reply consumer: {e}; still reading"),
                 Err(_) => panic!("only {} replies before the deadline", replies.len()),
             }
         }

@@ -3,6 +3,8 @@
 
 mod helpers;
 
+use std::time::Duration;
+
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 
@@ -656,4 +658,43 @@ async fn a_ledger_that_is_down_or_too_slow_costs_no_reply() {
         );
         waiter.stop().await;
     }
+}
+
+#[tokio::test]
+async fn requests_sent_while_the_broker_is_away_are_answered_when_it_returns() {
+    let kafka = TestKafka::start().unwrap();
+    let Some(broker) = kafka.embedded() else {
+        return; // A real broker cannot be taken down from here.
+    };
+    let topics = Topics::create(&kafka, 1).await;
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let client = std::sync::Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]));
+    client.send_json("before", 1).await;
+    client.collect(|r| !r.is_empty()).await;
+
+    broker.broker_down(1).unwrap();
+    // Requests queue in the client while the broker is away.
+    let sends: Vec<_> = (0..10)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.send_json(&format!("during-{i}"), 1).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await; // the outage itself, not a synchronisation
+    broker.broker_up(1).unwrap();
+    for send in sends {
+        send.await.unwrap();
+    }
+    let replies = client
+        .collect(|r| {
+            count_by_correlation(r)
+                .keys()
+                .filter(|c| c.starts_with("during-"))
+                .count()
+                == 10
+        })
+        .await;
+    assert!(count_by_correlation(&replies).contains_key("during-9"));
+    assert!(waiter.metric("waiter_records_consumed_total", &[]) >= 11.0);
+    waiter.stop().await;
 }
