@@ -86,10 +86,7 @@ impl Settings {
 
     /// The defaults pointed at `kafka`, HTTP on an ephemeral loopback port.
     pub fn defaults_with(kafka: &KafkaSettings) -> Self {
-        let mut settings: Settings = settings::Loader::new(DEFAULTS)
-            .environment(Vec::<(String, String)>::new())
-            .load()
-            .expect("checked-in defaults load");
+        let mut settings: Settings = settings::defaults(DEFAULTS);
         settings.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
         settings.http.host = "127.0.0.1".into();
         settings.http.port = 0;

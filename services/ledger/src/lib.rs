@@ -49,10 +49,7 @@ impl Settings {
 
     /// The defaults alone, with HTTP on an ephemeral loopback port.
     pub fn for_tests() -> Self {
-        let mut settings: Settings = settings::Loader::new(DEFAULTS)
-            .environment(Vec::<(String, String)>::new())
-            .load()
-            .expect("checked-in defaults load");
+        let mut settings: Settings = settings::defaults(DEFAULTS);
         settings.http.host = "127.0.0.1".into();
         settings.http.port = 0;
         settings

@@ -197,10 +197,7 @@ impl Settings {
     /// The defaults alone, pointed at `kafka`'s broker with its extra
     /// properties layered over the default ones (for tests and embedding).
     pub fn defaults_with(kafka: KafkaSettings) -> Self {
-        let mut settings: Settings = settings::Loader::new(DEFAULTS)
-            .environment(Vec::<(String, String)>::new())
-            .load()
-            .expect("checked-in defaults load");
+        let mut settings: Settings = settings::defaults(DEFAULTS);
         settings.kafka.bootstrap_servers = kafka.bootstrap_servers;
         settings.kafka.client.extend(kafka.client);
         settings.kafka.consumer.extend(kafka.consumer);

@@ -169,6 +169,19 @@ impl Loader {
     }
 }
 
+/// The checked-in defaults alone, ignoring the process environment: what
+/// tests and embedding programs start from before setting fields in code.
+///
+/// # Panics
+/// When the defaults do not load: they are checked in, and a test of each
+/// service loads them, so that is a bug in the build, not in the input.
+pub fn defaults<T: DeserializeOwned>(defaults_yaml: &str) -> T {
+    Loader::new(defaults_yaml)
+        .environment(Vec::<(String, String)>::new())
+        .load()
+        .unwrap_or_else(|e| panic!("the checked-in defaults do not load: {e}"))
+}
+
 /// serde reports an unknown field at the path of the struct holding it;
 /// append the field's own name so the message names the exact key.
 fn unknown_field_key(path: &str, reason: &str) -> String {
