@@ -38,9 +38,10 @@ struct Args {
     /// Seconds of overload in the memory phase.
     #[arg(long, default_value_t = 60)]
     overload_seconds: u64,
-    /// Closed-loop users for the maximum-throughput phases.
-    #[arg(long, default_value_t = 1000)]
-    users: usize,
+    /// Closed-loop user counts tried for each maximum throughput; the best
+    /// is the maximum (past the knee, more users only add queueing).
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 300, 1000])]
+    users: Vec<usize>,
     /// Write the figures to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -230,6 +231,26 @@ async fn measure(label: &str, config: Config) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The best closed-loop throughput over `users`, each at wait 0.
+async fn max_throughput(
+    label: &str,
+    bootstrap: &str,
+    topics: &Topics,
+    users: &[usize],
+    phase: Duration,
+) -> anyhow::Result<f64> {
+    let mut best: f64 = 0.0;
+    for &n in users {
+        let load = config(bootstrap, topics, LoadModel::Closed { users: n }, phase, 0);
+        best = best.max(
+            measure(&format!("{label}, {n} users"), load)
+                .await?
+                .throughput_per_s,
+        );
+    }
+    Ok(best)
+}
+
 /// A bare echo: consume a request, produce a reply with its correlation, in
 /// one loop, with the waiter's client settings. The floor any pipeline sits on.
 fn start_echo(
@@ -307,33 +328,21 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let bootstrap = broker.bootstrap_servers().to_string();
     let mut f = Figures::default();
-    let max_load = |t: &Topics| {
-        config(
-            &bootstrap,
-            t,
-            LoadModel::Closed { users: args.users },
-            phase,
-            0,
-        )
-    };
-
     eprintln!(
-        "2. pipeline overhead (wait 0, {} users, {} s each)",
+        "2. pipeline overhead (wait 0, best of {:?} users, {} s each)",
         args.users, args.seconds
     );
     let echo_topics = topics(&broker, "echo")?;
     let stop_echo = CancellationToken::new();
     let echo = start_echo(&bootstrap, &echo_topics, stop_echo.clone())?;
     until_answering(&bootstrap, &echo_topics).await?;
-    f.echo_max_per_s = measure("bare echo", max_load(&echo_topics))
-        .await?
-        .throughput_per_s;
+    f.echo_max_per_s =
+        max_throughput("bare echo", &bootstrap, &echo_topics, &args.users, phase).await?;
     let waiter_topics = topics(&broker, "waiter")?;
     let waiter = WaiterProcess::start(&bootstrap, &waiter_topics, 10_000, &[])?;
     until_answering(&bootstrap, &waiter_topics).await?;
-    f.waiter_max_per_s = measure("waiter", max_load(&waiter_topics))
-        .await?
-        .throughput_per_s;
+    f.waiter_max_per_s =
+        max_throughput("waiter", &bootstrap, &waiter_topics, &args.users, phase).await?;
     f.pipeline_overhead_ratio = f.waiter_max_per_s / f.echo_max_per_s;
 
     f.half_rate_per_s = (f.echo_max_per_s.min(f.waiter_max_per_s) / 2.0)
@@ -414,9 +423,14 @@ async fn main() -> anyhow::Result<()> {
         ],
     )?;
     until_answering(&bootstrap, &traced_topics).await?;
-    f.traced_max_per_s = measure("traced waiter", max_load(&traced_topics))
-        .await?
-        .throughput_per_s;
+    f.traced_max_per_s = max_throughput(
+        "traced waiter",
+        &bootstrap,
+        &traced_topics,
+        &args.users,
+        phase,
+    )
+    .await?;
     f.tracing_cost_ratio = f.traced_max_per_s / f.waiter_max_per_s;
     drop(traced);
 
