@@ -1,6 +1,7 @@
 //! Sending, matching and timing.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,9 +40,16 @@ enum Outcome {
 
 struct State {
     pending: HashMap<String, Pending>,
-    // Outcomes of finished requests, to tell duplicates and late replies
-    // from replies this run never asked for.
+    // Deadlines in order, so the sweeper touches only what expired instead
+    // of scanning every pending request under the lock.
+    deadlines: BinaryHeap<Reverse<(Instant, String)>>,
+    // Outcomes of recently finished requests, to tell duplicates and late
+    // replies from replies this run never asked for. Kept for
+    // `FINISHED_RETENTION` timeouts, so a long run does not grow without bound;
+    // a reply later than that counts as unexpected.
     finished: HashMap<String, Outcome>,
+    finished_order: VecDeque<(Instant, String)>,
+    retention: Duration,
     counts: Counts,
     latency: Histogram<u64>,
     send_delay: Histogram<u64>,
@@ -57,6 +65,72 @@ struct State {
 }
 
 type Shared = Arc<Mutex<State>>;
+
+/// How many timeouts a finished request's outcome is remembered for.
+const FINISHED_RETENTION: u32 = 3;
+
+impl State {
+    fn new(started: Instant, retention: Duration) -> Self {
+        Self {
+            pending: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
+            retention,
+            counts: Counts::default(),
+            latency: new_histogram(),
+            send_delay: new_histogram(),
+            producer_ack: new_histogram(),
+            broker_to_consumer: new_histogram(),
+            queue: new_histogram(),
+            service: new_histogram(),
+            reply_handoff: new_histogram(),
+            reply_consume: new_histogram(),
+            reply_timestamp_type: None,
+            per_second: Vec::new(),
+            started,
+        }
+    }
+
+    /// Registers a request awaiting its reply.
+    fn track(&mut self, correlation: &str, pending: Pending) {
+        self.deadlines
+            .push(Reverse((pending.deadline, correlation.to_string())));
+        self.pending.insert(correlation.to_string(), pending);
+    }
+
+    /// Remembers how a request ended.
+    fn finish(&mut self, correlation: &str, outcome: Outcome) {
+        self.finished.insert(correlation.to_string(), outcome);
+        self.finished_order
+            .push_back((Instant::now(), correlation.to_string()));
+    }
+
+    /// Times out what is past its deadline and forgets old outcomes.
+    fn sweep(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, _))) = self.deadlines.peek() {
+            if *deadline > now {
+                break;
+            }
+            let Reverse((_, correlation)) = self.deadlines.pop().expect("peeked");
+            // Answered or unsent requests are no longer pending: nothing to do.
+            if let Some(pending) = self.pending.remove(&correlation) {
+                self.counts.timed_out += 1;
+                self.finish(&correlation, Outcome::TimedOut);
+                if let Some(done) = pending.done {
+                    let _ = done.send(());
+                }
+            }
+        }
+        while let Some((finished_at, _)) = self.finished_order.front() {
+            if now.saturating_duration_since(*finished_at) < self.retention {
+                break;
+            }
+            let (_, correlation) = self.finished_order.pop_front().expect("front");
+            self.finished.remove(&correlation);
+        }
+    }
+}
 
 /// How requests leave the generator.
 #[derive(Clone)]
@@ -108,22 +182,10 @@ pub async fn run(config: Config) -> Result<Report, LoadError> {
     };
 
     let started = Instant::now();
-    let shared: Shared = Arc::new(Mutex::new(State {
-        pending: HashMap::new(),
-        finished: HashMap::new(),
-        counts: Counts::default(),
-        latency: new_histogram(),
-        send_delay: new_histogram(),
-        producer_ack: new_histogram(),
-        broker_to_consumer: new_histogram(),
-        queue: new_histogram(),
-        service: new_histogram(),
-        reply_handoff: new_histogram(),
-        reply_consume: new_histogram(),
-        reply_timestamp_type: None,
-        per_second: Vec::new(),
+    let shared: Shared = Arc::new(Mutex::new(State::new(
         started,
-    }));
+        config.timeout * FINISHED_RETENTION,
+    )));
     let stop = CancellationToken::new();
     let reader =
         replies.map(|replies| tokio::spawn(read_replies(replies, shared.clone(), stop.clone())));
@@ -342,31 +404,33 @@ fn request_body(config: &Config) -> WaitRequestBody {
     }
 }
 
-/// Registers a request as pending; returns its correlation id.
+/// Counts an attempt, records its send delay and registers it as pending.
 fn begin(
     shared: &Shared,
     config: &Config,
+    correlation: &str,
     intended: Instant,
     done: Option<oneshot::Sender<()>>,
-) -> String {
-    let correlation = uuid::Uuid::new_v4().simple().to_string();
+    span: Option<tracing::Span>,
+) -> u64 {
     let actual = Instant::now();
+    let sent_wall_us = wall_us();
     let mut state = lock(shared);
     state.counts.attempted += 1;
     state
         .send_delay
         .saturating_record(micros(actual.saturating_duration_since(intended)));
-    state.pending.insert(
-        correlation.clone(),
+    state.track(
+        correlation,
         Pending {
             intended,
             deadline: intended + config.timeout,
-            sent_wall_us: wall_us(),
+            sent_wall_us,
             done,
-            span: None,
+            span,
         },
     );
-    correlation
+    sent_wall_us
 }
 
 /// Records a request that never left. Under overload its deadline may have
@@ -381,6 +445,7 @@ fn not_sent(state: &mut State, correlation: &str) {
         }
         None => {
             if let Some(Outcome::TimedOut) = state.finished.remove(correlation) {
+                // Its place in `finished_order` expires harmlessly.
                 state.counts.timed_out -= 1;
             }
         }
@@ -399,9 +464,7 @@ fn answer(state: &mut State, correlation: &str, refused: bool) -> Option<Pending
         }
         return None;
     };
-    state
-        .finished
-        .insert(correlation.to_string(), Outcome::Received);
+    state.finish(correlation, Outcome::Received);
     state.counts.received += 1;
     if refused {
         state.counts.error_replies += 1;
@@ -424,7 +487,8 @@ async fn send_http(
     intended: Instant,
     done: Option<oneshot::Sender<()>>,
 ) {
-    let correlation = begin(&shared, &config, intended, done);
+    let correlation = uuid::Uuid::new_v4().simple().to_string();
+    begin(&shared, &config, &correlation, intended, done, None);
     let mut request = client.post(url).json(&request_body(&config));
     if let Some(tenant) = &config.tenant {
         request = request.header(headers::BAGGAGE, format!("tenant={tenant}"));
@@ -474,30 +538,8 @@ async fn send_kafka(
         span
     });
     let actual = Instant::now();
-    let sent_wall_us = wall_us();
-    {
-        let mut state = lock(&shared);
-        state.counts.attempted += 1;
-        state
-            .send_delay
-            .saturating_record(micros(actual.saturating_duration_since(intended)));
-        state.pending.insert(
-            correlation.clone(),
-            Pending {
-                intended,
-                deadline: intended + config.timeout,
-                sent_wall_us,
-                done,
-                span: span.clone(),
-            },
-        );
-    }
-    let body = WaitRequestBody {
-        name: "load".into(),
-        wait_ms: Some(config.wait.sample()),
-        padding: (config.payload_bytes > 0).then(|| "x".repeat(config.payload_bytes)),
-    };
-    let payload = serde_json::to_vec(&body).expect("a request always serialises");
+    begin(&shared, &config, &correlation, intended, done, span.clone());
+    let payload = serde_json::to_vec(&request_body(&config)).expect("a request always serialises");
     let traceparent = match &span {
         Some(span) => {
             let context = span.context();
@@ -638,23 +680,7 @@ async fn sweep_timeouts(shared: Shared, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = Instant::now();
-        let mut state = lock(&shared);
-        let expired: Vec<String> = state
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(c, _)| c.clone())
-            .collect();
-        for correlation in expired {
-            if let Some(pending) = state.pending.remove(&correlation) {
-                state.counts.timed_out += 1;
-                state.finished.insert(correlation, Outcome::TimedOut);
-                if let Some(done) = pending.done {
-                    let _ = done.send(());
-                }
-            }
-        }
+        lock(&shared).sweep(Instant::now());
     }
 }
 
@@ -689,4 +715,52 @@ async fn show_progress(shared: Shared, stop: CancellationToken) {
         bar.tick();
     }
     bar.finish_and_clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(deadline: Instant) -> Pending {
+        Pending {
+            intended: deadline - Duration::from_secs(1),
+            deadline,
+            sent_wall_us: 0,
+            done: None,
+            span: None,
+        }
+    }
+
+    #[test]
+    fn the_sweep_times_out_only_what_expired_and_skips_answered_requests() {
+        let t0 = Instant::now();
+        let mut state = State::new(t0, Duration::from_secs(10));
+        for (name, at) in [("late", 3), ("early", 1), ("answered", 2)] {
+            state.track(name, pending(t0 + Duration::from_secs(at)));
+        }
+        assert!(answer(&mut state, "answered", false).is_some());
+        state.sweep(t0 + Duration::from_secs(2));
+        assert_eq!(state.counts.timed_out, 1, "only `early` expired");
+        assert!(state.pending.contains_key("late"));
+        state.sweep(t0 + Duration::from_secs(3));
+        assert_eq!(state.counts.timed_out, 2);
+        assert!(state.pending.is_empty() && state.deadlines.is_empty());
+        assert!(answer(&mut state, "early", false).is_none());
+        assert_eq!(state.counts.late, 1, "a reply after its deadline is late");
+    }
+
+    #[test]
+    fn old_outcomes_are_forgotten_after_the_retention_window() {
+        let t0 = Instant::now();
+        let mut state = State::new(t0, Duration::ZERO);
+        state.track("done", pending(t0 + Duration::from_secs(60)));
+        assert!(answer(&mut state, "done", false).is_some());
+        state.sweep(Instant::now());
+        assert!(state.finished.is_empty(), "retention 0 forgets at once");
+        assert!(answer(&mut state, "done", false).is_none());
+        assert_eq!(
+            state.counts.unexpected, 1,
+            "a reply beyond retention is unexpected"
+        );
+    }
 }
