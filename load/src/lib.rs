@@ -117,6 +117,12 @@ pub struct Config {
     /// received) whose context the request carries, so the generator and the
     /// application form one trace. Worth it only when spans are exported.
     pub trace: bool,
+    /// librdkafka properties for the generator's producer, applied after its
+    /// defaults (`acks=all`, `linger.ms=1`), e.g. `linger.ms=5` to batch.
+    pub producer_properties: Vec<(String, String)>,
+    /// librdkafka properties for the generator's reply consumer, applied
+    /// after its defaults (`fetch.wait.max.ms=5`).
+    pub consumer_properties: Vec<(String, String)>,
 }
 
 impl Config {
@@ -136,6 +142,8 @@ impl Config {
             timeout: Duration::from_secs(5),
             progress: false,
             trace: false,
+            producer_properties: Vec::new(),
+            consumer_properties: Vec::new(),
         }
     }
 }

@@ -75,6 +75,27 @@ struct Args {
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
+    /// A librdkafka property for the generator's producer (repeatable),
+    /// e.g. `--producer linger.ms=5 --producer compression.type=lz4`.
+    #[arg(long = "producer", value_name = "KEY=VALUE", value_parser = property)]
+    producer_properties: Vec<(String, String)>,
+    /// A librdkafka property for the generator's reply consumer (repeatable),
+    /// e.g. `--consumer fetch.wait.max.ms=1`.
+    #[arg(long = "consumer", value_name = "KEY=VALUE", value_parser = property)]
+    consumer_properties: Vec<(String, String)>,
+}
+
+/// Parses `KEY=VALUE`; librdkafka itself rejects unknown keys and bad values
+/// when the client is created, naming both.
+fn property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!(
+            "expected KEY=VALUE, e.g. linger.ms=5, got `{text}`"
+        )),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -128,6 +149,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     config.timeout = args.timeout;
     config.progress = !args.quiet;
     config.trace = telemetry.otlp_enabled();
+    config.producer_properties = args.producer_properties.clone();
+    config.consumer_properties = args.consumer_properties.clone();
 
     let embedded = match args.embedded {
         true => Some(start_embedded(&mut config, args.waiters).await?),

@@ -26,7 +26,6 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 /// Measure the waiter's performance figures on this machine.
 #[derive(Debug, Parser)]
@@ -40,11 +39,15 @@ struct Args {
     overload_seconds: u64,
     /// Closed-loop user counts tried for each maximum throughput; the best
     /// is the maximum (past the knee, more users only add queueing).
-    #[arg(long, value_delimiter = ',', default_values_t = [100, 300, 1000])]
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 3000])]
     users: Vec<usize>,
     /// Write the figures to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Internal: be the bare echo, configured like a waiter by this file and
+    /// the `WAITER_BUS__…` environment.
+    #[arg(long, hide = true, value_name = "CONFIG")]
+    echo: Option<PathBuf>,
 }
 
 /// The client settings the waiter and the echo share.
@@ -55,7 +58,7 @@ kafka:
     session.timeout.ms: "6000"
     fetch.wait.max.ms: "5"
   producer:
-    linger.ms: "0"
+    linger.ms: "1"
 "#;
 
 #[derive(Debug, Default, Serialize)]
@@ -78,8 +81,9 @@ struct Figures {
     generator_send_delay_p99_ms: f64,
 }
 
-/// A `waiter` process, killed on drop.
-struct WaiterProcess {
+/// A responder process (a `waiter`, or this binary as the bare echo),
+/// killed on drop.
+struct ResponderProcess {
     child: Child,
     _config: tempfile_path::TempFile,
 }
@@ -94,31 +98,39 @@ mod tempfile_path {
     }
 }
 
-impl WaiterProcess {
-    fn start(
-        bootstrap: &str,
-        topics: &Topics,
-        waiters: usize,
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Self> {
-        let binary = std::env::current_exe()?
-            .parent()
-            .context("the bench binary has a folder")?
-            .join("waiter");
-        if !binary.exists() {
-            bail!(
-                "{} not found: build it first with `cargo build --release -p waiter -p load`",
-                binary.display()
-            );
-        }
+impl ResponderProcess {
+    /// Starts `responder` with the same configuration file and environment
+    /// whichever it is, so both use the same client settings.
+    fn start(responder: Responder<'_>, bootstrap: &str, topics: &Topics) -> anyhow::Result<Self> {
+        let here = std::env::current_exe()?;
         let config = std::env::temp_dir().join(format!(
-            "bench-waiter-{}.yaml",
+            "bench-responder-{}.yaml",
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::write(&config, CLIENT_YAML)?;
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&config)
+        let (mut command, waiters, env) = match responder {
+            Responder::Echo => {
+                let mut command = Command::new(&here);
+                command.arg("--echo").arg(&config);
+                (command, 1, &[][..])
+            }
+            Responder::Waiter { waiters, env } => {
+                let binary = here
+                    .parent()
+                    .context("the bench binary has a folder")?
+                    .join("waiter");
+                if !binary.exists() {
+                    bail!(
+                        "{} not found: build it first with `cargo build --release -p waiter -p load`",
+                        binary.display()
+                    );
+                }
+                let mut command = Command::new(binary);
+                command.arg("--config").arg(&config);
+                (command, waiters, env)
+            }
+        };
+        let child = command
             .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
             .env("RUST_LOG", "error")
             .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
@@ -148,17 +160,21 @@ impl WaiterProcess {
     }
 
     fn rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        rss_mb(self.child.id())
     }
 }
 
-impl Drop for WaiterProcess {
+/// A process's resident set in MB, 0 when it cannot be read.
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+impl Drop for ResponderProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -170,10 +186,14 @@ struct Topics {
     replies: String,
 }
 
+/// Fresh, empty topics: the embedded broker finds a fetch offset by walking
+/// the partition's log from its oldest record, so a long log slows every
+/// fetch. Each measurement starts on empty topics so none inherits another's.
 fn topics(broker: &EmbeddedKafka, name: &str) -> anyhow::Result<Topics> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
     let topics = Topics {
-        requests: format!("bench-{name}-requests"),
-        replies: format!("bench-{name}-replies"),
+        requests: format!("bench-{name}-{id}-requests"),
+        replies: format!("bench-{name}-{id}-replies"),
     };
     broker.create_topic(&topics.requests, 4)?;
     broker.create_topic(&topics.replies, 4)?;
@@ -231,17 +251,53 @@ async fn measure(label: &str, config: Config) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The best closed-loop throughput over `users`, each at wait 0.
+/// What answers the requests of one measurement.
+#[derive(Clone, Copy)]
+enum Responder<'a> {
+    /// The bare rdkafka echo.
+    Echo,
+    /// A `waiter` with `waiters` permits and extra environment.
+    Waiter {
+        waiters: usize,
+        env: &'a [(&'a str, &'a str)],
+    },
+}
+
+/// A responder answering on its own fresh topics; stopped on drop.
+struct Running {
+    topics: Topics,
+    process: ResponderProcess,
+}
+
+impl Responder<'_> {
+    async fn start(self, broker: &EmbeddedKafka, name: &str) -> anyhow::Result<Running> {
+        let bootstrap = broker.bootstrap_servers();
+        let topics = topics(broker, name)?;
+        let process = ResponderProcess::start(self, bootstrap, &topics)?;
+        until_answering(bootstrap, &topics).await?;
+        Ok(Running { topics, process })
+    }
+}
+
+/// The best closed-loop throughput over `users`, each at wait 0 against a
+/// fresh responder.
 async fn max_throughput(
     label: &str,
-    bootstrap: &str,
-    topics: &Topics,
+    broker: &EmbeddedKafka,
+    responder: Responder<'_>,
     users: &[usize],
     phase: Duration,
 ) -> anyhow::Result<f64> {
     let mut best: f64 = 0.0;
     for &n in users {
-        let load = config(bootstrap, topics, LoadModel::Closed { users: n }, phase, 0);
+        let running = responder.start(broker, &label.replace(' ', "-")).await?;
+        let load = config(
+            broker.bootstrap_servers(),
+            &running.topics,
+            LoadModel::Closed { users: n },
+            phase,
+            0,
+        );
         best = best.max(
             measure(&format!("{label}, {n} users"), load)
                 .await?
@@ -251,62 +307,67 @@ async fn max_throughput(
     Ok(best)
 }
 
-/// A bare echo: consume a request, produce a reply with its correlation, in
-/// one loop, with the waiter's client settings. The floor any pipeline sits on.
-fn start_echo(
-    bootstrap: &str,
-    topics: &Topics,
-    stop: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set(
-            "group.id",
-            format!("echo-{}", uuid::Uuid::new_v4().simple()),
-        )
+/// The bare echo: consume a request, produce a reply with its correlation,
+/// in one loop, with the clients a waiter would build from the same settings.
+/// The floor any pipeline sits on. Runs until killed.
+async fn echo(config: &std::path::Path) -> anyhow::Result<()> {
+    let settings = waiter::Settings::load(Some(config))?;
+    let consumer: StreamConsumer = settings
+        .kafka
+        .consumer_config()
+        .set("group.id", settings.group_id())
         .set("auto.offset.reset", "latest")
-        .set("fetch.wait.max.ms", "5")
         .create()?;
-    consumer.subscribe(&[&topics.requests])?;
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    consumer.subscribe(&[&settings.waiter.request_topic])?;
+    let producer: FutureProducer = settings
+        .kafka
+        .producer_config()
         .set("acks", "all")
-        .set("linger.ms", "0")
         .create()?;
-    let replies = topics.replies.clone();
-    Ok(tokio::spawn(async move {
-        let mut stream = consumer.stream();
-        let mut deliveries = tokio::task::JoinSet::new();
-        loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => return,
-                next = stream.next() => match next { Some(Ok(m)) => m, _ => continue },
-            };
-            let Some(correlation) =
-                propagation::kafka_header(message.headers(), "correlation").map(str::to_string)
-            else {
-                continue;
-            };
-            let producer = producer.clone();
-            let replies = replies.clone();
-            deliveries.spawn(async move {
-                let headers = OwnedHeaders::new().insert(Header {
-                    key: "correlation",
-                    value: Some(&correlation),
-                });
-                let _ = producer
-                    .send(
-                        FutureRecord::<str, str>::to(&replies)
-                            .key(&correlation)
-                            .payload("{}")
-                            .headers(headers),
-                        Duration::from_secs(10),
-                    )
-                    .await;
+    let replies = settings.waiter.default_response_topic;
+    let mut stream = consumer.stream();
+    let mut deliveries = tokio::task::JoinSet::new();
+    loop {
+        let message = match stream.next().await {
+            Some(Ok(message)) => message,
+            _ => continue,
+        };
+        let Some(correlation) =
+            propagation::kafka_header(message.headers(), "correlation").map(str::to_string)
+        else {
+            continue;
+        };
+        let producer = producer.clone();
+        let replies = replies.clone();
+        deliveries.spawn(async move {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "correlation",
+                value: Some(&correlation),
             });
-            while deliveries.try_join_next().is_some() {}
-        }
-    }))
+            let _ = producer
+                .send(
+                    FutureRecord::<str, str>::to(&replies)
+                        .key(&correlation)
+                        .payload("{}")
+                        .headers(headers),
+                    Duration::from_secs(10),
+                )
+                .await;
+        });
+        while deliveries.try_join_next().is_some() {}
+    }
+}
+
+/// Mean replies per second over whole seconds `from..to` of the run.
+fn steady_throughput(report: &Report, from: u64, to: u64) -> f64 {
+    let seconds = to.saturating_sub(from).max(1);
+    let received: u64 = report
+        .timeline
+        .iter()
+        .filter(|s| (from..to).contains(&s.second))
+        .map(|s| s.received)
+        .sum();
+    received as f64 / seconds as f64
 }
 
 /// Accepts OTLP/HTTP exports and discards them: the exporter's full cost, no collector.
@@ -321,6 +382,9 @@ async fn otlp_sink() -> anyhow::Result<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(config) = &args.echo {
+        return echo(config).await;
+    }
     let phase = Duration::from_secs(args.seconds);
     let broker = EmbeddedKafka::start(EmbeddedKafkaOptions {
         group_initial_rebalance_delay_ms: 0,
@@ -328,21 +392,17 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let bootstrap = broker.bootstrap_servers().to_string();
     let mut f = Figures::default();
+    let waiter = Responder::Waiter {
+        waiters: 10_000,
+        env: &[],
+    };
     eprintln!(
         "2. pipeline overhead (wait 0, best of {:?} users, {} s each)",
         args.users, args.seconds
     );
-    let echo_topics = topics(&broker, "echo")?;
-    let stop_echo = CancellationToken::new();
-    let echo = start_echo(&bootstrap, &echo_topics, stop_echo.clone())?;
-    until_answering(&bootstrap, &echo_topics).await?;
     f.echo_max_per_s =
-        max_throughput("bare echo", &bootstrap, &echo_topics, &args.users, phase).await?;
-    let waiter_topics = topics(&broker, "waiter")?;
-    let waiter = WaiterProcess::start(&bootstrap, &waiter_topics, 10_000, &[])?;
-    until_answering(&bootstrap, &waiter_topics).await?;
-    f.waiter_max_per_s =
-        max_throughput("waiter", &bootstrap, &waiter_topics, &args.users, phase).await?;
+        max_throughput("bare echo", &broker, Responder::Echo, &args.users, phase).await?;
+    f.waiter_max_per_s = max_throughput("waiter", &broker, waiter, &args.users, phase).await?;
     f.pipeline_overhead_ratio = f.waiter_max_per_s / f.echo_max_per_s;
 
     f.half_rate_per_s = (f.echo_max_per_s.min(f.waiter_max_per_s) / 2.0)
@@ -352,127 +412,107 @@ async fn main() -> anyhow::Result<()> {
         "3. latency overhead (open loop at {:.0} req/s)",
         f.half_rate_per_s
     );
-    let open = |t: &Topics| {
-        config(
-            &bootstrap,
-            t,
-            LoadModel::Open {
-                rate: f.half_rate_per_s,
-            },
-            phase,
-            0,
-        )
-    };
-    f.echo_p99_ms = measure("bare echo", open(&echo_topics))
+    let open = |t: &Topics, rate: f64| config(&bootstrap, t, LoadModel::Open { rate }, phase, 0);
+    let echo = Responder::Echo.start(&broker, "echo").await?;
+    f.echo_p99_ms = measure("bare echo", open(&echo.topics, f.half_rate_per_s))
         .await?
         .latency
         .p99_ms;
-    f.waiter_p99_ms = measure("waiter", open(&waiter_topics))
+    drop(echo);
+    let running = waiter.start(&broker, "waiter").await?;
+    f.waiter_p99_ms = measure("waiter", open(&running.topics, f.half_rate_per_s))
         .await?
         .latency
         .p99_ms;
     f.latency_overhead_ms = f.waiter_p99_ms - f.echo_p99_ms;
-    stop_echo.cancel();
-    let _ = echo.await;
-    drop(waiter);
+    drop(running);
 
-    // Each phase gets fresh topics and responders, so no backlog leaks in.
     eprintln!("6. generator accuracy (open loop at 5000 req/s against a fresh echo)");
-    let accuracy_topics = topics(&broker, "accuracy")?;
-    let stop_echo = CancellationToken::new();
-    let echo = start_echo(&bootstrap, &accuracy_topics, stop_echo.clone())?;
-    until_answering(&bootstrap, &accuracy_topics).await?;
-    let accuracy = config(
-        &bootstrap,
-        &accuracy_topics,
-        LoadModel::Open { rate: 5000.0 },
-        phase,
-        0,
-    );
-    f.generator_send_delay_p99_ms = measure("generator", accuracy).await?.send_delay.p99_ms;
-    stop_echo.cancel();
-    let _ = echo.await;
+    let echo = Responder::Echo.start(&broker, "accuracy").await?;
+    f.generator_send_delay_p99_ms = measure("generator", open(&echo.topics, 5000.0))
+        .await?
+        .send_delay
+        .p99_ms;
+    drop(echo);
 
-    eprintln!("1. concurrency efficiency (W = 10,000, wait 1 s, 10,000 users)");
-    let concurrency_topics = topics(&broker, "concurrency")?;
-    let waiter = WaiterProcess::start(&bootstrap, &concurrency_topics, 10_000, &[])?;
-    until_answering(&bootstrap, &concurrency_topics).await?;
-    let concurrency = config(
+    // Offered 10 % above W / wait, so the waits, not the generator, set the
+    // pace: a closed loop would add each reply's round trip to every
+    // user's cycle and never reach W / wait however good the pipeline.
+    let concurrency_phase = phase.max(Duration::from_secs(10));
+    let offered = 11_000.0;
+    eprintln!(
+        "1. concurrency efficiency (W = 10,000, wait 1 s, open loop at {offered:.0} req/s for {} s; replies/s over seconds 3..{})",
+        concurrency_phase.as_secs(),
+        concurrency_phase.as_secs()
+    );
+    let running = waiter.start(&broker, "concurrency").await?;
+    let mut concurrency = config(
         &bootstrap,
-        &concurrency_topics,
-        LoadModel::Closed { users: 10_000 },
-        phase.max(Duration::from_secs(5)),
+        &running.topics,
+        LoadModel::Open { rate: offered },
+        concurrency_phase,
         1000,
     );
-    f.concurrency_throughput_per_s = measure("waiter", concurrency).await?.throughput_per_s;
+    concurrency.timeout = Duration::from_secs(30);
+    // The first second has no replies and the second carries the first
+    // second's burst; from the third on, every permit is busy.
+    f.concurrency_throughput_per_s = steady_throughput(
+        &measure("waiter", concurrency).await?,
+        3,
+        concurrency_phase.as_secs(),
+    );
     f.concurrency_efficiency = f.concurrency_throughput_per_s / 10_000.0;
     f.concurrency_efficiency_vs_pipeline_limit =
         f.concurrency_throughput_per_s / (10_000f64).min(f.waiter_max_per_s);
-    drop(waiter);
+    drop(running);
 
     eprintln!("4. tracing cost (wait 0, spans exported over OTLP/HTTP to a local sink)");
     let sink = otlp_sink().await?;
-    let traced_topics = topics(&broker, "traced")?;
-    let traced = WaiterProcess::start(
-        &bootstrap,
-        &traced_topics,
-        10_000,
-        &[
+    let traced = Responder::Waiter {
+        waiters: 10_000,
+        env: &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ],
-    )?;
-    until_answering(&bootstrap, &traced_topics).await?;
-    f.traced_max_per_s = max_throughput(
-        "traced waiter",
-        &bootstrap,
-        &traced_topics,
-        &args.users,
-        phase,
-    )
-    .await?;
+    };
+    f.traced_max_per_s =
+        max_throughput("traced waiter", &broker, traced, &args.users, phase).await?;
     f.tracing_cost_ratio = f.traced_max_per_s / f.waiter_max_per_s;
-    drop(traced);
 
     eprintln!("5. memory under overload (W = 100, wait 100 ms: capacity 1,000 req/s)");
-    let memory_topics = topics(&broker, "memory")?;
-    let small = WaiterProcess::start(&bootstrap, &memory_topics, 100, &[])?;
-    until_answering(&bootstrap, &memory_topics).await?;
+    let small = Responder::Waiter {
+        waiters: 100,
+        env: &[],
+    }
+    .start(&broker, "memory")
+    .await?;
     measure(
         "steady, 500 req/s",
         config(
             &bootstrap,
-            &memory_topics,
+            &small.topics,
             LoadModel::Open { rate: 500.0 },
             phase,
             100,
         ),
     )
     .await?;
-    f.steady_rss_mb = small.rss_mb();
+    f.steady_rss_mb = small.process.rss_mb();
     let mut overload = config(
         &bootstrap,
-        &memory_topics,
+        &small.topics,
         LoadModel::Open { rate: 10_000.0 },
         Duration::from_secs(args.overload_seconds),
         100,
     );
     overload.timeout = Duration::from_secs(2);
     let sampler = {
-        let pid = small.child.id();
+        let pid = small.process.child.id();
         tokio::spawn(async move {
             let mut max: f64 = 0.0;
             let end = Instant::now() + Duration::from_secs(args.overload_seconds);
             while Instant::now() < end {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                if let Some(kb) = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-                {
-                    max = max.max(kb / 1024.0);
-                }
+                max = max.max(rss_mb(pid));
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             max

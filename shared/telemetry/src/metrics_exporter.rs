@@ -25,12 +25,28 @@ pub(crate) fn install() -> Result<(), TelemetryError> {
         .map_err(|e| TelemetryError::Metrics(e.to_string()))?
         .build_recorder();
     let handle = recorder.handle();
-    if HANDLE.set(handle).is_ok() {
+    if HANDLE.set(handle.clone()).is_ok() {
         metrics::set_global_recorder(recorder)
             .map_err(|e| TelemetryError::Metrics(e.to_string()))?;
+        // The recorder keeps every histogram sample until something folds
+        // them into the buckets; a scrape does, but nothing may scrape. Left
+        // alone, memory grows with every request and each sample costs an
+        // allocation that is never reused.
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    handle.run_upkeep();
+                }
+            })
+            .map_err(|e| TelemetryError::Metrics(format!("starting metrics upkeep: {e}")))?;
     }
     Ok(())
 }
+
+/// How often pending histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The Prometheus text exposition of every metric recorded in this process.
 pub fn render_metrics() -> String {

@@ -1,0 +1,187 @@
+//! `demo`: the whole flow on one machine with nothing but cargo. Starts a
+//! broker (embedded unless `KAFKA_BOOTSTRAP_SERVERS` is set), the registry,
+//! A, B, C, D and a tenant's B″ and C″; sends a baseline and a tenant
+//! request; draws both traces and the hop table; then serves A until Ctrl-C.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use demo::{Stack, StackOptions};
+use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
+use kafka_kit::KafkaSettings;
+
+/// Run waiter-bus end to end in one process and show where each request went.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The gateway's (A's) port; when taken, any free port is used instead.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The tenant given its own B″ and C″ (variant label `sbx-<tenant>`).
+    #[arg(long, default_value = "123")]
+    tenant: String,
+    /// How long each demo request asks the waiter to wait, in ms.
+    #[arg(long, default_value_t = 200)]
+    wait_ms: u64,
+    /// Send the two requests, draw them, and exit instead of serving.
+    #[arg(long)]
+    once: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("demo: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut telemetry_config =
+        telemetry::TelemetryConfig::service("demo", env!("CARGO_PKG_VERSION"), "baseline");
+    // stdout is the demo's own output; log lines only when asked for.
+    telemetry_config.log_output = match std::env::var_os("RUST_LOG") {
+        Some(_) => telemetry::LogOutput::Stderr,
+        None => telemetry::LogOutput::Off,
+    };
+    telemetry_config.span_sink_capacity = 20_000;
+    let telemetry = telemetry::init(telemetry_config)?;
+
+    let (kafka, broker) = match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+        Ok(bootstrap) if !bootstrap.trim().is_empty() => {
+            println!("Kafka: {bootstrap} (from KAFKA_BOOTSTRAP_SERVERS)");
+            (KafkaSettings::new(bootstrap.trim()), None)
+        }
+        _ => {
+            let broker = EmbeddedKafka::start(EmbeddedKafkaOptions::default())
+                .context("starting the embedded broker")?;
+            let mut kafka = KafkaSettings::new(broker.bootstrap_servers());
+            // The embedded broker answers a fetch only when its wait runs
+            // out; a short wait keeps that from dominating every hop.
+            kafka
+                .consumer
+                .insert("fetch.wait.max.ms".into(), "5".into());
+            println!(
+                "Kafka: embedded broker at {} (set KAFKA_BOOTSTRAP_SERVERS to use another)",
+                broker.bootstrap_servers()
+            );
+            (kafka, Some(broker))
+        }
+    };
+    if telemetry.otlp_enabled() {
+        println!(
+            "traces: also exported over OTLP to {}",
+            std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default()
+        );
+    }
+
+    println!("starting registry, ledger (D), waiter (C), dispatch (B), gateway (A)…");
+    let options = StackOptions {
+        gateway_port: args.port,
+        ..StackOptions::default()
+    };
+    let mut stack = match Stack::start(&kafka, options.clone()).await {
+        Ok(stack) => stack,
+        Err(e) if args.port != 0 && is_address_in_use(&e) => {
+            println!("port {} is taken; using any free port", args.port);
+            Stack::start(
+                &kafka,
+                StackOptions {
+                    gateway_port: 0,
+                    ..options
+                },
+            )
+            .await?
+        }
+        Err(e) => return Err(e),
+    };
+    let label = format!("sbx-{}", args.tenant);
+    println!(
+        "starting tenant {}'s variants: dispatch and waiter `{label}`…",
+        args.tenant
+    );
+    stack.start_variant(&label, true, true).await?;
+    stack
+        .map(&args.tenant, &[("dispatch", &label), ("waiter", &label)])
+        .await?;
+
+    let baseline = stack.send(None, "demo", args.wait_ms).await?;
+    let tenant = stack.send(Some(&args.tenant), "demo", args.wait_ms).await?;
+    let mut columns = Vec::new();
+    for (title, response) in [
+        ("baseline request".to_string(), &baseline),
+        (format!("tenant {} request", args.tenant), &tenant),
+    ] {
+        let spans = demo::whole_trace(telemetry.spans(), &response.trace_id).await?;
+        println!();
+        println!(
+            "── {title}{} · waited {} ms of {} asked · {}",
+            response
+                .tenant
+                .as_deref()
+                .map(|t| format!(" (baggage tenant={t})"))
+                .unwrap_or_default(),
+            response.reply.waited_ms,
+            response.reply.requested_wait_ms,
+            response
+                .reply
+                .behaviour
+                .as_deref()
+                .unwrap_or("baseline behaviour"),
+        );
+        print!("{}", demo::waterfall::render_trace(&spans));
+        columns.push((title, demo::waterfall::hops(&spans)));
+    }
+    println!();
+    let columns: Vec<(&str, &[(String, String)])> = columns
+        .iter()
+        .map(|(title, hops)| (title.as_str(), hops.as_slice()))
+        .collect();
+    print!("{}", demo::waterfall::render_hops(&columns));
+
+    if !args.once {
+        let body = format!(r#"{{"name":"you","wait_ms":{}}}"#, args.wait_ms);
+        println!();
+        println!("gateway (A) listening on {}; try:", stack.gateway);
+        println!(
+            "  curl -s {}/wait -H 'content-type: application/json' -d '{body}'",
+            stack.gateway
+        );
+        println!(
+            "  curl -s {}/wait -H 'content-type: application/json' -H 'baggage: tenant={}' -d '{body}'",
+            stack.gateway, args.tenant
+        );
+        println!(
+            "ledger (D): curl -s '{}/records?tenant={}'",
+            stack.ledger, args.tenant
+        );
+        println!("registry:   curl -s {}/tenants", stack.registry);
+        println!("Ctrl-C stops");
+        service_kit::shutdown_on_signal().cancelled().await;
+        println!("stopping…");
+    }
+    stack.stop().await?;
+    telemetry.shutdown(Duration::from_secs(5));
+    drop(broker);
+    Ok(())
+}
+
+fn is_address_in_use(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+            || cause.to_string().contains("Address already in use")
+    })
+}

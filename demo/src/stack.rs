@@ -1,0 +1,327 @@
+//! The whole flow in one process: registry, ledger, gateway, baseline
+//! dispatch and waiter, and per-tenant variants, on one broker.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use gateway::GatewayResponse;
+use kafka_kit::KafkaSettings;
+use serde_json::json;
+use tenancy::RouteTable;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// How long the stack waits for a service to get ready, a change to reach
+/// every route table, or a service to drain.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// How the stack is started.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The registry's token for mutations.
+    pub token: String,
+    /// Whether the gateway believes the tenant in a client's `baggage`
+    /// (an edge behind a trusted proxy) or routes everyone to the baseline.
+    pub trust_incoming_baggage: bool,
+    /// The gateway's port; 0 for any free one.
+    pub gateway_port: u16,
+    /// How a variant's waiter differs from the baseline's: it scales every
+    /// wait by this factor, so its replies show the change under test.
+    pub variant_wait_scale: f64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            token: "dev-token".into(),
+            trust_incoming_baggage: true,
+            gateway_port: 0,
+            variant_wait_scale: 0.5,
+        }
+    }
+}
+
+/// Every service of the flow, running on this process's runtime.
+pub struct Stack {
+    // Declared first so that, even without `stop`, services are told to stop
+    // before the broker they talk to goes away.
+    guards: Vec<DropGuard>,
+    running: Vec<JoinHandle<()>>,
+    kafka: KafkaSettings,
+    options: StackOptions,
+    /// The registry's base URL.
+    pub registry: String,
+    /// The ledger's base URL.
+    pub ledger: String,
+    /// The gateway's base URL: where requests enter.
+    pub gateway: String,
+    /// Every route table in the stack, to know when a change is everywhere.
+    pub tables: Vec<RouteTable>,
+    /// A client for talking to the stack.
+    pub http: reqwest::Client,
+}
+
+/// Runs a service until its guard is dropped; a failure is logged.
+fn spawn<F, E>(
+    name: &'static str,
+    run: impl FnOnce(CancellationToken) -> F,
+) -> (DropGuard, JoinHandle<()>)
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let stop = CancellationToken::new();
+    let future = run(stop.clone());
+    let handle = tokio::spawn(async move {
+        if let Err(e) = future.await {
+            tracing::error!(service = name, error = %e, "service failed");
+        }
+    });
+    (stop.drop_guard(), handle)
+}
+
+impl Stack {
+    /// Starts registry, ledger, baseline waiter (once its partitions are
+    /// assigned), baseline dispatch and the gateway on `kafka`.
+    pub async fn start(kafka: &KafkaSettings, options: StackOptions) -> anyhow::Result<Self> {
+        let mut stack = Self {
+            guards: Vec::new(),
+            running: Vec::new(),
+            kafka: kafka.clone(),
+            options,
+            registry: String::new(),
+            ledger: String::new(),
+            gateway: String::new(),
+            tables: Vec::new(),
+            http: reqwest::Client::new(),
+        };
+
+        let mut registry_settings = tenants::Settings::defaults_with(kafka);
+        registry_settings.tenants.token = stack.options.token.clone();
+        let registry = tenants::Application::build(registry_settings)
+            .await
+            .context("starting the registry")?;
+        stack.registry = format!("http://127.0.0.1:{}", registry.port());
+        stack.tables.push(registry.route_table());
+        stack.keep(spawn("tenants", |stop| registry.run_until_stopped(stop)));
+
+        let ledger = ledger::Application::build(ledger::Settings::for_tests())
+            .await
+            .context("starting the ledger")?;
+        stack.ledger = format!("http://127.0.0.1:{}", ledger.port());
+        stack.keep(spawn("ledger", |stop| ledger.run_until_stopped(stop)));
+
+        stack.start_waiter(tenancy::BASELINE).await?;
+        let dispatch = stack.start_dispatch(tenancy::BASELINE).await?;
+
+        let mut gateway_settings = gateway::Settings::defaults_with(kafka, &dispatch);
+        gateway_settings.http.port = stack.options.gateway_port;
+        gateway_settings.gateway.trust_incoming_baggage = stack.options.trust_incoming_baggage;
+        let gateway = gateway::Application::build(gateway_settings)
+            .await
+            .context("starting the gateway")?;
+        stack.gateway = format!("http://127.0.0.1:{}", gateway.port());
+        stack.tables.push(gateway.route_table());
+        stack.keep(spawn("gateway", |stop| gateway.run_until_stopped(stop)));
+        Ok(stack)
+    }
+
+    fn keep(&mut self, (guard, handle): (DropGuard, JoinHandle<()>)) {
+        self.guards.push(guard);
+        self.running.push(handle);
+    }
+
+    /// Starts a waiter labelled `label` and waits until its partitions are
+    /// assigned (a variant registers itself only then).
+    async fn start_waiter(&mut self, label: &str) -> anyhow::Result<()> {
+        let mut settings = waiter::Settings::defaults_with(self.kafka.clone());
+        settings.http.host = "127.0.0.1".into();
+        settings.http.port = 0;
+        settings.service.variant = label.into();
+        settings.waiter.consumers = 1;
+        settings.waiter.producers = 1;
+        settings.ledger.url = Some(self.ledger.clone());
+        settings.registry.url = Some(self.registry.clone());
+        settings.registry.token = Some(self.options.token.clone());
+        if label != tenancy::BASELINE {
+            settings.waiter.wait_scale = self.options.variant_wait_scale;
+        }
+        let waiter = waiter::Application::build(settings)
+            .await
+            .with_context(|| format!("starting waiter `{label}`"))?;
+        self.tables.push(waiter.route_table());
+        let readiness = waiter.readiness();
+        self.keep(spawn("waiter", |stop| waiter.run_until_stopped(stop)));
+        tokio::time::timeout(DEADLINE, readiness.assigned())
+            .await
+            .with_context(|| format!("waiter `{label}` got no partitions within {DEADLINE:?}"))
+    }
+
+    /// Starts a dispatch labelled `label`; returns its base URL.
+    async fn start_dispatch(&mut self, label: &str) -> anyhow::Result<String> {
+        let mut settings = dispatch::Settings::defaults_with(&self.kafka);
+        settings.service.variant = label.into();
+        settings.registry.url = Some(self.registry.clone());
+        settings.registry.token = Some(self.options.token.clone());
+        let dispatch = dispatch::Application::build(settings)
+            .await
+            .with_context(|| format!("starting dispatch `{label}`"))?;
+        let url = format!("http://127.0.0.1:{}", dispatch.port());
+        self.keep(spawn("dispatch", |stop| dispatch.run_until_stopped(stop)));
+        Ok(url)
+    }
+
+    /// Starts B″ and/or C″ labelled `label` and waits until the registry
+    /// lists them (C″ registers only once its partitions are assigned).
+    pub async fn start_variant(
+        &mut self,
+        label: &str,
+        with_dispatch: bool,
+        with_waiter: bool,
+    ) -> anyhow::Result<()> {
+        if with_waiter {
+            self.start_waiter(label).await?;
+        }
+        if with_dispatch {
+            self.start_dispatch(label).await?;
+        }
+        let wanted: Vec<&str> = [("dispatch", with_dispatch), ("waiter", with_waiter)]
+            .into_iter()
+            .filter_map(|(service, on)| on.then_some(service))
+            .collect();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let variants: Vec<serde_json::Value> = self
+                .http
+                .get(format!("{}/variants", self.registry))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let listed = wanted.iter().all(|service| {
+                variants
+                    .iter()
+                    .any(|v| v["service"] == *service && v["label"] == label)
+            });
+            if listed {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("variant `{label}` of {wanted:?} was not registered within {DEADLINE:?}");
+            }
+            // Registration is an HTTP call from the variant; there is no
+            // event to wait on from here, so poll the registry briefly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops every service, newest first, and waits for each to drain
+    /// while the broker is still up.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        while let Some(guard) = self.guards.pop() {
+            drop(guard);
+            let handle = self.running.pop().expect("one handle per guard");
+            tokio::time::timeout(DEADLINE, handle)
+                .await
+                .context("a service did not drain in time")?
+                .context("a service panicked")?;
+        }
+        Ok(())
+    }
+
+    /// Maps `tenant`'s services to variant labels; returns how long until
+    /// every route table had the mapping.
+    pub async fn map(&self, tenant: &str, services: &[(&str, &str)]) -> anyhow::Result<Duration> {
+        let body: serde_json::Map<String, serde_json::Value> = services
+            .iter()
+            .map(|(service, label)| (service.to_string(), json!(label)))
+            .collect();
+        let started = Instant::now();
+        let response = self
+            .http
+            .put(format!("{}/tenants/{tenant}", self.registry))
+            .bearer_auth(&self.options.token)
+            .json(&json!({ "services": body }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "mapping tenant `{tenant}`: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        self.until_every_table(started, |routes| {
+            services
+                .iter()
+                .all(|(service, label)| routes.variant_for(tenant, service) == Some(*label))
+        })
+        .await
+    }
+
+    /// Deletes `tenant`; returns how long until every route table forgot it.
+    pub async fn delete(&self, tenant: &str) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let response = self
+            .http
+            .delete(format!("{}/tenants/{tenant}", self.registry))
+            .bearer_auth(&self.options.token)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("deleting tenant `{tenant}`: {}", response.status());
+        }
+        self.until_every_table(started, |routes| routes.tenant(tenant).is_none())
+            .await
+    }
+
+    async fn until_every_table(
+        &self,
+        started: Instant,
+        condition: impl Fn(&tenancy::Routes) -> bool,
+    ) -> anyhow::Result<Duration> {
+        for table in &self.tables {
+            table
+                .wait_for(DEADLINE, &condition)
+                .await
+                .context("a route change did not reach every table")?;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// `POST /wait` on the gateway, with `tenant` in the baggage when given.
+    pub async fn send(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        wait_ms: u64,
+    ) -> anyhow::Result<GatewayResponse> {
+        let mut request = self
+            .http
+            .post(format!("{}/wait", self.gateway))
+            .json(&json!({"name": name, "wait_ms": wait_ms}));
+        if let Some(tenant) = tenant {
+            request = request.header("baggage", format!("tenant={tenant}"));
+        }
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            bail!(
+                "POST /wait: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Ledger entries of `tenant` (`""` for production traffic).
+    pub async fn ledger(&self, tenant: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(self
+            .http
+            .get(format!("{}/records?tenant={tenant}", self.ledger))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+}
