@@ -104,11 +104,9 @@ async fn the_demo_draws_both_traces_then_serves_the_printed_curl_lines_until_sto
         .unwrap();
     assert_eq!(response["reply"]["variant"], "sbx-123", "{response}");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: signalling a child this test started and has not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let exit = tokio::time::timeout(DEADLINE, tokio::task::spawn_blocking(move || child.wait()))
         .await
         .expect("the demo stops on SIGTERM")
