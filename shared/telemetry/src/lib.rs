@@ -6,12 +6,14 @@
 //! - the global propagator: W3C trace context + W3C baggage, the only format
 //!   spoken over HTTP and Kafka alike;
 //! - a tracer provider whose resource names the service, version, instance and
-//!   variant; the [`BaggageAttributes`] processor that copies the tenant from
-//!   baggage onto every span; a [`SpanSink`] keeping recent spans in memory
-//!   for tests and the demo's terminal waterfall; and an OTLP exporter when
+//!   variant, with one span processor that copies the tenant from baggage
+//!   onto every span ([`BaggageAttributes`]) and passes finished spans to a
+//!   [`SpanSink`] keeping recent spans in memory (for tests and the demo's
+//!   terminal waterfall) and to an OTLP exporter when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific variable) is set;
-//! - the `tracing` subscriber: an env-filtered fmt layer plus
-//!   tracing-opentelemetry, so `tracing` spans are OpenTelemetry spans;
+//! - the `tracing` subscriber: a fmt layer filtered by `RUST_LOG` plus
+//!   tracing-opentelemetry, so `tracing` spans are OpenTelemetry spans
+//!   whatever the log level;
 //! - the Prometheus recorder behind [`metrics_handler`] (`GET /metrics`).
 //!
 //! Later calls in the same process (several services in one test binary or in
@@ -31,11 +33,12 @@ use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use baggage_attributes::SpanPipeline;
 pub use baggage_attributes::{BaggageAttributes, TENANT_ATTRIBUTE, TENANT_BAGGAGE_KEY};
 pub use metrics_exporter::{metrics_handler, render_metrics};
 pub use sink::{SpanSink, SpanSinkTimeout};
@@ -152,14 +155,17 @@ fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         ])
         .build();
     let spans = SpanSink::new(config.span_sink_capacity);
-    let mut builder = SdkTracerProvider::builder()
-        .with_resource(resource)
-        .with_span_processor(BaggageAttributes)
-        .with_span_processor(spans.clone());
     let otlp_enabled = otlp_endpoint_configured();
-    if otlp_enabled {
-        builder = builder.with_batch_exporter(otlp_exporter()?);
-    }
+    let exporter = match otlp_enabled {
+        true => Some(BatchSpanProcessor::builder(otlp_exporter()?).build()),
+        false => None,
+    };
+    let builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_span_processor(SpanPipeline {
+            sink: (config.span_sink_capacity > 0).then(|| spans.clone()),
+            exporter,
+        });
     Ok(Telemetry {
         provider: builder.build(),
         spans,
@@ -174,27 +180,40 @@ fn install_globals(config: &TelemetryConfig, telemetry: &Telemetry) {
     ]));
     opentelemetry::global::set_tracer_provider(telemetry.provider.clone());
     let tracer = telemetry.provider.tracer(config.service.clone());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,rdkafka=warn,h2=warn,tonic=warn,hyper=warn,reqwest=warn")
-    });
+    // RUST_LOG chooses which log lines are printed, never which spans exist:
+    // a span disabled by the log level would break the trace it belongs to
+    // (its context is what the next hop's `traceparent` carries).
+    let log_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(QUIET_DEPENDENCIES));
     let fmt = match config.log_output {
-        LogOutput::Stdout => Some(tracing_subscriber::fmt::layer().boxed()),
+        LogOutput::Stdout => Some(
+            tracing_subscriber::fmt::layer()
+                .with_filter(log_filter)
+                .boxed(),
+        ),
         LogOutput::Stderr => Some(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_filter(log_filter)
                 .boxed(),
         ),
         LogOutput::Off => None,
     };
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(EnvFilter::new(QUIET_DEPENDENCIES));
     // A subscriber may already be installed by the embedding program; keeping
     // theirs is the polite choice, and spans still reach the provider through
     // the global tracer.
     let _ = tracing_subscriber::registry()
-        .with(filter)
         .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(spans)
         .try_init();
 }
+
+/// Our own spans and logs at `info`; the HTTP and gRPC clients' chatter only
+/// when it matters.
+const QUIET_DEPENDENCIES: &str = "info,rdkafka=warn,h2=warn,tonic=warn,hyper=warn,reqwest=warn";
 
 fn otlp_endpoint_configured() -> bool {
     [

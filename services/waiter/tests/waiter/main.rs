@@ -430,6 +430,10 @@ struct WaiterProcess(Child);
 
 impl WaiterProcess {
     fn start(kafka: &TestKafka, topics: &Topics) -> Self {
+        Self::start_logging(kafka, topics, "warn")
+    }
+
+    fn start_logging(kafka: &TestKafka, topics: &Topics, rust_log: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_waiter"))
             .env("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers())
             .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
@@ -447,7 +451,7 @@ impl WaiterProcess {
             .env("WAITER_BUS__WAITER__CONSUMERS", "1")
             .env("WAITER_BUS__WAITER__WAITERS", "20")
             .env("WAITER_BUS__WAITER__COMMIT_INTERVAL_MS", "100")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -509,6 +513,23 @@ async fn killing_the_waiter_mid_run_loses_no_request() {
         "kill-and-restart: {} replies, {duplicates} duplicates",
         replies.len()
     );
+}
+
+#[tokio::test]
+async fn the_log_level_does_not_decide_whether_the_trace_continues() {
+    // RUST_LOG=error silences the info-level log lines, and must not
+    // silence the info-level spans whose context the reply carries.
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let _waiter = WaiterProcess::start_logging(&kafka, &topics, "error");
+    let trace_id = client.send_json("quiet", 1).await;
+    let replies = client.collect(|r| !r.is_empty()).await;
+    let traceparent = header(&replies[0], "traceparent").expect("the reply carries a trace");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts[1], trace_id, "the request's trace continues");
+    assert_ne!(parts[2], "0000000000000000", "{traceparent}");
+    assert_eq!(parts[3], "01", "sampled: {traceparent}");
 }
 
 #[test]
