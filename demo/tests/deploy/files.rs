@@ -331,19 +331,16 @@ pub fn emitted_metrics() -> BTreeSet<String> {
 /// The metric names a PromQL expression reads: identifiers that are not
 /// functions, keywords, label names or inside strings and selectors.
 pub fn promql_metric_names(expr: &str) -> Vec<String> {
-    const KEYWORDS: &[&str] = &[
+    // Modifiers followed by a parenthesised list of labels, not metrics.
+    const GROUPING: &[&str] = &[
         "by",
         "without",
         "on",
         "ignoring",
         "group_left",
         "group_right",
-        "offset",
-        "bool",
-        "and",
-        "or",
-        "unless",
     ];
+    const KEYWORDS: &[&str] = &["offset", "bool", "and", "or", "unless"];
     // Aggregations may put `by (…)` between their name and their argument.
     const AGGREGATIONS: &[&str] = &[
         "sum",
@@ -425,16 +422,7 @@ pub fn promql_metric_names(expr: &str) -> Vec<String> {
             }
             continue;
         }
-        if [
-            "by",
-            "without",
-            "on",
-            "ignoring",
-            "group_left",
-            "group_right",
-        ]
-        .contains(&token.as_str())
-        {
+        if GROUPING.contains(&token.as_str()) {
             skip_group = next == '(';
             continue;
         }
