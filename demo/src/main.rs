@@ -87,25 +87,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     println!("starting registry, ledger (D), waiter (C), dispatch (B), gateway (A)…");
+    // A taken port should not stop a newcomer's first run; checked before
+    // anything starts so nothing is started twice.
+    let port =
+        match args.port != 0 && std::net::TcpListener::bind(("127.0.0.1", args.port)).is_err() {
+            true => {
+                println!("port {} is taken; using any free port", args.port);
+                0
+            }
+            false => args.port,
+        };
     let options = StackOptions {
-        gateway_port: args.port,
+        gateway_port: port,
         ..StackOptions::default()
     };
-    let mut stack = match Stack::start(&kafka, options.clone()).await {
-        Ok(stack) => stack,
-        Err(e) if args.port != 0 && is_address_in_use(&e) => {
-            println!("port {} is taken; using any free port", args.port);
-            Stack::start(
-                &kafka,
-                StackOptions {
-                    gateway_port: 0,
-                    ..options
-                },
-            )
-            .await?
-        }
-        Err(e) => return Err(e),
-    };
+    let mut stack = Stack::start(&kafka, options).await?;
     let label = format!("sbx-{}", args.tenant);
     println!(
         "starting tenant {}'s variants: dispatch and waiter `{label}`…",
@@ -175,13 +171,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
     telemetry.shutdown(Duration::from_secs(5));
     drop(broker);
     Ok(())
-}
-
-fn is_address_in_use(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
-            || cause.to_string().contains("Address already in use")
-    })
 }

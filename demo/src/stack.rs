@@ -46,7 +46,7 @@ pub struct Stack {
     // Declared first so that, even without `stop`, services are told to stop
     // before the broker they talk to goes away.
     guards: Vec<DropGuard>,
-    running: Vec<JoinHandle<()>>,
+    running: Vec<Running>,
     kafka: KafkaSettings,
     options: StackOptions,
     /// The registry's base URL.
@@ -61,11 +61,12 @@ pub struct Stack {
     pub http: reqwest::Client,
 }
 
-/// Runs a service until its guard is dropped; a failure is logged.
-fn spawn<F, E>(
-    name: &'static str,
-    run: impl FnOnce(CancellationToken) -> F,
-) -> (DropGuard, JoinHandle<()>)
+/// A running service's outcome: `Err` names the service and its error.
+type Running = JoinHandle<Result<(), String>>;
+
+/// Runs a service until its guard is dropped. A failure is logged when it
+/// happens and returned again by [`Stack::stop`].
+fn spawn<F, E>(name: &'static str, run: impl FnOnce(CancellationToken) -> F) -> (DropGuard, Running)
 where
     F: std::future::Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display,
@@ -73,9 +74,10 @@ where
     let stop = CancellationToken::new();
     let future = run(stop.clone());
     let handle = tokio::spawn(async move {
-        if let Err(e) = future.await {
+        future.await.map_err(|e| {
             tracing::error!(service = name, error = %e, "service failed");
-        }
+            format!("{name} failed: {e}")
+        })
     });
     (stop.drop_guard(), handle)
 }
@@ -126,7 +128,7 @@ impl Stack {
         Ok(stack)
     }
 
-    fn keep(&mut self, (guard, handle): (DropGuard, JoinHandle<()>)) {
+    fn keep(&mut self, (guard, handle): (DropGuard, Running)) {
         self.guards.push(guard);
         self.running.push(handle);
     }
@@ -216,17 +218,24 @@ impl Stack {
     }
 
     /// Stops every service, newest first, and waits for each to drain
-    /// while the broker is still up.
+    /// while the broker is still up. Any service that failed, then or
+    /// earlier, is named in the error; every service is stopped regardless.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        let mut failures = Vec::new();
         while let Some(guard) = self.guards.pop() {
             drop(guard);
             let handle = self.running.pop().expect("one handle per guard");
-            tokio::time::timeout(DEADLINE, handle)
-                .await
-                .context("a service did not drain in time")?
-                .context("a service panicked")?;
+            match tokio::time::timeout(DEADLINE, handle).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(failure))) => failures.push(failure),
+                Ok(Err(panic)) => failures.push(format!("a service panicked: {panic}")),
+                Err(_) => failures.push(format!("a service did not drain within {DEADLINE:?}")),
+            }
         }
-        Ok(())
+        match failures.is_empty() {
+            true => Ok(()),
+            false => bail!("{}", failures.join("; ")),
+        }
     }
 
     /// Maps `tenant`'s services to variant labels; returns how long until
