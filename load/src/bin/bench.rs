@@ -11,6 +11,8 @@
 //! Waiters run as `waiter` processes (built beside this binary), so tracing
 //! and memory are measured per process. Build both first:
 //! `cargo build --release -p waiter -p load`, then `target/release/bench`.
+//! With `KAFKA_BOOTSTRAP_SERVERS` set, the figures are taken on that broker
+//! instead; the topics each measurement creates are deleted at the end.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -22,6 +24,8 @@ use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
 use futures_lite::StreamExt;
 use load::{Config, LoadModel, Report, WaitSpec};
 use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -186,17 +190,96 @@ struct Topics {
     replies: String,
 }
 
+/// Where the figures are taken.
+enum Broker {
+    /// The embedded broker, started by this run.
+    Embedded(EmbeddedKafka),
+    /// A broker named by `KAFKA_BOOTSTRAP_SERVERS`; the topics this run
+    /// creates are listed so they can be deleted at the end.
+    External {
+        bootstrap: String,
+        admin: AdminClient<DefaultClientContext>,
+        created: std::sync::Mutex<Vec<String>>,
+    },
+}
+
+impl Broker {
+    fn start() -> anyhow::Result<Self> {
+        match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+            Ok(bootstrap) if !bootstrap.trim().is_empty() => {
+                let admin = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap.trim())
+                    .create()
+                    .context("connecting to KAFKA_BOOTSTRAP_SERVERS")?;
+                Ok(Self::External {
+                    bootstrap: bootstrap.trim().to_string(),
+                    admin,
+                    created: Default::default(),
+                })
+            }
+            _ => Ok(Self::Embedded(EmbeddedKafka::start(
+                EmbeddedKafkaOptions {
+                    group_initial_rebalance_delay_ms: 0,
+                    ..EmbeddedKafkaOptions::default()
+                },
+            )?)),
+        }
+    }
+
+    fn bootstrap_servers(&self) -> &str {
+        match self {
+            Self::Embedded(broker) => broker.bootstrap_servers(),
+            Self::External { bootstrap, .. } => bootstrap,
+        }
+    }
+
+    async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        match self {
+            Self::Embedded(broker) => Ok(broker.create_topic(name, partitions)?),
+            Self::External { admin, created, .. } => {
+                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+                // A broker that does not answer fails the run instead of
+                // hanging it.
+                let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+                for result in admin
+                    .create_topics([&topic], &options)
+                    .await
+                    .with_context(|| format!("creating topic {name}"))?
+                {
+                    result.map_err(|(topic, e)| anyhow::anyhow!("creating {topic}: {e}"))?;
+                }
+                created
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(name.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the topics this run created on an external broker.
+    async fn clean_up(&self) {
+        if let Self::External { admin, created, .. } = self {
+            let names = std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            if let Err(e) = admin.delete_topics(&names, &AdminOptions::new()).await {
+                eprintln!("could not delete the benchmark's topics {names:?}: {e}");
+            }
+        }
+    }
+}
+
 /// Fresh, empty topics: the embedded broker finds a fetch offset by walking
 /// the partition's log from its oldest record, so a long log slows every
 /// fetch. Each measurement starts on empty topics so none inherits another's.
-fn topics(broker: &EmbeddedKafka, name: &str) -> anyhow::Result<Topics> {
+async fn topics(broker: &Broker, name: &str) -> anyhow::Result<Topics> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let topics = Topics {
         requests: format!("bench-{name}-{id}-requests"),
         replies: format!("bench-{name}-{id}-replies"),
     };
-    broker.create_topic(&topics.requests, 4)?;
-    broker.create_topic(&topics.replies, 4)?;
+    broker.create_topic(&topics.requests, 4).await?;
+    broker.create_topic(&topics.replies, 4).await?;
     Ok(topics)
 }
 
@@ -270,9 +353,9 @@ struct Running {
 }
 
 impl Responder<'_> {
-    async fn start(self, broker: &EmbeddedKafka, name: &str) -> anyhow::Result<Running> {
+    async fn start(self, broker: &Broker, name: &str) -> anyhow::Result<Running> {
         let bootstrap = broker.bootstrap_servers();
-        let topics = topics(broker, name)?;
+        let topics = topics(broker, name).await?;
         let process = ResponderProcess::start(self, bootstrap, &topics)?;
         until_answering(bootstrap, &topics).await?;
         Ok(Running { topics, process })
@@ -283,7 +366,7 @@ impl Responder<'_> {
 /// fresh responder.
 async fn max_throughput(
     label: &str,
-    broker: &EmbeddedKafka,
+    broker: &Broker,
     responder: Responder<'_>,
     users: &[usize],
     phase: Duration,
@@ -386,11 +469,15 @@ async fn main() -> anyhow::Result<()> {
         return echo(config).await;
     }
     let phase = Duration::from_secs(args.seconds);
-    let broker = EmbeddedKafka::start(EmbeddedKafkaOptions {
-        group_initial_rebalance_delay_ms: 0,
-        ..EmbeddedKafkaOptions::default()
-    })?;
+    let broker = Broker::start()?;
     let bootstrap = broker.bootstrap_servers().to_string();
+    eprintln!(
+        "broker: {}",
+        match &broker {
+            Broker::Embedded(_) => format!("embedded, {bootstrap}"),
+            Broker::External { .. } => format!("{bootstrap} (KAFKA_BOOTSTRAP_SERVERS)"),
+        }
+    );
     let mut f = Figures::default();
     let waiter = Responder::Waiter {
         waiters: 10_000,
@@ -551,6 +638,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&f)?)?;
     }
+    broker.clean_up().await;
     drop(broker);
     Ok(())
 }
