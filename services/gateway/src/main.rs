@@ -1,9 +1,7 @@
 //! `gateway`: service A. Wiring only.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use gateway::{Application, Settings};
 
@@ -18,18 +16,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let settings = Settings::load(args.config.as_deref())?;
-    let telemetry = telemetry::init(telemetry::TelemetryConfig::service(
+    let settings = Settings::load(Args::parse().config.as_deref())?;
+    let variant = settings.service.variant.clone();
+    service_kit::run_service(
         "gateway",
         env!("CARGO_PKG_VERSION"),
-        &settings.service.variant,
-    ))?;
-    let shutdown = service_kit::shutdown_on_signal();
-    let app = Application::build(settings)
-        .await
-        .context("starting the gateway")?;
-    let result = app.run_until_stopped(shutdown).await;
-    telemetry.shutdown(Duration::from_secs(5));
-    result.context("the gateway stopped with an error")
+        &variant,
+        Application::build(settings),
+        Application::run_until_stopped,
+    )
+    .await
 }

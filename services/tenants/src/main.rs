@@ -1,9 +1,7 @@
 //! `tenants`: the tenants registry. Wiring only.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use tenants::{Application, Settings};
 
@@ -18,18 +16,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let settings = Settings::load(args.config.as_deref())?;
-    let telemetry = telemetry::init(telemetry::TelemetryConfig::service(
+    let settings = Settings::load(Args::parse().config.as_deref())?;
+    let variant = telemetry::BASELINE_VARIANT.to_string();
+    service_kit::run_service(
         "tenants",
         env!("CARGO_PKG_VERSION"),
-        telemetry::BASELINE_VARIANT,
-    ))?;
-    let shutdown = service_kit::shutdown_on_signal();
-    let app = Application::build(settings)
-        .await
-        .context("starting the tenants registry")?;
-    let result = app.run_until_stopped(shutdown).await;
-    telemetry.shutdown(Duration::from_secs(5));
-    result.context("the tenants registry stopped with an error")
+        &variant,
+        Application::build(settings),
+        Application::run_until_stopped,
+    )
+    .await
 }

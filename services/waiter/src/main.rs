@@ -1,7 +1,6 @@
 //! `waiter`: service C. Wiring only; see the library for the pipeline.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -24,24 +23,20 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut settings = Settings::load(args.config.as_deref())?;
-    let telemetry = telemetry::init(telemetry::TelemetryConfig::service(
-        "waiter",
-        env!("CARGO_PKG_VERSION"),
-        &settings.service.variant,
-    ))?;
     // Kept alive until the waiter has drained.
-    let broker = match args.embedded {
+    let _broker = match args.embedded {
         true => Some(start_embedded(&mut settings)?),
         false => None,
     };
-    let shutdown = service_kit::shutdown_on_signal();
-    let app = Application::build(settings)
-        .await
-        .context("starting the waiter")?;
-    let result = app.run_until_stopped(shutdown).await;
-    telemetry.shutdown(Duration::from_secs(5));
-    drop(broker);
-    result.context("the waiter stopped with an error")
+    let variant = settings.service.variant.clone();
+    service_kit::run_service(
+        "waiter",
+        env!("CARGO_PKG_VERSION"),
+        &variant,
+        Application::build(settings),
+        Application::run_until_stopped,
+    )
+    .await
 }
 
 fn start_embedded(settings: &mut Settings) -> anyhow::Result<EmbeddedKafka> {

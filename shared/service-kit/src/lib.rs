@@ -1,6 +1,7 @@
 //! Scaffolding every waiter-bus service shares, so each `main.rs` only wires.
 //!
-//! Start with [`shutdown_on_signal`] (one `CancellationToken` cancelled on
+//! A service's `main` is [`run_service`]: telemetry, build, run until
+//! SIGINT/SIGTERM, flush. Its parts: [`shutdown_on_signal`] (one `CancellationToken` cancelled on
 //! SIGINT or SIGTERM) and [`operational_routes`] (`/metrics`, `/healthz`,
 //! `/readyz`), then [`serve`], which runs an axum router on a bound listener
 //! until the token is cancelled. [`HttpSettings`] and [`bind`] are the
@@ -25,6 +26,38 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// What every service binary's `main` does: installs telemetry for
+/// `service` (`version`, `variant`), builds the application, runs it until
+/// SIGINT or SIGTERM, and flushes telemetry whatever the outcome. `build`
+/// is only polled once telemetry is installed, so its spans and metrics
+/// are kept.
+pub async fn run_service<App, BuildError, RunError, Running>(
+    service: &'static str,
+    version: &'static str,
+    variant: &str,
+    build: impl std::future::Future<Output = Result<App, BuildError>>,
+    run_until_stopped: impl FnOnce(App, CancellationToken) -> Running,
+) -> anyhow::Result<()>
+where
+    BuildError: std::error::Error + Send + Sync + 'static,
+    RunError: std::error::Error + Send + Sync + 'static,
+    Running: std::future::Future<Output = Result<(), RunError>>,
+{
+    use anyhow::Context;
+    let telemetry = telemetry::init(telemetry::TelemetryConfig::service(
+        service, version, variant,
+    ))?;
+    let shutdown = shutdown_on_signal();
+    let result = match build.await.with_context(|| format!("starting {service}")) {
+        Ok(app) => run_until_stopped(app, shutdown)
+            .await
+            .with_context(|| format!("{service} stopped with an error")),
+        Err(e) => Err(e),
+    };
+    telemetry.shutdown(std::time::Duration::from_secs(5));
+    result
+}
 
 /// Cancels the returned token on the first SIGINT (Ctrl-C) or SIGTERM.
 pub fn shutdown_on_signal() -> CancellationToken {
