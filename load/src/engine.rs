@@ -5,7 +5,6 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_lite::StreamExt;
 use hdrhistogram::Histogram;
 use kafka_kit::assign::{Start, assign_whole_topics};
 use kafka_kit::headers::{self, timing};
@@ -647,19 +646,7 @@ fn header_u64<H: Headers>(headers: Option<&H>, name: &str) -> Option<u64> {
 
 async fn read_replies(replies: StreamConsumer, shared: Shared, stop: CancellationToken) {
     let mut stream = replies.stream();
-    loop {
-        let next = tokio::select! {
-            () = stop.cancelled() => return,
-            next = stream.next() => next,
-        };
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "reading replies failed; retrying");
-                continue;
-            }
-            None => return,
-        };
+    while let Some(message) = kafka_kit::stream::next_message(&mut stream, &stop, "replies").await {
         let now_wall = wall_us();
         let Some(correlation) = propagation::kafka_header(message.headers(), headers::CORRELATION)
         else {

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
-use futures_lite::StreamExt;
 use load::{Config, LoadModel, Report, WaitSpec};
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -30,6 +29,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 /// Measure the waiter's performance figures on this machine.
 #[derive(Debug, Parser)]
@@ -410,11 +410,9 @@ async fn echo(config: &std::path::Path) -> anyhow::Result<()> {
     let replies = settings.waiter.default_response_topic;
     let mut stream = consumer.stream();
     let mut deliveries = tokio::task::JoinSet::new();
-    loop {
-        let message = match stream.next().await {
-            Some(Ok(message)) => message,
-            _ => continue,
-        };
+    // Never cancelled: the echo runs until the benchmark kills it.
+    let forever = CancellationToken::new();
+    while let Some(message) = kafka_kit::stream::next_message(&mut stream, &forever, "echo").await {
         let Some(correlation) =
             propagation::kafka_header(message.headers(), "correlation").map(str::to_string)
         else {
@@ -439,6 +437,7 @@ async fn echo(config: &std::path::Path) -> anyhow::Result<()> {
         });
         while deliveries.try_join_next().is_some() {}
     }
+    anyhow::bail!("the echo's consumer stream ended")
 }
 
 /// Mean replies per second over whole seconds `from..to` of the run.

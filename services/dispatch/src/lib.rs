@@ -19,7 +19,6 @@ use axum::extract::{State, rejection::JsonRejection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures_lite::StreamExt;
 use kafka_kit::assign::{Start, assign_whole_topics};
 use kafka_kit::wire::{WaitReply, WaitRequestBody};
 use kafka_kit::{KafkaSettings, headers};
@@ -250,19 +249,7 @@ impl Application {
 
 async fn complete_replies(replies: StreamConsumer, pending: Pending, stop: CancellationToken) {
     let mut stream = replies.stream();
-    loop {
-        let next = tokio::select! {
-            () = stop.cancelled() => return,
-            next = stream.next() => next,
-        };
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "reading replies failed; retrying");
-                continue;
-            }
-            None => return,
-        };
+    while let Some(message) = kafka_kit::stream::next_message(&mut stream, &stop, "replies").await {
         let Some(correlation) = propagation::kafka_header(message.headers(), headers::CORRELATION)
         else {
             continue;

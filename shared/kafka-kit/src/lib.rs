@@ -9,11 +9,13 @@
 //! [`KafkaSettings::client_config`] is the one place librdkafka properties are
 //! assembled. [`offsets`] and [`handoff`] are the two pieces every
 //! at-least-once pipeline stage needs: committing only what is finished, and
-//! measuring how long a full channel held a stage back.
+//! measuring how long a full channel held a stage back; [`stream`] reads a
+//! consumer until told to stop.
 
 pub mod assign;
 pub mod handoff;
 pub mod offsets;
+pub mod stream;
 pub mod wire;
 
 use std::collections::BTreeMap;

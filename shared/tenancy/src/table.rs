@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures_lite::StreamExt;
 use kafka_kit::KafkaSettings;
 use kafka_kit::assign::{Start, assign_whole_topics};
 use rdkafka::Message;
@@ -173,19 +172,9 @@ async fn tail(
         }
     }
     let mut stream = consumer.stream();
-    loop {
-        let next = tokio::select! {
-            () = stop.cancelled() => return,
-            next = stream.next() => next,
-        };
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "route table: consume failed; retrying");
-                continue;
-            }
-            None => return,
-        };
+    while let Some(message) =
+        kafka_kit::stream::next_message(&mut stream, &stop, "route table").await
+    {
         let Some(table) = table.upgrade() else { return };
         let key = message
             .key()
