@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::{WaiterMetrics, observe};
+use crate::metrics::{WaiterMetrics, handed_off};
 use crate::pipeline::{Ack, Outgoing, OutgoingKind, PipelineConfig, Work, carried_headers};
 use crate::request::{self, RequestLimits};
 
@@ -300,14 +300,7 @@ async fn handle(
             };
             match send_timed(work, item).await {
                 Ok(blocked) => {
-                    observe(&config.metrics.requests_blocked, blocked);
-                    span.add_event(
-                        "queued",
-                        vec![KeyValue::new(
-                            "handoff.blocked_us",
-                            blocked.as_micros() as i64,
-                        )],
-                    );
+                    handed_off(&config.metrics.requests_blocked, &span, "queued", blocked);
                     true
                 }
                 Err(_) => false,

@@ -112,6 +112,26 @@ pub fn observe(histogram: &Histogram, elapsed: Duration) {
     histogram.record(elapsed.as_secs_f64());
 }
 
+/// Records a hand-off to the next stage: how long it blocked on a full
+/// channel, in `histogram` and as `event` (with `handoff.blocked_us`) on
+/// the record's span.
+pub fn handed_off(
+    histogram: &Histogram,
+    span: &tracing::Span,
+    event: &'static str,
+    blocked: Duration,
+) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    observe(histogram, blocked);
+    span.add_event(
+        event,
+        vec![opentelemetry::KeyValue::new(
+            "handoff.blocked_us",
+            blocked.as_micros() as i64,
+        )],
+    );
+}
+
 fn describe() {
     use std::sync::Once;
     static ONCE: Once = Once::new();

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::ledger::LedgerEntry;
-use crate::metrics::observe;
+use crate::metrics::{handed_off, observe};
 use crate::pipeline::{Outgoing, OutgoingKind, PipelineConfig, Work};
 
 /// Serves requests until the request channel closes and every wait is done.
@@ -43,13 +43,11 @@ pub(crate) async fn run(
             let span = outgoing.span.clone();
             match send_timed(&replies, outgoing).await {
                 Ok(blocked) => {
-                    observe(&config.metrics.replies_blocked, blocked);
-                    span.add_event(
+                    handed_off(
+                        &config.metrics.replies_blocked,
+                        &span,
                         "reply.queued",
-                        vec![KeyValue::new(
-                            "handoff.blocked_us",
-                            blocked.as_micros() as i64,
-                        )],
+                        blocked,
                     );
                 }
                 Err(_) => tracing::warn!("producers gone; the reply is left for redelivery"),
