@@ -163,6 +163,8 @@ pub fn dockerfile_binaries() -> BTreeSet<String> {
 /// The workspace's binaries and the services' default settings.
 pub struct Binaries {
     all: BTreeSet<String>,
+    /// Package → (its binaries, whether it names a `default-run`).
+    packages: BTreeMap<String, (Vec<String>, bool)>,
     defaults: BTreeMap<String, Value>,
 }
 
@@ -172,7 +174,7 @@ impl Binaries {
         &["gateway", "dispatch", "waiter", "ledger", "tenants"];
 
     pub fn discover() -> Self {
-        let mut all = BTreeSet::new();
+        let mut packages = BTreeMap::new();
         let mut crates = Vec::new();
         for group in ["services", "shared"] {
             for entry in std::fs::read_dir(root().join(group)).unwrap() {
@@ -185,18 +187,25 @@ impl Binaries {
             let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
                 continue;
             };
-            let (package, bins) = manifest_names(&manifest);
+            let (package, mut bins) = manifest_names(&manifest);
             if dir.join("src/main.rs").exists() {
-                all.insert(package);
+                bins.push(package.clone());
             }
             if let Ok(entries) = std::fs::read_dir(dir.join("src/bin")) {
                 for bin in entries {
                     let path = bin.unwrap().path();
-                    all.insert(path.file_stem().unwrap().to_string_lossy().into_owned());
+                    bins.push(path.file_stem().unwrap().to_string_lossy().into_owned());
                 }
             }
-            all.extend(bins);
+            let default_run = manifest
+                .lines()
+                .any(|l| l.trim_start().starts_with("default-run"));
+            packages.insert(package, (bins, default_run));
         }
+        let all = packages
+            .values()
+            .flat_map(|(bins, _)| bins.clone())
+            .collect();
         let defaults = Self::SERVICES
             .iter()
             .map(|s| {
@@ -206,7 +215,21 @@ impl Binaries {
                 )
             })
             .collect();
-        Self { all, defaults }
+        Self {
+            all,
+            packages,
+            defaults,
+        }
+    }
+
+    /// Whether `cargo run -p package` (no `--bin`) knows what to run: the
+    /// package exists and has one binary, or names its default.
+    pub fn runs_without_bin(&self, package: &str) -> bool {
+        self.packages
+            .get(package)
+            .is_some_and(|(bins, default_run)| {
+                bins.len() == 1 || (*default_run && !bins.is_empty())
+            })
     }
 
     pub fn exists(&self, binary: &str) -> bool {

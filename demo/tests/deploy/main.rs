@@ -489,3 +489,36 @@ fn a_tenant_overlay_sets_the_label_the_group_and_registers_the_tenant() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_cargo_run_in_the_readme_names_a_binary_cargo_can_pick() {
+    let binaries = Binaries::discover();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let commands: Vec<&str> = readme
+        .lines()
+        // In prose the command ends at its closing backtick.
+        .filter_map(|line| {
+            line.find("cargo run")
+                .map(|at| line[at..].split('`').next().unwrap())
+        })
+        .collect();
+    assert!(commands.len() >= 5, "{commands:?}");
+    for command in commands {
+        let words: Vec<&str> = command
+            .split_whitespace()
+            .take_while(|w| *w != "--")
+            .collect();
+        let package = words
+            .windows(2)
+            .find(|w| w[0] == "-p")
+            .map(|w| w[1])
+            .unwrap_or_else(|| panic!("`{command}` names no package"));
+        match words.windows(2).find(|w| w[0] == "--bin") {
+            Some(bin) => assert!(binaries.exists(bin[1]), "`{command}`: no binary {}", bin[1]),
+            None => assert!(
+                binaries.runs_without_bin(package),
+                "`{command}`: cargo cannot tell which of {package}'s binaries to run"
+            ),
+        }
+    }
+}
