@@ -340,7 +340,7 @@ impl Application {
                 tracing::warn!(error = %e, "producer flush failed");
             }
         }
-        drop(self.consumers);
+        close_consumers(self.consumers, CONSUMER_CLOSE_BOUND).await;
         http_stop.cancel();
         match http.await {
             Ok(Ok(())) => {}
@@ -392,6 +392,43 @@ impl Application {
 ///
 /// `auto.offset.reset=latest` is resolved lazily, at the first fetch, so a
 /// record produced between registration and that fetch would be skipped.
+/// How long shutdown waits for the consumers to leave their group.
+const CONSUMER_CLOSE_BOUND: Duration = Duration::from_secs(10);
+
+/// Closes every consumer at once, each on a thread of its own, waiting at
+/// most `bound`. Closing a consumer leaves the group, which rebalances the
+/// others; closed one after another while such a rebalance was in flight,
+/// one could wait forever inside librdkafka (`rd_kafka_assign` during
+/// close, librdkafka#4884) and a SIGTERM'd waiter never exited. Offsets are
+/// committed before this, so a close left unfinished loses nothing: the
+/// broker drops the member after its session timeout.
+async fn close_consumers(consumers: Vec<Arc<WaiterConsumer>>, bound: Duration) {
+    let mut closed = JoinSet::new();
+    for consumer in consumers {
+        let (done, waited) = tokio::sync::oneshot::channel::<()>();
+        // A plain thread, not `spawn_blocking`: the runtime waits for its
+        // blocking tasks when it shuts down, which would bring the hang back.
+        let spawned = std::thread::Builder::new()
+            .name("consumer-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = done.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start a thread to close a consumer");
+            continue;
+        }
+        closed.spawn(waited);
+    }
+    let all = async { while closed.join_next().await.is_some() {} };
+    if tokio::time::timeout(bound, all).await.is_err() {
+        tracing::warn!(
+            ?bound,
+            "consumers did not leave the group in time; offsets are committed, the broker will expire them"
+        );
+    }
+}
+
 /// Seeking to the high watermark read now closes the gap: every record
 /// produced after registration is at or past the position.
 fn pin_start_positions(consumers: &[Arc<WaiterConsumer>]) -> rdkafka::error::KafkaResult<()> {

@@ -532,6 +532,64 @@ async fn the_log_level_does_not_decide_whether_the_trace_continues() {
     assert_eq!(parts[3], "01", "sampled: {traceparent}");
 }
 
+#[tokio::test]
+async fn sigterm_stops_the_embedded_waiter_with_all_its_consumers() {
+    // Ten consumers leave one group on shutdown; closed one after another
+    // while the group rebalanced, one could wait forever inside librdkafka,
+    // and the process never exited (about one run in three).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waiter"))
+        .arg("--embedded")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
+        .env("WAITER_BUS__HTTP__PORT", port.to_string())
+        .env("WAITER_BUS__WAITER__CONSUMERS", "10")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the waiter binary starts");
+    let http = reqwest::Client::new();
+    let ready = testkit::eventually("the waiter is ready", DEADLINE, || {
+        let request = http.get(format!("http://127.0.0.1:{port}/readyz")).send();
+        async move { request.await.ok()?.status().is_success().then_some(()) }
+    })
+    .await;
+    if ready.is_err() {
+        let _ = child.kill();
+        panic!("the embedded waiter never became ready");
+    }
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: signalling a child this test started and has not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let exit = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let exit = child.wait();
+            (exit, child)
+        }),
+    )
+    .await;
+    match exit {
+        Ok(joined) => {
+            let (exit, _) = joined.unwrap();
+            assert!(
+                exit.unwrap().success(),
+                "the waiter exits cleanly on SIGTERM"
+            );
+        }
+        Err(_) => {
+            // SAFETY: as above; the waiting thread reaps it.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the waiter did not exit within 30 s of SIGTERM");
+        }
+    }
+}
+
 #[test]
 fn an_unknown_setting_stops_the_binary_with_the_key_named() {
     for (var, value, expected) in [
