@@ -14,6 +14,8 @@
 //! produce acknowledgement reports a constant LogAppendTime while consumers see
 //! the producer's CreateTime; there is no compaction.
 
+pub mod apache;
+
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 

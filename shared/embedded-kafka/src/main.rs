@@ -1,27 +1,45 @@
-//! `kafka-dev`: serves an embedded Kafka broker on localhost until Ctrl-C.
+//! `kafka-dev`: serves a Kafka broker on localhost until Ctrl-C or SIGTERM:
+//! the embedded one (librdkafka's mock cluster, in this process) by default,
+//! a real Apache Kafka (a JVM this process owns) with `--apache`.
 //!
 //! Its only stdout line is `bootstrap.servers=HOST:PORT`, for scripts;
 //! everything else goes to stderr.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use embedded_kafka::apache::{self, ApacheKafka, ApacheKafkaOptions};
 use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
 
-/// Serve an embedded Kafka broker (librdkafka's mock cluster) on localhost.
+/// Serve a Kafka broker on localhost: the embedded one (librdkafka's mock
+/// cluster), or with --apache a real single-node Apache Kafka in KRaft mode.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    /// Run a real Apache Kafka broker (a JVM; needs Java 17+, and Maven the
+    /// first time, to download the broker from Maven Central into the cache).
+    #[arg(long)]
+    apache: bool,
+    /// With --apache: keep the broker's data here across restarts (the same
+    /// cluster, topics, offsets and port come back). Default: a temporary
+    /// directory removed on exit.
+    #[arg(long, value_name = "DIR", requires = "apache")]
+    data_dir: Option<PathBuf>,
+    /// With --apache: the client port on 127.0.0.1 (default: a free one, or
+    /// the one the data directory had).
+    #[arg(long, requires = "apache", value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
     /// Partitions for each of the project's topics.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1000))]
     partitions: i32,
-    /// Number of mock brokers.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=9))]
+    /// Number of mock brokers (embedded only).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=9), conflicts_with = "apache")]
     brokers: i32,
     /// Consumer-group initial rebalance delay. Members joining an empty group
     /// within it share the first generation; later joiners trigger a
-    /// rebalance that this broker settles in `session.timeout.ms` − 1 s.
+    /// rebalance (which the embedded broker settles in `session.timeout.ms` − 1 s).
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(i32).range(0..=60_000))]
     group_rebalance_delay_ms: i32,
     /// Extra topics to create beside the project's own.
@@ -29,36 +47,91 @@ struct Args {
     extra_topics: Vec<String>,
 }
 
+/// Either broker; dropping it stops it.
+enum Broker {
+    Embedded(EmbeddedKafka),
+    Apache(ApacheKafka),
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut options = EmbeddedKafkaOptions {
-        brokers: args.brokers,
-        partitions: args.partitions,
-        group_initial_rebalance_delay_ms: args.group_rebalance_delay_ms,
-        ..EmbeddedKafkaOptions::default()
-    };
-    options.topics.extend(args.extra_topics);
+    let mut topics: Vec<String> = kafka_kit::topics::ALL
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    topics.extend(args.extra_topics.iter().cloned());
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {
         let _ = stop_tx.send(());
     })
     .context("installing the Ctrl-C handler")?;
 
-    let broker = EmbeddedKafka::start(options.clone()).context("starting the embedded broker")?;
+    let (broker, bootstrap) = if args.apache {
+        let broker = ApacheKafka::start(ApacheKafkaOptions {
+            data_dir: args.data_dir.clone(),
+            port: args.port,
+            partitions: args.partitions,
+            topics: topics.clone(),
+            group_initial_rebalance_delay_ms: args.group_rebalance_delay_ms,
+            // The JVM must not outlive this process, however it ends.
+            die_with_parent: true,
+        })
+        .with_context(|| format!("starting Apache Kafka {}", apache::version()))?;
+        eprintln!(
+            "kafka-dev: Apache Kafka {} (KRaft), data in {}, broker log {}",
+            apache::version(),
+            broker.data_dir().display(),
+            broker.log_file().display()
+        );
+        let bootstrap = broker.bootstrap_servers();
+        (Broker::Apache(broker), bootstrap)
+    } else {
+        let broker = EmbeddedKafka::start(EmbeddedKafkaOptions {
+            brokers: args.brokers,
+            partitions: args.partitions,
+            topics: topics.clone(),
+            group_initial_rebalance_delay_ms: args.group_rebalance_delay_ms,
+        })
+        .context("starting the embedded broker")?;
+        let bootstrap = broker.bootstrap_servers().to_string();
+        (Broker::Embedded(broker), bootstrap)
+    };
     // Only the bootstrap line goes to stdout, and a closed stdout (a script
     // that read the line and moved on, `| head -1`) must not stop the broker.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "bootstrap.servers={}", broker.bootstrap_servers());
+    let _ = writeln!(out, "bootstrap.servers={bootstrap}");
     let _ = out.flush();
     drop(out);
     eprintln!(
         "kafka-dev: topics {} ({} partitions each); Ctrl-C stops",
-        options.topics.join(", "),
-        options.partitions
+        topics.join(", "),
+        args.partitions
     );
 
-    let _ = stop_rx.recv();
-    eprintln!("kafka-dev: stopping");
-    drop(broker);
+    match broker {
+        Broker::Embedded(broker) => {
+            let _ = stop_rx.recv();
+            eprintln!("kafka-dev: stopping");
+            drop(broker);
+        }
+        Broker::Apache(mut broker) => {
+            // Wake up now and then to notice a broker that died by itself.
+            loop {
+                match stop_rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                    Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if let Some(status) = broker.try_exit_status() {
+                            anyhow::bail!(
+                                "the Apache Kafka broker exited by itself ({status}); see {}",
+                                broker.log_file().display()
+                            );
+                        }
+                    }
+                }
+            }
+            eprintln!("kafka-dev: stopping Apache Kafka");
+            broker.stop();
+        }
+    }
     Ok(())
 }

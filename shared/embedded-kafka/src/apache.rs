@@ -1,0 +1,611 @@
+//! A real Apache Kafka broker (KRaft, one node acting as broker and
+//! controller) run as a JVM on loopback: the broker users run, for tests,
+//! benchmarks and `kafka-dev --apache`.
+//!
+//! [`ApacheKafka::start`] makes sure the broker's jars are in the cache
+//! (resolved once from Maven Central by the checked-in `apache/pom.xml`, see
+//! [`install`]), formats a data directory if it is new, starts the JVM, waits
+//! until the broker answers and creates the project's topics through the
+//! admin API. [`ApacheKafka::kill`] and [`ApacheKafka::restart`] are the
+//! real-broker form of a fault: `kill -9`, then the same broker back on the
+//! same data directory and port.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// The Maven file that names the broker's artifacts; its `kafka.version` is
+/// the version run here and in the compose and Kubernetes files.
+pub const POM: &str = include_str!("../apache/pom.xml");
+
+/// How long a started broker may take to answer before start-up fails.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a SIGTERM'd broker may take to shut down cleanly before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Apache Kafka version [`POM`] resolves.
+pub fn version() -> &'static str {
+    POM.split_once("<kafka.version>")
+        .and_then(|(_, rest)| rest.split_once("</kafka.version>"))
+        .map(|(version, _)| version.trim())
+        .expect("apache/pom.xml names <kafka.version>")
+}
+
+/// Why the Apache broker could not be installed, started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ApacheKafkaError {
+    /// A program the broker needs is missing from the machine.
+    #[error("{program} was not found: {install}")]
+    Missing {
+        /// The program, e.g. `java`.
+        program: &'static str,
+        /// What to install to get it.
+        install: &'static str,
+    },
+    /// Resolving the broker's jars from Maven Central failed.
+    #[error("downloading Apache Kafka {version} with Maven failed:\n{output}")]
+    Install {
+        /// The Kafka version.
+        version: &'static str,
+        /// Maven's output.
+        output: String,
+    },
+    /// Formatting the data directory failed.
+    #[error("formatting {dir} failed:\n{output}")]
+    Format {
+        /// The data directory.
+        dir: PathBuf,
+        /// The storage tool's output.
+        output: String,
+    },
+    /// The broker did not come up.
+    #[error("the broker did not start: {reason} (its log: {log})")]
+    Start {
+        /// What went wrong.
+        reason: String,
+        /// The broker's log file.
+        log: PathBuf,
+    },
+    /// The admin API refused to create a topic.
+    #[error("creating topic {topic}: {reason}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        reason: String,
+    },
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ApacheKafkaError {
+    let what = what.into();
+    move |source| ApacheKafkaError::Io { what, source }
+}
+
+/// Options for [`ApacheKafka::start`].
+#[derive(Debug, Clone)]
+pub struct ApacheKafkaOptions {
+    /// Where the broker keeps its data, configuration and log. `None`: a
+    /// temporary directory, removed when the broker is dropped. A directory
+    /// from an earlier run is reused with its data, cluster id and ports.
+    pub data_dir: Option<PathBuf>,
+    /// The client port on 127.0.0.1; `None` picks a free one (or, for a
+    /// reused data directory, the one it had).
+    pub port: Option<u16>,
+    /// Partitions of the project's topics and of auto-created ones.
+    pub partitions: i32,
+    /// Topics created at start (`tenant-routes` is created compacted).
+    pub topics: Vec<String>,
+    /// `group.initial.rebalance.delay.ms`; Kafka's default is 3 s.
+    pub group_initial_rebalance_delay_ms: i32,
+    /// Ask the kernel to kill the broker when the thread that started it
+    /// exits (`PR_SET_PDEATHSIG`): right for a program whose main thread
+    /// starts it, wrong for a broker started from a short-lived thread.
+    pub die_with_parent: bool,
+}
+
+impl Default for ApacheKafkaOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            port: None,
+            partitions: 4,
+            topics: kafka_kit::topics::ALL
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            group_initial_rebalance_delay_ms: 0,
+            die_with_parent: false,
+        }
+    }
+}
+
+/// The cache holding the broker's jars: `$WAITER_BUS_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/waiter-bus`, else `~/.cache/waiter-bus`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WAITER_BUS_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("waiter-bus");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache").join("waiter-bus")
+}
+
+/// Makes sure the broker's jars are in the cache and returns their folder.
+///
+/// The first call runs Maven (`dependency:copy-dependencies`) on [`POM`];
+/// the jars land in a temporary folder renamed into place when complete, so
+/// an interrupted download or two processes installing at once never leave
+/// a half-filled folder behind. Later calls need no network.
+pub fn install() -> Result<PathBuf, ApacheKafkaError> {
+    let root = cache_dir().join(format!("apache-kafka-{}", version()));
+    let lib = root.join("lib");
+    if lib.join("kafka.Kafka.ready").exists() {
+        return Ok(lib);
+    }
+    require("mvn", "install Maven (Debian: apt-get install maven) to download Apache Kafka once")?;
+    std::fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
+    let staging = tempfile::Builder::new()
+        .prefix("install-")
+        .tempdir_in(&root)
+        .map_err(io("creating a staging folder"))?;
+    let pom = staging.path().join("pom.xml");
+    std::fs::write(&pom, POM).map_err(io("writing pom.xml"))?;
+    eprintln!(
+        "kafka-dev: downloading Apache Kafka {} from Maven Central into {} (once)",
+        version(),
+        root.display()
+    );
+    let output = Command::new("mvn")
+        .arg("-B")
+        .arg("-q")
+        .arg("-f")
+        .arg(&pom)
+        .arg("dependency:copy-dependencies")
+        .arg("-DincludeScope=runtime")
+        .arg(format!(
+            "-DoutputDirectory={}",
+            staging.path().join("lib").display()
+        ))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io("running mvn"))?;
+    if !output.status.success() {
+        return Err(ApacheKafkaError::Install {
+            version: version(),
+            output: String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into(),
+        });
+    }
+    std::fs::write(staging.path().join("lib").join("kafka.Kafka.ready"), version())
+        .map_err(io("marking the install complete"))?;
+    match std::fs::rename(staging.path().join("lib"), &lib) {
+        Ok(()) => {}
+        // Another process finished first; its copy is as good as ours.
+        Err(_) if lib.join("kafka.Kafka.ready").exists() => {}
+        Err(e) => return Err(io(format!("moving the jars to {}", lib.display()))(e)),
+    }
+    Ok(lib)
+}
+
+fn require(program: &'static str, install: &'static str) -> Result<(), ApacheKafkaError> {
+    match Command::new(program)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ApacheKafkaError::Missing { program, install })
+        }
+        Err(e) => Err(io(format!("running {program}"))(e)),
+    }
+}
+
+/// What a data directory remembers between runs, so a restarted broker is
+/// the same broker: same cluster, same address.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    client: u16,
+    controller: u16,
+}
+
+enum DataDir {
+    Kept(PathBuf),
+    Temporary(tempfile::TempDir),
+}
+
+impl DataDir {
+    fn path(&self) -> &Path {
+        match self {
+            DataDir::Kept(path) => path,
+            DataDir::Temporary(dir) => dir.path(),
+        }
+    }
+}
+
+/// A running Apache Kafka broker. Dropping it stops the broker (SIGTERM,
+/// then SIGKILL after 30 s).
+pub struct ApacheKafka {
+    child: Option<Child>,
+    lib: PathBuf,
+    data_dir: DataDir,
+    ports: Ports,
+    options: ApacheKafkaOptions,
+}
+
+impl std::fmt::Debug for ApacheKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApacheKafka")
+            .field("bootstrap_servers", &self.bootstrap_servers())
+            .field("data_dir", &self.data_dir.path())
+            .finish()
+    }
+}
+
+impl ApacheKafka {
+    /// Installs (once), formats (once per data directory) and starts a
+    /// broker, then creates `options.topics`. Blocks until the broker answers.
+    pub fn start(options: ApacheKafkaOptions) -> Result<Self, ApacheKafkaError> {
+        require(
+            "java",
+            "install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless)",
+        )?;
+        let lib = install()?;
+        let data_dir = match &options.data_dir {
+            Some(path) => {
+                std::fs::create_dir_all(path).map_err(io(format!("creating {}", path.display())))?;
+                DataDir::Kept(path.clone())
+            }
+            None => DataDir::Temporary(
+                tempfile::Builder::new()
+                    .prefix("apache-kafka-")
+                    .tempdir()
+                    .map_err(io("creating a temporary data directory"))?,
+            ),
+        };
+        let ports = ports(data_dir.path(), options.port)?;
+        let mut broker = Self {
+            child: None,
+            lib,
+            data_dir,
+            ports,
+            options,
+        };
+        broker.write_config()?;
+        broker.format_if_new()?;
+        broker.launch()?;
+        broker.create_topics()?;
+        Ok(broker)
+    }
+
+    /// The `host:port` a client uses as `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.client)
+    }
+
+    /// Where the broker keeps its data, configuration and log.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// The broker's log file (JVM output at WARN and above).
+    pub fn log_file(&self) -> PathBuf {
+        self.data_dir().join("broker.log")
+    }
+
+    /// Kills the broker with SIGKILL, as a crash would, and waits until the
+    /// process is gone. Its data directory stays for [`Self::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same data directory and port (after
+    /// [`Self::kill`] or [`Self::stop`]); blocks until it answers.
+    pub fn restart(&mut self) -> Result<(), ApacheKafkaError> {
+        self.kill();
+        self.launch()
+    }
+
+    /// Stops the broker cleanly: SIGTERM, then SIGKILL if it has not exited
+    /// within 30 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: plain kill(2) on a child we own and have not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits for the broker process to exit by itself (it never does while
+    /// healthy): returns its exit status, for a supervisor that must notice
+    /// a broker that died.
+    pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.data_dir().join("server.properties")
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.data_dir().join("kraft")
+    }
+
+    fn write_config(&self) -> Result<(), ApacheKafkaError> {
+        let Ports { client, controller } = self.ports;
+        let partitions = self.options.partitions;
+        let config = format!(
+            "# Written by kafka-dev on every start; edits are overwritten.\n\
+             node.id=1\n\
+             process.roles=broker,controller\n\
+             listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{client}\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             log.dirs={log_dir}\n\
+             num.partitions={partitions}\n\
+             auto.create.topics.enable=true\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=10\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             transaction.state.log.num.partitions=4\n\
+             share.coordinator.state.topic.replication.factor=1\n\
+             share.coordinator.state.topic.min.isr=1\n\
+             group.initial.rebalance.delay.ms={delay}\n\
+             # Small segments keep a development broker's disk use modest.\n\
+             log.segment.bytes=67108864\n\
+             log.retention.bytes=268435456\n",
+            log_dir = self.log_dir().display(),
+            delay = self.options.group_initial_rebalance_delay_ms,
+        );
+        std::fs::write(self.config_file(), config).map_err(io("writing server.properties"))?;
+        std::fs::write(self.data_dir().join("log4j2.properties"), LOG4J2)
+            .map_err(io("writing log4j2.properties"))
+    }
+
+    fn java(&self) -> Command {
+        let mut java = Command::new("java");
+        java.arg("-cp")
+            .arg(format!("{}/*", self.lib.display()))
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.data_dir().join("log4j2.properties").display()
+            ))
+            .arg("-Djava.awt.headless=true")
+            .stdin(Stdio::null());
+        java
+    }
+
+    fn format_if_new(&self) -> Result<(), ApacheKafkaError> {
+        if self.log_dir().join("meta.properties").exists() {
+            return Ok(());
+        }
+        let cluster_id = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+        };
+        let output = self
+            .java()
+            .arg("kafka.tools.StorageTool")
+            .arg("format")
+            .arg("--cluster-id")
+            .arg(&cluster_id)
+            .arg("--config")
+            .arg(self.config_file())
+            .output()
+            .map_err(io("running the storage tool"))?;
+        if !output.status.success() {
+            return Err(ApacheKafkaError::Format {
+                dir: self.log_dir(),
+                output: String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self) -> Result<(), ApacheKafkaError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .map_err(io("opening the broker log"))?;
+        let log_err = log.try_clone().map_err(io("opening the broker log"))?;
+        let mut java = self.java();
+        java.args(["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"])
+            .arg("kafka.Kafka")
+            .arg(self.config_file())
+            .stdout(log)
+            .stderr(log_err);
+        if self.options.die_with_parent {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; nothing else runs between
+            // fork and exec.
+            unsafe {
+                java.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        let child = java.spawn().map_err(io("starting java"))?;
+        self.child = Some(child);
+        self.wait_until_ready()
+    }
+
+    fn wait_until_ready(&mut self) -> Result<(), ApacheKafkaError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let admin = self.admin()?;
+        loop {
+            if let Some(status) = self.try_exit_status() {
+                self.child = None;
+                return Err(self.start_error(format!("the JVM exited with {status}")));
+            }
+            // Metadata naming a broker means the controller has elected itself
+            // and the broker has registered; before that, clients get nothing.
+            if let Ok(metadata) = admin.inner().fetch_metadata(None, Duration::from_secs(1))
+                && !metadata.brokers().is_empty()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(self.start_error(format!("no answer within {READY_TIMEOUT:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn start_error(&self, reason: String) -> ApacheKafkaError {
+        ApacheKafkaError::Start {
+            reason,
+            log: self.log_file(),
+        }
+    }
+
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, ApacheKafkaError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap_servers())
+            .set("log_level", "3")
+            .create()
+            .map_err(|e| self.start_error(format!("an admin client: {e}")))
+    }
+
+    /// Creates `name` with `partitions` partitions through the admin API; an
+    /// existing topic is fine. `tenant-routes` is created compacted.
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), ApacheKafkaError> {
+        create_topics(&self.bootstrap_servers(), &[name], partitions)
+    }
+
+    fn create_topics(&self) -> Result<(), ApacheKafkaError> {
+        let topics: Vec<&str> = self.options.topics.iter().map(String::as_str).collect();
+        create_topics(&self.bootstrap_servers(), &topics, self.options.partitions)
+    }
+}
+
+/// Creates `topics` on the broker at `bootstrap` through the admin API,
+/// `tenant-routes` compacted with one partition (its order is the order of
+/// route changes); topics that exist already are fine.
+pub fn create_topics(
+    bootstrap: &str,
+    topics: &[&str],
+    partitions: i32,
+) -> Result<(), ApacheKafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| ApacheKafkaError::Topic {
+            topic: topics.join(", "),
+            reason: e.to_string(),
+        })?;
+    let new_topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|&name| {
+            if name == kafka_kit::topics::TENANT_ROUTES {
+                NewTopic::new(name, 1, TopicReplication::Fixed(1))
+                    .set("cleanup.policy", "compact")
+            } else {
+                NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures_lite::future::block_on(admin.create_topics(&new_topics, &options))
+        .map_err(|e| ApacheKafkaError::Topic {
+            topic: topics.join(", "),
+            reason: e.to_string(),
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(ApacheKafkaError::Topic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Drop for ApacheKafka {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The ports a data directory was first started with, so a restart on it
+/// keeps its address; new ones are free ports picked by the kernel.
+fn ports(data_dir: &Path, client: Option<u16>) -> Result<Ports, ApacheKafkaError> {
+    let file = data_dir.join("ports");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let mut numbers = text.split_whitespace().filter_map(|n| n.parse::<u16>().ok());
+        if let (Some(saved_client), Some(controller)) = (numbers.next(), numbers.next()) {
+            return Ok(Ports {
+                client: client.unwrap_or(saved_client),
+                controller,
+            });
+        }
+    }
+    let ports = Ports {
+        client: match client {
+            Some(port) => port,
+            None => free_port()?,
+        },
+        controller: free_port()?,
+    };
+    std::fs::write(&file, format!("{} {}\n", ports.client, ports.controller))
+        .map_err(io("writing the ports file"))?;
+    Ok(ports)
+}
+
+fn free_port() -> Result<u16, ApacheKafkaError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(io("finding a free port"))?
+        .port())
+}
+
+/// The broker logs WARN and above to its stdout, which goes to `broker.log`
+/// in the data directory; kafka-dev's own stdout stays the bootstrap line.
+const LOG4J2: &str = "\
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.target = SYSTEM_OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = OUT
+";
