@@ -522,3 +522,81 @@ fn every_cargo_run_in_the_readme_names_a_binary_cargo_can_pick() {
         }
     }
 }
+
+/// Every compose file, as `docker compose` would read it: the Compose
+/// Specification's own JSON schema (vendored in `deploy/schema`), after YAML
+/// merge keys are applied.
+#[test]
+fn every_compose_file_passes_the_compose_specification_schema() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/schema/compose-spec.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft7::new(&schema).expect("the Compose schema compiles");
+    let mut files = vec!["docker-compose.yml".to_string()];
+    for entry in std::fs::read_dir(root().join("deploy/compose")).unwrap() {
+        let path = entry.unwrap().path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yml" | "yaml")
+        ) {
+            files.push(format!(
+                "deploy/compose/{}",
+                path.file_name().unwrap().to_str().unwrap()
+            ));
+        }
+    }
+    assert!(files.len() >= 2, "{files:?}");
+    for file in &files {
+        let document: serde_json::Value = serde_json::to_value(yaml(file)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&document)
+            .map(|e| format!("  at {}: {e}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{file} is not a valid Compose file:\n{}",
+            errors.join("\n")
+        );
+    }
+}
+
+/// A schema that accepted anything would make the test above pass on any
+/// file: the broken command that once shipped in the tenant overlay (an
+/// unquoted `authorization: Bearer …` read as a mapping) must be refused.
+#[test]
+fn the_compose_schema_refuses_a_command_that_yaml_reads_as_a_mapping() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/schema/compose-spec.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft7::new(&schema).unwrap();
+    let broken: serde_yaml::Value = serde_yaml::from_str(
+        "services:\n  job:\n    image: x\n    command:\n      - curl -X DELETE http://tenants:8085/tenants/1 -H \"authorization: Bearer $$TOKEN\"\n",
+    )
+    .unwrap();
+    assert!(
+        !validator.is_valid(&serde_json::to_value(broken).unwrap()),
+        "the schema accepted a mapping as a command"
+    );
+}
+
+/// `kafka-dev --apache`, compose and Kubernetes run the same Kafka: the
+/// version the checked-in Maven file resolves is every `apache/kafka` image tag.
+#[test]
+fn every_apache_kafka_image_is_the_version_kafka_dev_runs() {
+    let version = embedded_kafka::apache::version();
+    let mut images = Vec::new();
+    for file in ["docker-compose.yml", "deploy/k8s/base/kafka.yaml"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        for line in text.lines() {
+            if let Some((_, tag)) = line.trim().split_once("image: apache/kafka:") {
+                images.push((file, tag.trim().to_string()));
+            }
+        }
+    }
+    assert!(images.len() >= 3, "{images:?}");
+    for (file, tag) in images {
+        assert_eq!(tag, version, "{file} runs apache/kafka:{tag}, kafka-dev {version}");
+    }
+}

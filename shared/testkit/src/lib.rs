@@ -12,13 +12,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use embedded_kafka::apache::{ApacheKafka, ApacheKafkaOptions};
 use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::FutureProducer;
-use rdkafka::types::RDKafkaErrorCode;
 
 pub use kafka_kit::KafkaSettings;
 
@@ -28,6 +25,9 @@ pub enum TestKafkaError {
     /// The embedded broker failed.
     #[error(transparent)]
     Embedded(#[from] embedded_kafka::EmbeddedKafkaError),
+    /// The test's own Apache Kafka broker failed.
+    #[error(transparent)]
+    Apache(#[from] embedded_kafka::apache::ApacheKafkaError),
     /// The real broker refused a client or a topic.
     #[error("Kafka at {bootstrap}: {reason}")]
     External {
@@ -42,33 +42,98 @@ pub enum TestKafkaError {
 #[derive(Debug)]
 pub struct TestKafka {
     bootstrap_servers: String,
-    // `None` when the test targets a real broker from the environment.
-    embedded: Option<EmbeddedKafka>,
+    broker: Broker,
+}
+
+#[derive(Debug)]
+enum Broker {
+    /// librdkafka's mock cluster, owned by this test.
+    Embedded(EmbeddedKafka),
+    /// The broker `KAFKA_BOOTSTRAP_SERVERS` names, shared by every test.
+    Shared,
+    /// An Apache Kafka broker of this test's own, for faults that must not
+    /// touch the shared broker (see [`TestKafka::start_own`]).
+    Apache(std::sync::Arc<std::sync::Mutex<ApacheKafka>>),
 }
 
 impl TestKafka {
     /// Starts an embedded broker with the project's topics, or connects to
     /// the broker in `KAFKA_BOOTSTRAP_SERVERS`.
     pub fn start() -> Result<Self, TestKafkaError> {
-        match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-            Ok(bootstrap) if !bootstrap.trim().is_empty() => Ok(Self {
+        match shared_bootstrap() {
+            Some(bootstrap) => Ok(Self {
                 bootstrap_servers: bootstrap,
-                embedded: None,
+                broker: Broker::Shared,
             }),
-            _ => {
-                let embedded = EmbeddedKafka::start(EmbeddedKafkaOptions::default())?;
-                Ok(Self {
-                    bootstrap_servers: embedded.bootstrap_servers().to_string(),
-                    embedded: Some(embedded),
-                })
-            }
+            None => Self::embedded(),
         }
     }
 
-    /// The embedded broker, when the test is not pointed at a real one
-    /// (failure tests need it to take the broker down).
-    pub fn embedded(&self) -> Option<&EmbeddedKafka> {
-        self.embedded.as_ref()
+    /// A broker this test owns and may take down ([`Self::take_down`]):
+    /// a fresh embedded broker, or, when the suite runs against a real broker
+    /// (`KAFKA_BOOTSTRAP_SERVERS` set), an Apache Kafka of its own (the JVM
+    /// `kafka-dev --apache` runs, from the same cache), so killing it leaves
+    /// the shared broker and the other tests alone.
+    pub fn start_own() -> Result<Self, TestKafkaError> {
+        if shared_bootstrap().is_none() {
+            return Self::embedded();
+        }
+        let broker = ApacheKafka::start(ApacheKafkaOptions::default())?;
+        Ok(Self {
+            bootstrap_servers: broker.bootstrap_servers(),
+            broker: Broker::Apache(std::sync::Arc::new(std::sync::Mutex::new(broker))),
+        })
+    }
+
+    fn embedded() -> Result<Self, TestKafkaError> {
+        let embedded = EmbeddedKafka::start(EmbeddedKafkaOptions::default())?;
+        Ok(Self {
+            bootstrap_servers: embedded.bootstrap_servers().to_string(),
+            broker: Broker::Embedded(embedded),
+        })
+    }
+
+    /// Whether the tests run against a real broker (`KAFKA_BOOTSTRAP_SERVERS`).
+    pub fn is_real_broker() -> bool {
+        shared_bootstrap().is_some()
+    }
+
+    /// Takes the broker away, as a crash would: the embedded broker closes
+    /// its connections and refuses new ones; an Apache broker is killed with
+    /// SIGKILL. Only for a broker from [`Self::start_own`].
+    pub async fn take_down(&self) -> Result<(), TestKafkaError> {
+        match &self.broker {
+            Broker::Embedded(embedded) => Ok(embedded.broker_down(1)?),
+            Broker::Apache(apache) => {
+                apache.lock().expect("broker lock").kill();
+                Ok(())
+            }
+            Broker::Shared => Err(self.external("the shared broker cannot be taken down; use TestKafka::start_own")),
+        }
+    }
+
+    /// Brings the broker back after [`Self::take_down`]: an Apache broker
+    /// restarts on the same data directory and port, and this returns once
+    /// it answers.
+    pub async fn bring_back(&self) -> Result<(), TestKafkaError> {
+        match &self.broker {
+            Broker::Embedded(embedded) => Ok(embedded.broker_up(1)?),
+            Broker::Apache(apache) => {
+                let apache = apache.clone();
+                tokio::task::spawn_blocking(move || apache.lock().expect("broker lock").restart())
+                    .await
+                    .expect("restarting the broker does not panic")?;
+                Ok(())
+            }
+            Broker::Shared => Err(self.external("the shared broker cannot be brought back; use TestKafka::start_own")),
+        }
+    }
+
+    fn external(&self, reason: &str) -> TestKafkaError {
+        TestKafkaError::External {
+            bootstrap: self.bootstrap_servers.clone(),
+            reason: reason.to_string(),
+        }
     }
 
     /// The broker's `bootstrap.servers`.
@@ -83,30 +148,16 @@ impl TestKafka {
 
     /// Creates `name` with `partitions` partitions; an existing topic is fine.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), TestKafkaError> {
-        if let Some(embedded) = &self.embedded {
+        if let Broker::Embedded(embedded) = &self.broker {
             return Ok(embedded.create_topic(name, partitions)?);
         }
-        let external = |reason: String| TestKafkaError::External {
-            bootstrap: self.bootstrap_servers.clone(),
-            reason,
-        };
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap_servers)
-            .create()
-            .map_err(|e| external(e.to_string()))?;
-        let results = admin
-            .create_topics(
-                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .map_err(|e| external(e.to_string()))?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(external(format!("create {topic}: {code}"))),
-            }
-        }
+        let bootstrap = self.bootstrap_servers.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            embedded_kafka::apache::create_topics(&bootstrap, &[&name], partitions)
+        })
+        .await
+        .expect("topic creation does not panic")?;
         Ok(())
     }
 
@@ -149,6 +200,13 @@ pub fn reader(kafka: &TestKafka, topics: &[&str]) -> StreamConsumer {
     assign_whole_topics(&consumer, topics, Start::Beginning, Duration::from_secs(10))
         .expect("the topics can be assigned");
     consumer
+}
+
+/// The real broker the suite runs against, if `KAFKA_BOOTSTRAP_SERVERS` names one.
+fn shared_bootstrap() -> Option<String> {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
 }
 
 /// A name no other test in this run uses, for topics and consumer groups.
