@@ -12,7 +12,7 @@
 pub mod stack;
 pub mod waterfall;
 
-pub use stack::{DEADLINE, Stack, StackOptions};
+pub use stack::{DEADLINE, Stack, StackNames, StackOptions};
 
 use anyhow::Context;
 use opentelemetry::trace::{SpanId, TraceId};

@@ -28,6 +28,62 @@ pub struct StackOptions {
     /// How a variant's waiter differs from the baseline's: it scales every
     /// wait by this factor, so its replies show the change under test.
     pub variant_wait_scale: f64,
+    /// The topics and consumer-group names the stack uses.
+    pub names: StackNames,
+}
+
+/// The Kafka names a stack uses: the project's own by default; tests on a
+/// shared broker give every stack its own so stacks do not see each other.
+#[derive(Debug, Clone)]
+pub struct StackNames {
+    /// Requests from dispatch to the waiters.
+    pub requests: String,
+    /// Replies from the waiters to dispatch.
+    pub responses: String,
+    /// Records the waiters cannot use.
+    pub dead_letter: String,
+    /// The registry's compacted route topic.
+    pub routes: String,
+    /// The baseline waiter's consumer group; a variant's is `<this>-<label>`.
+    pub waiter_group: String,
+}
+
+impl Default for StackNames {
+    fn default() -> Self {
+        Self {
+            requests: kafka_kit::topics::REQUESTS.into(),
+            responses: kafka_kit::topics::RESPONSES.into(),
+            dead_letter: kafka_kit::topics::DEAD_LETTER.into(),
+            routes: kafka_kit::topics::TENANT_ROUTES.into(),
+            waiter_group: "waiter".into(),
+        }
+    }
+}
+
+impl StackNames {
+    /// Names no other stack uses, each starting with `prefix` and ending in
+    /// `suffix` (for example a unique id).
+    pub fn unique(prefix: &str, suffix: &str) -> Self {
+        Self {
+            requests: format!("{prefix}-requests-{suffix}"),
+            responses: format!("{prefix}-responses-{suffix}"),
+            dead_letter: format!("{prefix}-dlt-{suffix}"),
+            routes: format!("{prefix}-routes-{suffix}"),
+            waiter_group: format!("{prefix}-waiter-{suffix}"),
+        }
+    }
+
+    /// Every topic, for creating them.
+    pub fn topics(&self) -> [&str; 4] {
+        [&self.requests, &self.responses, &self.dead_letter, &self.routes]
+    }
+
+    fn waiter_group_of(&self, label: &str) -> String {
+        match label == tenancy::BASELINE {
+            true => self.waiter_group.clone(),
+            false => format!("{}-{label}", self.waiter_group),
+        }
+    }
 }
 
 impl Default for StackOptions {
@@ -37,6 +93,7 @@ impl Default for StackOptions {
             trust_incoming_baggage: true,
             gateway_port: 0,
             variant_wait_scale: 0.5,
+            names: StackNames::default(),
         }
     }
 }
@@ -100,6 +157,11 @@ impl Stack {
 
         let mut registry_settings = tenants::Settings::defaults_with(kafka);
         registry_settings.tenants.token = stack.options.token.clone();
+        registry_settings.tenants.topic = stack.options.names.routes.clone();
+        registry_settings.tenants.variant_groups.insert(
+            "waiter".into(),
+            format!("{}-{{label}}", stack.options.names.waiter_group),
+        );
         let registry = tenants::Application::build(registry_settings)
             .await
             .context("starting the registry")?;
@@ -119,6 +181,7 @@ impl Stack {
         let mut gateway_settings = gateway::Settings::defaults_with(kafka, &dispatch);
         gateway_settings.http.port = stack.options.gateway_port;
         gateway_settings.gateway.trust_incoming_baggage = stack.options.trust_incoming_baggage;
+        gateway_settings.gateway.routes_topic = stack.options.names.routes.clone();
         let gateway = gateway::Application::build(gateway_settings)
             .await
             .context("starting the gateway")?;
@@ -148,6 +211,12 @@ impl Stack {
         if label != tenancy::BASELINE {
             settings.waiter.wait_scale = self.options.variant_wait_scale;
         }
+        let names = &self.options.names;
+        settings.waiter.request_topic = names.requests.clone();
+        settings.waiter.default_response_topic = names.responses.clone();
+        settings.waiter.dead_letter_topic = names.dead_letter.clone();
+        settings.waiter.group_id = Some(names.waiter_group_of(label));
+        settings.tenancy.routes_topic = names.routes.clone();
         let waiter = waiter::Application::build(settings)
             .await
             .with_context(|| format!("starting waiter `{label}`"))?;
@@ -165,6 +234,8 @@ impl Stack {
         settings.service.variant = label.into();
         settings.registry.url = Some(self.registry.clone());
         settings.registry.token = Some(self.options.token.clone());
+        settings.dispatch.request_topic = self.options.names.requests.clone();
+        settings.dispatch.response_topic = self.options.names.responses.clone();
         let dispatch = dispatch::Application::build(settings)
             .await
             .with_context(|| format!("starting dispatch `{label}`"))?;

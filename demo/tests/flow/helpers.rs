@@ -29,9 +29,16 @@ impl Stack {
     pub async fn start(trust_incoming_baggage: bool) -> Self {
         testkit::telemetry();
         let kafka = TestKafka::start().unwrap();
+        // Topics and groups of this stack's own: on a shared real broker,
+        // stacks of tests running at once must not see each other.
+        let names = demo::StackNames::unique("flow", &testkit::unique_name("stack"));
+        for topic in names.topics() {
+            kafka.create_topic(topic, 4).await.unwrap();
+        }
         let options = demo::StackOptions {
             token: TOKEN.into(),
             trust_incoming_baggage,
+            names,
             ..demo::StackOptions::default()
         };
         let inner = demo::Stack::start(&kafka.settings(), options)

@@ -97,6 +97,18 @@ impl TestWaiter {
         self.run.await.unwrap().expect("waiter stops cleanly");
     }
 
+    /// The value of `name` once it reaches `expected`, or its value after
+    /// a 10 s deadline. Counters of replies move when the broker acknowledges
+    /// the delivery, which a real broker may do after a consumer has already
+    /// read the reply: read too early, they lag behind what the test saw.
+    pub async fn settled_metric(&self, name: &str, labels: &[(&str, &str)], expected: f64) -> f64 {
+        let _ = testkit::eventually(name, std::time::Duration::from_secs(10), || {
+            std::future::ready((self.metric(name, labels) == expected).then_some(()))
+        })
+        .await;
+        self.metric(name, labels)
+    }
+
     /// The value of `name` for this waiter's variant (and `labels`), 0 if absent.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_value(&telemetry::render_metrics(), name, &self.variant, labels)

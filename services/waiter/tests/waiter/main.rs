@@ -70,7 +70,9 @@ async fn a_thousand_requests_get_exactly_a_thousand_replies_each_in_its_trace() 
         "nothing extra was produced"
     );
     assert_eq!(
-        waiter.metric("waiter_replies_total", &[("status", "ok")]),
+        waiter
+            .settled_metric("waiter_replies_total", &[("status", "ok")], 1000.0)
+            .await,
         1000.0
     );
     waiter.stop().await;
@@ -187,7 +189,9 @@ async fn poison_records_are_dead_lettered_and_later_records_are_still_served() {
             .starts_with(&topics.requests)
     );
     assert_eq!(
-        waiter.metric("waiter_records_dead_lettered_total", &[]),
+        waiter
+            .settled_metric("waiter_records_dead_lettered_total", &[], 4.0)
+            .await,
         4.0
     );
     waiter.stop().await;
@@ -236,7 +240,9 @@ async fn a_wait_over_the_maximum_gets_an_error_reply_and_a_missing_correlation_i
         generated.correlation
     );
     assert_eq!(
-        waiter.metric("waiter_replies_total", &[("status", "error")]),
+        waiter
+            .settled_metric("waiter_replies_total", &[("status", "error")], 1.0)
+            .await,
         1.0
     );
     waiter.stop().await;
@@ -732,7 +738,9 @@ async fn a_ledger_that_is_down_or_too_slow_costs_no_reply() {
         assert_eq!(reply.status, ReplyStatus::Ok, "ledger at {url}");
         assert_eq!(reply.ledger_recorded, Some(false), "ledger at {url}");
         assert_eq!(
-            waiter.metric("waiter_records_failed_total", &[("reason", "ledger")]),
+            waiter
+                .settled_metric("waiter_records_failed_total", &[("reason", "ledger")], 1.0)
+                .await,
             1.0
         );
         waiter.stop().await;
