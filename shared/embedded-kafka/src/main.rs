@@ -53,8 +53,19 @@ enum Broker {
     Apache(ApacheKafka),
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    // One line per failure (`context: cause`), so a missing Java or Maven
+    // reads as one instruction.
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kafka-dev: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let mut topics: Vec<String> = kafka_kit::topics::ALL
         .iter()
         .map(|t| t.to_string())

@@ -74,3 +74,128 @@ fn refuses_a_zero_partition_count_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--partitions"), "{stderr}");
 }
+
+/// Starts `kafka-dev` with `args` and returns it with its bootstrap address.
+fn start(args: &[&str]) -> (Running, String) {
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_kafka-dev"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("kafka-dev starts"),
+    );
+    let mut first_line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let bootstrap = first_line
+        .trim()
+        .strip_prefix("bootstrap.servers=")
+        .unwrap_or_else(|| panic!("first line names the bootstrap servers: {first_line:?}"))
+        .to_string();
+    (child, bootstrap)
+}
+
+fn topic_config(bootstrap: &str, topic: &str, key: &str) -> Option<String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let results = futures_lite::future::block_on(
+        admin.describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new()),
+    )
+    .unwrap();
+    let resource = results.into_iter().next().unwrap().unwrap();
+    resource.get(key).and_then(|entry| entry.value.clone())
+}
+
+fn produce_one(bootstrap: &str, topic: &str, payload: &str) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    producer
+        .send(BaseRecord::<(), str>::to(topic).payload(payload))
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn high_watermark(bootstrap: &str, topic: &str) -> i64 {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            client
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum()
+}
+
+fn jvm_running(data_dir: &std::path::Path) -> bool {
+    let needle = data_dir.join("server.properties");
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|cmdline| {
+                String::from_utf8_lossy(&cmdline).contains(needle.to_str().unwrap())
+            })
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn apache_kafka_serves_the_project_topics_and_keeps_its_data_across_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let (mut broker, bootstrap) = start(&["--apache", "--data-dir", data_dir]);
+    assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
+    assert_eq!(
+        topic_config(&bootstrap, kafka_kit::topics::TENANT_ROUTES, "cleanup.policy").as_deref(),
+        Some("compact"),
+        "tenant-routes is compacted"
+    );
+    for topic in kafka_kit::topics::ALL {
+        assert!(high_watermark(&bootstrap, topic) >= 0, "{topic} exists");
+    }
+    produce_one(&bootstrap, kafka_kit::topics::DEAD_LETTER, "kept");
+
+    // SIGTERM stops kafka-dev and the JVM with it.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(broker.0.id() as libc::pid_t, libc::SIGTERM) };
+    let status = broker.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!jvm_running(data.path()), "the JVM stopped with kafka-dev");
+
+    // The same data directory: the same address and the record still there.
+    let (_broker, again) = start(&["--apache", "--data-dir", data_dir]);
+    assert_eq!(again, bootstrap, "a restarted broker keeps its address");
+    assert_eq!(high_watermark(&again, kafka_kit::topics::DEAD_LETTER), 1);
+}
+
+#[test]
+fn without_java_apache_mode_says_what_to_install_in_one_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_kafka-dev"))
+        .arg("--apache")
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "no bootstrap line");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("java was not found") && stderr.contains("openjdk-17"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
