@@ -75,7 +75,12 @@ impl StackNames {
 
     /// Every topic, for creating them.
     pub fn topics(&self) -> [&str; 4] {
-        [&self.requests, &self.responses, &self.dead_letter, &self.routes]
+        [
+            &self.requests,
+            &self.responses,
+            &self.dead_letter,
+            &self.routes,
+        ]
     }
 
     fn waiter_group_of(&self, label: &str) -> String {
@@ -158,6 +163,9 @@ impl Stack {
         let mut registry_settings = tenants::Settings::defaults_with(kafka);
         registry_settings.tenants.token = stack.options.token.clone();
         registry_settings.tenants.topic = stack.options.names.routes.clone();
+        // The stack's variants run until it stops, so a deleted tenant's
+        // groups still have members: answer `pending` quickly.
+        registry_settings.tenants.group_deletion.wait_ms = 1_000;
         registry_settings.tenants.variant_groups.insert(
             "waiter".into(),
             format!("{}-{{label}}", stack.options.names.waiter_group),

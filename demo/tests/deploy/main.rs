@@ -597,6 +597,9 @@ fn every_apache_kafka_image_is_the_version_kafka_dev_runs() {
     }
     assert!(images.len() >= 3, "{images:?}");
     for (file, tag) in images {
-        assert_eq!(tag, version, "{file} runs apache/kafka:{tag}, kafka-dev {version}");
+        assert_eq!(
+            tag, version,
+            "{file} runs apache/kafka:{tag}, kafka-dev {version}"
+        );
     }
 }

@@ -18,6 +18,10 @@
 //! variant registers after its partitions are assigned, so no tenant record
 //! is produced into a gap no consumer is reading.
 
+mod groups;
+
+pub use groups::{DeletionOutcome, GroupDeletion, GroupDeletionSettings};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +32,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
-use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
@@ -66,6 +70,8 @@ pub struct TenantsSettings {
     pub variant_groups: BTreeMap<String, String>,
     /// How long a write may take to show in the registry's own table.
     pub write_timeout_ms: u64,
+    /// Deleting a deleted tenant's variant consumer groups.
+    pub group_deletion: GroupDeletionSettings,
 }
 
 impl Settings {
@@ -105,7 +111,7 @@ pub enum TenantsError {
 struct Registry {
     table: RouteTable,
     producer: FutureProducer,
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    groups: groups::GroupDeleter,
     settings: Arc<TenantsSettings>,
 }
 
@@ -129,13 +135,17 @@ impl Application {
             .set("linger.ms", "0")
             .create()?;
         let admin: AdminClient<DefaultClientContext> = settings.kafka.client_config().create()?;
+        groups::describe_metrics();
         Ok(Self {
             listener,
             port,
             registry: Registry {
                 table,
                 producer,
-                admin: Arc::new(admin),
+                groups: groups::GroupDeleter::new(
+                    Arc::new(admin),
+                    settings.tenants.group_deletion.clone(),
+                ),
                 settings: Arc::new(settings.tenants),
             },
         })
@@ -353,20 +363,9 @@ async fn put_tenant(
 pub struct Deleted {
     /// The tenant.
     pub tenant: String,
-    /// Consumer groups of its variants, and whether each was deleted.
+    /// Consumer groups of its variants no other tenant uses, and what
+    /// became of each.
     pub consumer_groups: Vec<GroupDeletion>,
-}
-
-/// One consumer group's fate.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct GroupDeletion {
-    /// The group.
-    pub group: String,
-    /// Whether the broker deleted it.
-    pub deleted: bool,
-    /// Why not, when it was not (still in use, unsupported by the broker, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 async fn delete_tenant(
@@ -404,69 +403,12 @@ async fn delete_tenant(
                 .map(|pattern| pattern.replace("{label}", label))
         })
         .collect();
-    let consumer_groups = delete_groups(&registry, &groups).await;
+    let consumer_groups = registry.groups.delete(&groups).await;
     tracing::info!(tenant = %id, ?consumer_groups, "tenant deleted");
     Ok(Json(Deleted {
         tenant: id,
         consumer_groups,
     }))
-}
-
-async fn delete_groups(registry: &Registry, groups: &[String]) -> Vec<GroupDeletion> {
-    if groups.is_empty() {
-        return Vec::new();
-    }
-    // librdkafka's mock cluster (the embedded broker) has no DeleteGroups,
-    // and asking it anyway aborts the client inside librdkafka. Its cluster
-    // id gives it away; say so instead of asking.
-    let admin = registry.admin.clone();
-    let cluster_id =
-        tokio::task::spawn_blocking(move || admin.inner().fetch_cluster_id(Duration::from_secs(5)))
-            .await
-            .ok()
-            .flatten();
-    if cluster_id
-        .as_deref()
-        .is_some_and(|id| id.starts_with("mockCluster"))
-    {
-        return groups
-            .iter()
-            .map(|group| GroupDeletion {
-                group: group.clone(),
-                deleted: false,
-                reason: Some(
-                    "the embedded broker does not support deleting consumer groups (DeleteGroups); real Kafka does".into(),
-                ),
-            })
-            .collect();
-    }
-    let names: Vec<&str> = groups.iter().map(String::as_str).collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
-    match registry.admin.delete_groups(&names, &options).await {
-        Ok(results) => results
-            .into_iter()
-            .map(|result| match result {
-                Ok(group) => GroupDeletion {
-                    group,
-                    deleted: true,
-                    reason: None,
-                },
-                Err((group, code)) => GroupDeletion {
-                    group,
-                    deleted: false,
-                    reason: Some(code.to_string()),
-                },
-            })
-            .collect(),
-        Err(e) => groups
-            .iter()
-            .map(|group| GroupDeletion {
-                group: group.clone(),
-                deleted: false,
-                reason: Some(format!("the broker refused group deletion: {e}")),
-            })
-            .collect(),
-    }
 }
 
 async fn list_variants(State(registry): State<Registry>) -> Json<Vec<VariantEndpoint>> {

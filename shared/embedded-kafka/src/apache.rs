@@ -157,7 +157,10 @@ pub fn install() -> Result<PathBuf, ApacheKafkaError> {
     if lib.join("kafka.Kafka.ready").exists() {
         return Ok(lib);
     }
-    require("mvn", "install Maven (Debian: apt-get install maven) to download Apache Kafka once")?;
+    require(
+        "mvn",
+        "install Maven (Debian: apt-get install maven) to download Apache Kafka once",
+    )?;
     std::fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
     let staging = tempfile::Builder::new()
         .prefix("install-")
@@ -190,8 +193,11 @@ pub fn install() -> Result<PathBuf, ApacheKafkaError> {
             output: String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into(),
         });
     }
-    std::fs::write(staging.path().join("lib").join("kafka.Kafka.ready"), version())
-        .map_err(io("marking the install complete"))?;
+    std::fs::write(
+        staging.path().join("lib").join("kafka.Kafka.ready"),
+        version(),
+    )
+    .map_err(io("marking the install complete"))?;
     match std::fs::rename(staging.path().join("lib"), &lib) {
         Ok(()) => {}
         // Another process finished first; its copy is as good as ours.
@@ -268,7 +274,8 @@ impl ApacheKafka {
         let lib = install()?;
         let data_dir = match &options.data_dir {
             Some(path) => {
-                std::fs::create_dir_all(path).map_err(io(format!("creating {}", path.display())))?;
+                std::fs::create_dir_all(path)
+                    .map_err(io(format!("creating {}", path.display())))?;
                 DataDir::Kept(path.clone())
             }
             None => DataDir::Temporary(
@@ -347,7 +354,9 @@ impl ApacheKafka {
     /// healthy): returns its exit status, for a supervisor that must notice
     /// a broker that died.
     pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn config_file(&self) -> PathBuf {
@@ -441,11 +450,16 @@ impl ApacheKafka {
             .map_err(io("opening the broker log"))?;
         let log_err = log.try_clone().map_err(io("opening the broker log"))?;
         let mut java = self.java();
-        java.args(["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"])
-            .arg("kafka.Kafka")
-            .arg(self.config_file())
-            .stdout(log)
-            .stderr(log_err);
+        java.args([
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+        ])
+        .arg("kafka.Kafka")
+        .arg(self.config_file())
+        .stdout(log)
+        .stderr(log_err);
         if self.options.die_with_parent {
             use std::os::unix::process::CommandExt;
             // SAFETY: prctl is async-signal-safe; nothing else runs between
@@ -532,8 +546,7 @@ pub fn create_topics(
         .iter()
         .map(|&name| {
             if name == kafka_kit::topics::TENANT_ROUTES {
-                NewTopic::new(name, 1, TopicReplication::Fixed(1))
-                    .set("cleanup.policy", "compact")
+                NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")
             } else {
                 NewTopic::new(name, partitions, TopicReplication::Fixed(1))
             }
@@ -570,7 +583,9 @@ impl Drop for ApacheKafka {
 fn ports(data_dir: &Path, client: Option<u16>) -> Result<Ports, ApacheKafkaError> {
     let file = data_dir.join("ports");
     if let Ok(text) = std::fs::read_to_string(&file) {
-        let mut numbers = text.split_whitespace().filter_map(|n| n.parse::<u16>().ok());
+        let mut numbers = text
+            .split_whitespace()
+            .filter_map(|n| n.parse::<u16>().ok());
         if let (Some(saved_client), Some(controller)) = (numbers.next(), numbers.next()) {
             return Ok(Ports {
                 client: client.unwrap_or(saved_client),

@@ -108,7 +108,10 @@ impl TestKafka {
                 apache.lock().expect("broker lock").kill();
                 Ok(())
             }
-            Broker::Shared => Err(self.external("the shared broker cannot be taken down; use TestKafka::start_own")),
+            Broker::Shared => {
+                Err(self
+                    .external("the shared broker cannot be taken down; use TestKafka::start_own"))
+            }
         }
     }
 
@@ -125,7 +128,10 @@ impl TestKafka {
                     .expect("restarting the broker does not panic")?;
                 Ok(())
             }
-            Broker::Shared => Err(self.external("the shared broker cannot be brought back; use TestKafka::start_own")),
+            Broker::Shared => {
+                Err(self
+                    .external("the shared broker cannot be brought back; use TestKafka::start_own"))
+            }
         }
     }
 

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tenancy::RouteTable;
-use tenants::{Application, Deleted, Settings};
+use tenants::{Application, Deleted, DeletionOutcome, Settings};
 use testkit::TestKafka;
 use tokio_util::sync::CancellationToken;
 
@@ -18,10 +18,15 @@ struct Registry {
 }
 
 async fn start(kafka: &TestKafka) -> Registry {
+    start_with(kafka, |_| {}).await
+}
+
+async fn start_with(kafka: &TestKafka, adjust: impl FnOnce(&mut Settings)) -> Registry {
     testkit::telemetry();
     let topic = testkit::unique_name("routes");
     kafka.create_topic(&topic, 1).await.unwrap();
     let mut settings = Settings::defaults_with(&kafka.settings());
+    adjust(&mut settings);
     settings.tenants.topic = topic.clone();
     settings.tenants.token = TOKEN.into();
     let app = Application::build(settings).await.unwrap();
@@ -259,4 +264,160 @@ async fn a_route_change_reaches_every_route_table_quickly() {
         tables.len()
     );
     assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+}
+
+/// Whether `group` exists on the broker, and how many members it has.
+fn group_members(kafka: &TestKafka, group: &str) -> Option<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = kafka.settings().client_config().create().unwrap();
+    let list = client
+        .fetch_group_list(Some(group), Duration::from_secs(5))
+        .unwrap();
+    list.groups()
+        .iter()
+        .find(|g| g.name() == group && g.state() != "Dead")
+        .map(|g| g.members().len())
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_empty() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let kafka = TestKafka::start().unwrap();
+    let prefix = testkit::unique_name("group");
+    let registry = start_with(&kafka, |settings| {
+        settings
+            .tenants
+            .variant_groups
+            .insert("waiter".into(), format!("{prefix}-{{label}}"));
+        settings.tenants.group_deletion.wait_ms = 1_000;
+        settings.tenants.group_deletion.retry_for_ms = 60_000;
+    })
+    .await;
+    let topic = testkit::unique_name("requests");
+    kafka.create_topic(&topic, 1).await.unwrap();
+    for (tenant, label) in [("idle", "sbx-idle"), ("busy", "sbx-busy")] {
+        registry.register("waiter", label).await;
+        let mapped = registry
+            .put(
+                &format!("/tenants/{tenant}"),
+                json!({"services": {"waiter": label}}),
+            )
+            .await;
+        assert_eq!(mapped.status(), 200);
+    }
+    let (idle_group, busy_group) = (format!("{prefix}-sbx-idle"), format!("{prefix}-sbx-busy"));
+    // The idle variant ran and stopped: its group holds a committed offset
+    // and no members.
+    let idle: BaseConsumer = kafka
+        .settings()
+        .client_config()
+        .set("group.id", &idle_group)
+        .create()
+        .unwrap();
+    let mut position = TopicPartitionList::new();
+    position
+        .add_partition_offset(&topic, 0, Offset::Offset(0))
+        .unwrap();
+    let _ = idle.commit(&position, CommitMode::Sync);
+    drop(idle);
+    // The busy variant is still running: a member of its group.
+    let busy = std::sync::Arc::new(
+        kafka
+            .settings()
+            .client_config()
+            .set("group.id", &busy_group)
+            .set("session.timeout.ms", "6000")
+            .create::<BaseConsumer>()
+            .unwrap(),
+    );
+    busy.subscribe(&[&topic]).unwrap();
+    let polling = {
+        let busy = busy.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                busy.poll(Duration::from_millis(50));
+            }
+        });
+        (stop, handle)
+    };
+    let real = TestKafka::is_real_broker();
+    if real {
+        testkit::eventually(
+            "the busy variant joined its group",
+            Duration::from_secs(30),
+            || std::future::ready((group_members(&kafka, &busy_group) == Some(1)).then_some(())),
+        )
+        .await
+        .unwrap();
+    }
+
+    let delete = |tenant: &'static str| {
+        let registry = &registry;
+        async move {
+            let response = registry
+                .http
+                .delete(format!("{}/tenants/{tenant}", registry.base))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let report: Deleted = response.json().await.unwrap();
+            assert_eq!(report.consumer_groups.len(), 1, "{report:?}");
+            report.consumer_groups[0].clone()
+        }
+    };
+    let idle_report = delete("idle").await;
+    let busy_report = delete("busy").await;
+    if !real {
+        // The embedded broker cannot describe or delete groups: it is said,
+        // never asked in a way that breaks the client.
+        for report in [&idle_report, &busy_report] {
+            assert_eq!(report.outcome, DeletionOutcome::Unsupported, "{report:?}");
+            assert!(
+                report.reason.as_deref().unwrap().contains("cannot"),
+                "{report:?}"
+            );
+        }
+        polling.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        polling.1.join().unwrap();
+        return;
+    }
+    assert_eq!(
+        idle_report.outcome,
+        DeletionOutcome::Deleted,
+        "{idle_report:?}"
+    );
+    assert!(idle_report.deleted);
+    assert_eq!(
+        group_members(&kafka, &idle_group),
+        None,
+        "the idle group is gone"
+    );
+
+    assert_eq!(
+        busy_report.outcome,
+        DeletionOutcome::Pending,
+        "{busy_report:?}"
+    );
+    assert!(!busy_report.deleted);
+    assert!(
+        busy_report.reason.as_deref().unwrap().contains("member"),
+        "{busy_report:?}"
+    );
+    assert_eq!(group_members(&kafka, &busy_group), Some(1));
+    // The variant stops; the registry deletes its group in the background.
+    polling.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    polling.1.join().unwrap();
+    drop(busy);
+    testkit::eventually(
+        "the busy group is deleted once empty",
+        Duration::from_secs(30),
+        || std::future::ready(group_members(&kafka, &busy_group).is_none().then_some(())),
+    )
+    .await
+    .unwrap();
 }

@@ -147,9 +147,7 @@ fn jvm_running(data_dir: &std::path::Path) -> bool {
     let needle = data_dir.join("server.properties");
     std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
         std::fs::read(entry.path().join("cmdline"))
-            .map(|cmdline| {
-                String::from_utf8_lossy(&cmdline).contains(needle.to_str().unwrap())
-            })
+            .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle.to_str().unwrap()))
             .unwrap_or(false)
     })
 }
@@ -161,7 +159,12 @@ fn apache_kafka_serves_the_project_topics_and_keeps_its_data_across_a_restart() 
     let (mut broker, bootstrap) = start(&["--apache", "--data-dir", data_dir]);
     assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
     assert_eq!(
-        topic_config(&bootstrap, kafka_kit::topics::TENANT_ROUTES, "cleanup.policy").as_deref(),
+        topic_config(
+            &bootstrap,
+            kafka_kit::topics::TENANT_ROUTES,
+            "cleanup.policy"
+        )
+        .as_deref(),
         Some("compact"),
         "tenant-routes is compacted"
     );
