@@ -371,9 +371,11 @@ impl Application {
         let readiness = self.readiness.clone();
         let client = registry.clone();
         let consumers = self.consumers.clone();
+        let topic = self.settings.waiter.request_topic.clone();
         let task = tokio::spawn(async move {
             readiness.assigned().await;
-            let pinned = tokio::task::spawn_blocking(move || pin_start_positions(&consumers)).await;
+            let pinned =
+                tokio::task::spawn_blocking(move || pin_start_positions(&consumers, &topic)).await;
             if let Ok(Err(e)) = pinned {
                 tracing::warn!(error = %e, "could not pin start positions; records produced right after registration may be missed");
             }
@@ -388,10 +390,6 @@ impl Application {
     }
 }
 
-/// Fixes where each assigned partition without a committed offset starts.
-///
-/// `auto.offset.reset=latest` is resolved lazily, at the first fetch, so a
-/// record produced between registration and that fetch would be skipped.
 /// How long shutdown waits for the consumers to leave their group.
 const CONSUMER_CLOSE_BOUND: Duration = Duration::from_secs(10);
 
@@ -429,25 +427,74 @@ async fn close_consumers(consumers: Vec<Arc<WaiterConsumer>>, bound: Duration) {
     }
 }
 
-/// Seeking to the high watermark read now closes the gap: every record
-/// produced after registration is at or past the position.
-fn pin_start_positions(consumers: &[Arc<WaiterConsumer>]) -> rdkafka::error::KafkaResult<()> {
+/// Fixes where each assigned partition without a committed offset starts.
+///
+/// `auto.offset.reset=latest` is resolved lazily, at the first fetch, so a
+/// record produced between registration and that fetch would be skipped.
+/// Seeking to the high watermark read now closes the gap for the partitions
+/// this instance holds. Partitions it does not hold, or that move in a
+/// later rebalance (another consumer of this instance joining late, a
+/// second instance scaling the variant out), would still start wherever
+/// `latest` points when they are next assigned, past the records produced
+/// meanwhile. So the pinned positions are also committed for the group,
+/// for every partition of the topic that has no committed offset: any
+/// later owner starts from them.
+fn pin_start_positions(
+    consumers: &[Arc<WaiterConsumer>],
+    topic: &str,
+) -> rdkafka::error::KafkaResult<()> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    use rdkafka::{Offset, TopicPartitionList};
     const TIMEOUT: Duration = Duration::from_secs(5);
-    for consumer in consumers {
-        let assignment = consumer.assignment()?;
-        if assignment.count() == 0 {
+    let Some(member) = consumers
+        .iter()
+        .find(|c| c.assignment().is_ok_and(|a| a.count() > 0))
+    else {
+        return Ok(());
+    };
+    let metadata = member.fetch_metadata(Some(topic), TIMEOUT)?;
+    let mut every_partition = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions().iter()) {
+        every_partition.add_partition(topic, partition.id());
+    }
+    let committed = member.committed_offsets(every_partition, TIMEOUT)?;
+    let mut pins = TopicPartitionList::new();
+    for element in committed.elements() {
+        if element.offset() != Offset::Invalid {
             continue;
         }
-        let committed = consumer.committed_offsets(assignment, TIMEOUT)?;
-        for element in committed.elements() {
-            if element.offset() != rdkafka::Offset::Invalid {
-                continue;
+        let (_, high) = member.fetch_watermarks(topic, element.partition(), TIMEOUT)?;
+        pins.add_partition_offset(topic, element.partition(), Offset::Offset(high))?;
+    }
+    if pins.count() == 0 {
+        return Ok(());
+    }
+    // A rebalance still settling refuses commits for a moment; the group
+    // has just formed, so it settles within a few heartbeats.
+    let mut attempts = 0;
+    loop {
+        match member.commit(&pins, rdkafka::consumer::CommitMode::Sync) {
+            Ok(()) => break,
+            Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration,
+            )) if attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(100));
             }
-            let (topic, partition) = (element.topic(), element.partition());
-            let (_, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
-            consumer.seek(topic, partition, rdkafka::Offset::Offset(high), TIMEOUT)?;
-            tracing::debug!(topic, partition, offset = high, "start position pinned");
+            Err(e) => return Err(e),
         }
+    }
+    for consumer in consumers {
+        let assignment = consumer.assignment()?;
+        for pin in pins.elements() {
+            if assignment.find_partition(topic, pin.partition()).is_some() {
+                consumer.seek(topic, pin.partition(), pin.offset(), TIMEOUT)?;
+            }
+        }
+    }
+    for pin in pins.elements() {
+        tracing::debug!(topic, partition = pin.partition(), offset = ?pin.offset(), "start position pinned and committed");
     }
     Ok(())
 }
