@@ -116,3 +116,70 @@ async fn the_demo_draws_both_traces_then_serves_the_printed_curl_lines_until_sto
     let rest = read_until(&lines, |l| l == "stopping…");
     assert_eq!(rest.last().map(String::as_str), Some("stopping…"));
 }
+
+/// The demo exported over OTLP, as a user pointing it at a collector would
+/// run it: every hop of both requests reaches a real receiver, over gRPC and
+/// over http/protobuf (which once exported nothing: its client needed a
+/// runtime the exporting thread did not have).
+#[tokio::test]
+async fn the_demo_exports_every_hop_over_grpc_and_http_protobuf() {
+    for protocol in ["grpc", "http/protobuf"] {
+        let receiver = testkit::otlp::OtlpReceiver::start().await.unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_demo"))
+            .args(["--once", "--port", "0", "--wait-ms", "20"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint(protocol))
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let status = tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .expect("demo --once exits")
+            .unwrap();
+        assert!(status.success(), "{protocol}: {status}");
+        // The demo flushes before it exits, so everything has arrived.
+        let spans = receiver.spans();
+        assert!(
+            spans.iter().all(|s| s.protocol == protocol),
+            "{protocol}"
+        );
+        // The tenant's request: one trace through A, B″, Kafka, C″ and D.
+        let tenant_trace = spans
+            .iter()
+            .find(|s| {
+                s.attribute("service").as_deref() == Some("dispatch")
+                    && s.attribute("variant").as_deref() == Some("sbx-123")
+            })
+            .unwrap_or_else(|| panic!("{protocol}: no variant span among {} spans", spans.len()))
+            .trace_id();
+        let in_trace: Vec<_> = spans
+            .iter()
+            .filter(|s| s.trace_id() == tenant_trace)
+            .collect();
+        for service in ["gateway", "dispatch", "waiter", "ledger"] {
+            assert!(
+                in_trace
+                    .iter()
+                    .any(|s| s.attribute("service").as_deref() == Some(service)),
+                "{protocol}: no {service} span in the tenant's trace: {:?}",
+                in_trace.iter().map(|s| &s.span.name).collect::<Vec<_>>()
+            );
+        }
+        assert!(
+            in_trace
+                .iter()
+                .any(|s| s.span.kind == 4 && s.span.name.starts_with("send")
+                    || s.span.kind == 3 && s.span.name.starts_with("publish")),
+            "{protocol}: a PRODUCER span crosses Kafka"
+        );
+        assert!(
+            in_trace.iter().any(|s| s.span.kind == 5),
+            "{protocol}: a CONSUMER span continues it"
+        );
+        assert!(
+            spans.iter().all(|s| !s.service_name.is_empty()),
+            "{protocol}: every resource names its service"
+        );
+    }
+}

@@ -7,7 +7,10 @@
 //! its own topics and groups with [`unique_name`], start services in process
 //! on port 0, and wait for outcomes with [`eventually`] or the span sink's
 //! `wait_for_trace`. [`telemetry`] installs the process's telemetry once, with
-//! log lines only when `TEST_LOG` is set.
+//! log lines only when `TEST_LOG` is set. [`otlp::OtlpReceiver`] is a real
+//! OTLP receiver (gRPC and HTTP) for proving what a process exports.
+
+pub mod otlp;
 
 use std::future::Future;
 use std::time::Duration;
