@@ -140,10 +140,7 @@ async fn the_demo_exports_every_hop_over_grpc_and_http_protobuf() {
         assert!(status.success(), "{protocol}: {status}");
         // The demo flushes before it exits, so everything has arrived.
         let spans = receiver.spans();
-        assert!(
-            spans.iter().all(|s| s.protocol == protocol),
-            "{protocol}"
-        );
+        assert!(spans.iter().all(|s| s.protocol == protocol), "{protocol}");
         // The tenant's request: one trace through A, B″, Kafka, C″ and D.
         let tenant_trace = spans
             .iter()

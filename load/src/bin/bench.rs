@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use embedded_kafka::apache::{ApacheKafka, ApacheKafkaOptions};
 use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
 use load::{Config, LoadModel, Report, WaitSpec};
 use rdkafka::Message;
@@ -48,6 +49,22 @@ struct Args {
     /// Write the figures to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Take the figures on a real Apache Kafka this run starts (the broker
+    /// `kafka-dev --apache` runs; needs Java) instead of the embedded one.
+    #[arg(long, conflicts_with = "broker_loss")]
+    apache: bool,
+    /// Instead of the figures: broker loss on a real Apache Kafka this run
+    /// starts. Open-loop load through a waiter; the broker is killed with
+    /// SIGKILL mid-load and restarted on its data directory; prints replies
+    /// lost, duplicates and the time to recover.
+    #[arg(long)]
+    broker_loss: bool,
+    /// Broker loss: offered rate (req/s).
+    #[arg(long, default_value_t = 500.0, requires = "broker_loss")]
+    loss_rate: f64,
+    /// Broker loss: seconds the broker stays down.
+    #[arg(long, default_value_t = 5, requires = "broker_loss")]
+    outage_seconds: u64,
     /// Internal: be the bare echo, configured like a waiter by this file and
     /// the `WAITER_BUS__…` environment.
     #[arg(long, hide = true, value_name = "CONFIG")]
@@ -89,17 +106,7 @@ struct Figures {
 /// killed on drop.
 struct ResponderProcess {
     child: Child,
-    _config: tempfile_path::TempFile,
-}
-
-mod tempfile_path {
-    /// A file removed on drop.
-    pub struct TempFile(pub std::path::PathBuf);
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+    _config: tempfile::NamedTempFile,
 }
 
 impl ResponderProcess {
@@ -107,15 +114,16 @@ impl ResponderProcess {
     /// whichever it is, so both use the same client settings.
     fn start(responder: Responder<'_>, bootstrap: &str, topics: &Topics) -> anyhow::Result<Self> {
         let here = std::env::current_exe()?;
-        let config = std::env::temp_dir().join(format!(
-            "bench-responder-{}.yaml",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::write(&config, CLIENT_YAML)?;
+        let config_file = tempfile::Builder::new()
+            .prefix("bench-responder-")
+            .suffix(".yaml")
+            .tempfile()?;
+        std::fs::write(config_file.path(), CLIENT_YAML)?;
+        let config = config_file.path();
         let (mut command, waiters, env) = match responder {
             Responder::Echo => {
                 let mut command = Command::new(&here);
-                command.arg("--echo").arg(&config);
+                command.arg("--echo").arg(config);
                 (command, 1, &[][..])
             }
             Responder::Waiter { waiters, env } => {
@@ -130,7 +138,7 @@ impl ResponderProcess {
                     );
                 }
                 let mut command = Command::new(binary);
-                command.arg("--config").arg(&config);
+                command.arg("--config").arg(config);
                 (command, waiters, env)
             }
         };
@@ -159,7 +167,7 @@ impl ResponderProcess {
             .spawn()?;
         Ok(Self {
             child,
-            _config: tempfile_path::TempFile(config),
+            _config: config_file,
         })
     }
 
@@ -200,11 +208,33 @@ enum Broker {
         bootstrap: String,
         admin: AdminClient<DefaultClientContext>,
         created: std::sync::Mutex<Vec<String>>,
+        /// The Apache Kafka this run started (`--apache`, `--broker-loss`).
+        owned: Option<Box<std::sync::Mutex<ApacheKafka>>>,
     },
 }
 
 impl Broker {
-    fn start() -> anyhow::Result<Self> {
+    fn start(apache: bool) -> anyhow::Result<Self> {
+        if apache {
+            eprintln!(
+                "starting Apache Kafka {}",
+                embedded_kafka::apache::version()
+            );
+            let broker = ApacheKafka::start(ApacheKafkaOptions {
+                die_with_parent: true,
+                ..ApacheKafkaOptions::default()
+            })
+            .context("starting Apache Kafka")?;
+            let bootstrap = broker.bootstrap_servers();
+            return Ok(Self::External {
+                admin: rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .create()?,
+                bootstrap,
+                created: Default::default(),
+                owned: Some(Box::new(std::sync::Mutex::new(broker))),
+            });
+        }
         match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
             Ok(bootstrap) if !bootstrap.trim().is_empty() => {
                 let admin = rdkafka::ClientConfig::new()
@@ -215,6 +245,7 @@ impl Broker {
                     bootstrap: bootstrap.trim().to_string(),
                     admin,
                     created: Default::default(),
+                    owned: None,
                 })
             }
             _ => Ok(Self::Embedded(EmbeddedKafka::start(
@@ -468,15 +499,24 @@ async fn main() -> anyhow::Result<()> {
         return echo(config).await;
     }
     let phase = Duration::from_secs(args.seconds);
-    let broker = Broker::start()?;
+    let broker = Broker::start(args.apache || args.broker_loss)?;
     let bootstrap = broker.bootstrap_servers().to_string();
     eprintln!(
         "broker: {}",
         match &broker {
             Broker::Embedded(_) => format!("embedded, {bootstrap}"),
+            Broker::External { owned: Some(_), .. } => format!(
+                "Apache Kafka {}, {bootstrap}",
+                embedded_kafka::apache::version()
+            ),
             Broker::External { .. } => format!("{bootstrap} (KAFKA_BOOTSTRAP_SERVERS)"),
         }
     );
+    if args.broker_loss {
+        let result = broker_loss(&broker, &args).await;
+        broker.clean_up().await;
+        return result;
+    }
     let mut f = Figures::default();
     let waiter = Responder::Waiter {
         waiters: 10_000,
@@ -639,5 +679,120 @@ async fn main() -> anyhow::Result<()> {
     }
     broker.clean_up().await;
     drop(broker);
+    Ok(())
+}
+
+/// Broker loss on a real Apache Kafka this run owns: open-loop load through
+/// a waiter; after `--seconds` the broker is killed with SIGKILL,
+/// stays down for `--outage-seconds`, and is restarted on its data
+/// directory. Requests wait up to a minute for their reply, so a reply that
+/// never comes is a lost request, not a slow one.
+async fn broker_loss(broker: &Broker, args: &Args) -> anyhow::Result<()> {
+    let Broker::External {
+        owned: Some(apache),
+        ..
+    } = broker
+    else {
+        bail!("--broker-loss needs a broker this run can kill: it starts its own Apache Kafka");
+    };
+    let bootstrap = broker.bootstrap_servers().to_string();
+    // Load before the kill, the outage, the restart (a broker killed
+    // uncleanly recovers its log and waits out its old registration, about
+    // 10 s), then long enough to see the backlog answered and the rate back.
+    let kill_at = Duration::from_secs(args.seconds.max(5));
+    let run_for = kill_at * 6;
+    let outage = Duration::from_secs(args.outage_seconds);
+    let waiter = Responder::Waiter {
+        waiters: 1_000,
+        env: &[],
+    }
+    .start(broker, "broker-loss")
+    .await?;
+    let mut load = config(
+        &bootstrap,
+        &waiter.topics,
+        LoadModel::Open {
+            rate: args.loss_rate,
+        },
+        run_for,
+        10,
+    );
+    load.timeout = Duration::from_secs(60);
+    eprintln!(
+        "broker loss: {:.0} req/s for {} s through a waiter; SIGKILL the broker at {} s, restart it after {} s",
+        args.loss_rate,
+        run_for.as_secs(),
+        kill_at.as_secs(),
+        outage.as_secs()
+    );
+    let started = Instant::now();
+    let generator = tokio::spawn(load::run(load));
+    tokio::time::sleep(kill_at).await;
+    let killed_at = started.elapsed();
+    apache.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    eprintln!("  broker killed at {:.1} s", killed_at.as_secs_f64());
+    tokio::time::sleep(outage).await;
+    let restarting = Instant::now();
+    tokio::task::block_in_place(|| apache.lock().unwrap_or_else(|e| e.into_inner()).restart())?;
+    let back_at = started.elapsed();
+    eprintln!(
+        "  broker answering again at {:.1} s (restart took {:.1} s)",
+        back_at.as_secs_f64(),
+        restarting.elapsed().as_secs_f64()
+    );
+    let report = generator.await??;
+    let c = &report.counts;
+    // The normal p99 per second: the second half of the time before the
+    // kill, past the start-up seconds.
+    let before: Vec<f64> = report
+        .timeline
+        .iter()
+        .filter(|s| s.second >= killed_at.as_secs() / 2 && s.second < killed_at.as_secs())
+        .map(|s| s.p99_ms)
+        .collect();
+    let normal_p99 = before.iter().copied().fold(0.0, f64::max);
+    // Recovered: the first second after the broker is back in which replies
+    // flow at the offered rate with a normal p99 (the backlog answered).
+    let recovered = report.timeline.iter().find(|s| {
+        s.second > back_at.as_secs()
+            && s.received as f64 >= 0.9 * args.loss_rate
+            && s.p99_ms <= (2.0 * normal_p99).max(normal_p99 + 50.0)
+    });
+    println!(
+        "broker loss (Apache Kafka {}, SIGKILL + restart on the same data)",
+        embedded_kafka::apache::version()
+    );
+    println!(
+        "  sent {}  answered {}  lost (no reply in 60 s) {}  duplicates {}  send failed {}  counts add up: {}",
+        c.sent,
+        c.received,
+        c.timed_out,
+        c.duplicates,
+        c.send_failed,
+        c.add_up()
+    );
+    println!(
+        "  broker down {:.1} s; p99 before {:.1} ms; recovered (rate and p99 back) {}",
+        (back_at - killed_at).as_secs_f64(),
+        normal_p99,
+        match recovered {
+            Some(s) => format!(
+                "{:.1} s after the broker was back",
+                s.second as f64 - back_at.as_secs_f64()
+            ),
+            None => "not within the run".into(),
+        }
+    );
+    println!("  per second (received, p99 ms):");
+    for second in &report.timeline {
+        println!(
+            "    {:>3} s  {:>6}  {:>9.1}",
+            second.second, second.received, second.p99_ms
+        );
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    drop(waiter);
     Ok(())
 }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, ConsumerContext};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Where an assignment starts reading.
@@ -52,7 +53,9 @@ where
             .map(|t| t.partitions().iter().map(|p| p.id()).collect())
             .unwrap_or_default();
         for partition in partitions {
-            let (_, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+            let (_, high) = until_led(timeout, || {
+                consumer.fetch_watermarks(topic, partition, timeout)
+            })?;
             let offset = match start {
                 Start::Beginning => Offset::Beginning,
                 Start::End => Offset::Offset(high),
@@ -67,4 +70,30 @@ where
     }
     consumer.assign(&assignment)?;
     Ok(assigned)
+}
+
+/// Runs `ask` until it does not fail for want of a partition leader, or
+/// `timeout` passes. A topic just created on a real broker is listed before
+/// its partitions have leaders; asking then is answered "not leader".
+fn until_led<T>(timeout: Duration, mut ask: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match ask() {
+            Err(KafkaError::MetadataFetch(code) | KafkaError::OffsetFetch(code))
+                if is_leaderless(code) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_leaderless(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+    )
 }
