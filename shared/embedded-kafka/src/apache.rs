@@ -10,31 +10,28 @@
 //! real-broker form of a fault: `kill -9`, then the same broker back on the
 //! same data directory and port.
 
+mod admin;
+mod data_dir;
+mod install;
+
+pub use admin::create_topics;
+pub use install::{POM, cache_dir, install, version};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::types::RDKafkaErrorCode;
 
-/// The Maven file that names the broker's artifacts; its `kafka.version` is
-/// the version run here and in the compose and Kubernetes files.
-pub const POM: &str = include_str!("../apache/pom.xml");
+use data_dir::{DataDir, LOG4J2, Ports, ports};
+use install::require;
 
 /// How long a started broker may take to answer before start-up fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a SIGTERM'd broker may take to shut down cleanly before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The Apache Kafka version [`POM`] resolves.
-pub fn version() -> &'static str {
-    POM.split_once("<kafka.version>")
-        .and_then(|(_, rest)| rest.split_once("</kafka.version>"))
-        .map(|(version, _)| version.trim())
-        .expect("apache/pom.xml names <kafka.version>")
-}
 
 /// Why the Apache broker could not be installed, started or used.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +86,7 @@ pub enum ApacheKafkaError {
     },
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ApacheKafkaError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ApacheKafkaError {
     let what = what.into();
     move |source| ApacheKafkaError::Io { what, source }
 }
@@ -122,124 +119,9 @@ impl Default for ApacheKafkaOptions {
             data_dir: None,
             port: None,
             partitions: 4,
-            topics: kafka_kit::topics::ALL
-                .iter()
-                .map(|t| t.to_string())
-                .collect(),
+            topics: crate::project_topics(),
             group_initial_rebalance_delay_ms: 0,
             die_with_parent: false,
-        }
-    }
-}
-
-/// The cache holding the broker's jars: `$WAITER_BUS_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/waiter-bus`, else `~/.cache/waiter-bus`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("WAITER_BUS_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("waiter-bus");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".cache").join("waiter-bus")
-}
-
-/// Makes sure the broker's jars are in the cache and returns their folder.
-///
-/// The first call runs Maven (`dependency:copy-dependencies`) on [`POM`];
-/// the jars land in a temporary folder renamed into place when complete, so
-/// an interrupted download or two processes installing at once never leave
-/// a half-filled folder behind. Later calls need no network.
-pub fn install() -> Result<PathBuf, ApacheKafkaError> {
-    let root = cache_dir().join(format!("apache-kafka-{}", version()));
-    let lib = root.join("lib");
-    if lib.join("kafka.Kafka.ready").exists() {
-        return Ok(lib);
-    }
-    require(
-        "mvn",
-        "install Maven (Debian: apt-get install maven) to download Apache Kafka once",
-    )?;
-    std::fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
-    let staging = tempfile::Builder::new()
-        .prefix("install-")
-        .tempdir_in(&root)
-        .map_err(io("creating a staging folder"))?;
-    let pom = staging.path().join("pom.xml");
-    std::fs::write(&pom, POM).map_err(io("writing pom.xml"))?;
-    eprintln!(
-        "kafka-dev: downloading Apache Kafka {} from Maven Central into {} (once)",
-        version(),
-        root.display()
-    );
-    let output = Command::new("mvn")
-        .arg("-B")
-        .arg("-q")
-        .arg("-f")
-        .arg(&pom)
-        .arg("dependency:copy-dependencies")
-        .arg("-DincludeScope=runtime")
-        .arg(format!(
-            "-DoutputDirectory={}",
-            staging.path().join("lib").display()
-        ))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io("running mvn"))?;
-    if !output.status.success() {
-        return Err(ApacheKafkaError::Install {
-            version: version(),
-            output: String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into(),
-        });
-    }
-    std::fs::write(
-        staging.path().join("lib").join("kafka.Kafka.ready"),
-        version(),
-    )
-    .map_err(io("marking the install complete"))?;
-    match std::fs::rename(staging.path().join("lib"), &lib) {
-        Ok(()) => {}
-        // Another process finished first; its copy is as good as ours.
-        Err(_) if lib.join("kafka.Kafka.ready").exists() => {}
-        Err(e) => return Err(io(format!("moving the jars to {}", lib.display()))(e)),
-    }
-    Ok(lib)
-}
-
-fn require(program: &'static str, install: &'static str) -> Result<(), ApacheKafkaError> {
-    match Command::new(program)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(ApacheKafkaError::Missing { program, install })
-        }
-        Err(e) => Err(io(format!("running {program}"))(e)),
-    }
-}
-
-/// What a data directory remembers between runs, so a restarted broker is
-/// the same broker: same cluster, same address.
-#[derive(Debug, Clone, Copy)]
-struct Ports {
-    client: u16,
-    controller: u16,
-}
-
-enum DataDir {
-    Kept(PathBuf),
-    Temporary(tempfile::TempDir),
-}
-
-impl DataDir {
-    fn path(&self) -> &Path {
-        match self {
-            DataDir::Kept(path) => path,
-            DataDir::Temporary(dir) => dir.path(),
         }
     }
 }
@@ -526,101 +408,8 @@ impl ApacheKafka {
     }
 }
 
-/// Creates `topics` on the broker at `bootstrap` through the admin API,
-/// `tenant-routes` compacted with one partition (its order is the order of
-/// route changes); topics that exist already are fine.
-pub fn create_topics(
-    bootstrap: &str,
-    topics: &[&str],
-    partitions: i32,
-) -> Result<(), ApacheKafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("log_level", "3")
-        .create()
-        .map_err(|e| ApacheKafkaError::Topic {
-            topic: topics.join(", "),
-            reason: e.to_string(),
-        })?;
-    let new_topics: Vec<NewTopic> = topics
-        .iter()
-        .map(|&name| {
-            if name == kafka_kit::topics::TENANT_ROUTES {
-                NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")
-            } else {
-                NewTopic::new(name, partitions, TopicReplication::Fixed(1))
-            }
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = futures_lite::future::block_on(admin.create_topics(&new_topics, &options))
-        .map_err(|e| ApacheKafkaError::Topic {
-            topic: topics.join(", "),
-            reason: e.to_string(),
-        })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(ApacheKafkaError::Topic {
-                    topic,
-                    reason: code.to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 impl Drop for ApacheKafka {
     fn drop(&mut self) {
         self.stop();
     }
 }
-
-/// The ports a data directory was first started with, so a restart on it
-/// keeps its address; new ones are free ports picked by the kernel.
-fn ports(data_dir: &Path, client: Option<u16>) -> Result<Ports, ApacheKafkaError> {
-    let file = data_dir.join("ports");
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        let mut numbers = text
-            .split_whitespace()
-            .filter_map(|n| n.parse::<u16>().ok());
-        if let (Some(saved_client), Some(controller)) = (numbers.next(), numbers.next()) {
-            return Ok(Ports {
-                client: client.unwrap_or(saved_client),
-                controller,
-            });
-        }
-    }
-    let ports = Ports {
-        client: match client {
-            Some(port) => port,
-            None => free_port()?,
-        },
-        controller: free_port()?,
-    };
-    std::fs::write(&file, format!("{} {}\n", ports.client, ports.controller))
-        .map_err(io("writing the ports file"))?;
-    Ok(ports)
-}
-
-fn free_port() -> Result<u16, ApacheKafkaError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("finding a free port"))?
-        .port())
-}
-
-/// The broker logs WARN and above to its stdout, which goes to `broker.log`
-/// in the data directory; kafka-dev's own stdout stays the bootstrap line.
-const LOG4J2: &str = "\
-appender.out.type = Console
-appender.out.name = OUT
-appender.out.target = SYSTEM_OUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = WARN
-rootLogger.appenderRef.out.ref = OUT
-";

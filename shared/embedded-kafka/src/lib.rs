@@ -40,13 +40,18 @@ impl Default for EmbeddedKafkaOptions {
         Self {
             brokers: 1,
             partitions: 4,
-            topics: kafka_kit::topics::ALL
-                .iter()
-                .map(|t| t.to_string())
-                .collect(),
+            topics: project_topics(),
             group_initial_rebalance_delay_ms: 0,
         }
     }
+}
+
+/// The project's topics, which both brokers create at start.
+pub fn project_topics() -> Vec<String> {
+    kafka_kit::topics::ALL
+        .iter()
+        .map(|t| t.to_string())
+        .collect()
 }
 
 /// Why the embedded broker could not start or act.

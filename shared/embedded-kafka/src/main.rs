@@ -66,10 +66,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let mut topics: Vec<String> = kafka_kit::topics::ALL
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
+    let mut topics = embedded_kafka::project_topics();
     topics.extend(args.extra_topics.iter().cloned());
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {

@@ -20,27 +20,13 @@ impl Drop for Running {
 
 #[test]
 fn prints_bootstrap_first_and_serves_the_project_topics_to_another_process() {
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_kafka-dev"))
-            .args(["--partitions", "3", "--topic", "extra-topic"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("kafka-dev starts"),
-    );
-    let mut first_line = String::new();
-    // Read the line and close the pipe, as `| head -1` would: the broker
-    // must keep serving.
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let bootstrap = first_line
-        .trim()
-        .strip_prefix("bootstrap.servers=")
-        .unwrap_or_else(|| panic!("first line names the bootstrap servers: {first_line:?}"));
+    // `start` reads the line and closes the pipe, as `| head -1` would:
+    // the broker must keep serving.
+    let (_child, bootstrap) = start(&["--partitions", "3", "--topic", "extra-topic"]);
     assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
 
     let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+        .set("bootstrap.servers", &bootstrap)
         .create()
         .unwrap();
     let metadata = client
