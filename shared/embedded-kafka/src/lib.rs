@@ -1,18 +1,23 @@
-//! An embedded Kafka broker for development and tests: librdkafka's mock
-//! cluster, serving the real Kafka protocol on a loopback port.
+//! The Kafka brokers for development, tests and benchmarks: an embedded one
+//! (librdkafka's mock cluster, serving the real Kafka protocol on a loopback
+//! port) and, in [`apache`], a real Apache Kafka run as a JVM. The
+//! `kafka-dev` binary in this crate serves either until Ctrl-C.
 //!
 //! Start with [`EmbeddedKafka::start`]. It owns the mock cluster on a
 //! dedicated thread (rdkafka's `MockCluster` is not `Send`), creates the
 //! project's topics, sets the consumer-group initial rebalance delay to zero
 //! (the mock's default of 3 s would make every group test sit idle), and hands
 //! back a `Send + Sync` handle with the bootstrap address. Any Kafka client,
-//! in process or not (kcat, another service), can connect to it. The
-//! `kafka-dev` binary in this crate serves one until Ctrl-C.
+//! in process or not (kcat, another service), can connect to it.
 //!
 //! Known limits of the mock (real Kafka has none of them): topics are created
 //! through the mock API or auto-creation, not the admin CreateTopics call; a
 //! produce acknowledgement reports a constant LogAppendTime while consumers see
-//! the producer's CreateTime; there is no compaction.
+//! the producer's CreateTime; there is no compaction; there is no
+//! ListGroups, DescribeGroups or DeleteGroups (describing a group fails
+//! cleanly with "unsupported feature"; asking to *delete* one makes
+//! librdkafka abort the asking client later, so nothing may ask), and offset
+//! commits are refused while a group rebalances.
 
 pub mod apache;
 
