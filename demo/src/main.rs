@@ -27,6 +27,11 @@ struct Args {
     /// Send the two requests, draw them, and exit instead of serving.
     #[arg(long)]
     once: bool,
+    /// Use topics and consumer groups of this run's own instead of the
+    /// project's (for several demos on one shared broker, as the tests run
+    /// them); they are created at start.
+    #[arg(long)]
+    isolated: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -97,10 +102,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             false => args.port,
         };
-    let options = StackOptions {
+    let mut options = StackOptions {
         gateway_port: port,
         ..StackOptions::default()
     };
+    if args.isolated {
+        let names = demo::StackNames::unique("demo", &uuid::Uuid::new_v4().simple().to_string());
+        let topics: Vec<String> = names.topics().iter().map(|t| t.to_string()).collect();
+        match &broker {
+            Some(embedded) => {
+                for topic in &topics {
+                    embedded.create_topic(topic, 4)?;
+                }
+            }
+            None => {
+                let bootstrap = kafka.bootstrap_servers.clone();
+                tokio::task::spawn_blocking(move || {
+                    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                    embedded_kafka::apache::create_topics(&bootstrap, &topics, 4)
+                })
+                .await??;
+            }
+        }
+        println!("topics and groups of this run's own: {}-…", names.requests);
+        options.names = names;
+    }
     let mut stack = Stack::start(&kafka, options).await?;
     let label = format!("sbx-{}", args.tenant);
     println!(

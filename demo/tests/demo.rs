@@ -34,7 +34,8 @@ fn read_until(lines: &mpsc::Receiver<String>, last: impl Fn(&str) -> bool) -> Ve
 #[tokio::test]
 async fn the_demo_draws_both_traces_then_serves_the_printed_curl_lines_until_stopped() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--port", "0", "--wait-ms", "30"])
+        // Topics and groups of its own: the tests share a real broker.
+        .args(["--port", "0", "--wait-ms", "30", "--isolated"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -126,7 +127,7 @@ async fn the_demo_exports_every_hop_over_grpc_and_http_protobuf() {
     for protocol in ["grpc", "http/protobuf"] {
         let receiver = testkit::otlp::OtlpReceiver::start().await.unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_demo"))
-            .args(["--once", "--port", "0", "--wait-ms", "20"])
+            .args(["--once", "--port", "0", "--wait-ms", "20", "--isolated"])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint(protocol))
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
             .stdout(Stdio::null())
