@@ -3,6 +3,8 @@
 //! A, B, C, D and a tenant's B″ and C″; sends a baseline and a tenant
 //! request; draws both traces and the hop table; then serves A until Ctrl-C.
 
+service_kit::global_allocator!();
+
 use std::time::Duration;
 
 use anyhow::Context;

@@ -1,6 +1,11 @@
 //! `load`: request/reply load over Kafka. Exit status 0 when every
 //! objective (`--slo`) was met, 2 when one was missed, 1 on error.
 
+// The services' allocator (see `service_kit::global_allocator!`): the
+// generator allocates per request on one thread and frees on another too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -14,6 +14,11 @@
 //! With `KAFKA_BOOTSTRAP_SERVERS` set, the figures are taken on that broker
 //! instead; the topics each measurement creates are deleted at the end.
 
+// The services' allocator (see `service_kit::global_allocator!`): the
+// generator allocates per request on one thread and frees on another too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

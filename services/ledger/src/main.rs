@@ -1,5 +1,7 @@
 //! `ledger`: service D. Wiring only.
 
+service_kit::global_allocator!();
+
 use std::path::PathBuf;
 
 use clap::Parser;

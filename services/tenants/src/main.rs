@@ -1,5 +1,7 @@
 //! `tenants`: the tenants registry. Wiring only.
 
+service_kit::global_allocator!();
+
 use std::path::PathBuf;
 
 use clap::Parser;

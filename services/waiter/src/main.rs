@@ -1,5 +1,7 @@
 //! `waiter`: service C. Wiring only; see the library for the pipeline.
 
+service_kit::global_allocator!();
+
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -8,14 +8,25 @@
 //! `http` section every service has; [`ApiError`] is the one error type
 //! handlers return, a status and a message a client can act on.
 
-// The allocator of every program built on this crate (the services, the
-// demo, the load generator). Each record allocates for its span, headers,
-// reply and metrics on one thread and frees on another; glibc's allocator
-// spent a quarter of the waiter's CPU on that, consolidating and unlinking
-// chunks. mimalloc's per-thread free lists make it a small cost: the
-// waiter's throughput at wait 0 rose from 28,000 to 40,000 records/s.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// Makes mimalloc the allocator of the binary that invokes it, at the top
+/// level of its `main.rs`. A binary choice, so a library never imposes it
+/// on whoever links it (its tests included).
+///
+/// Why mimalloc: each record allocates for its span, headers, reply and
+/// metrics on one thread and frees on another; glibc's allocator spent a
+/// quarter of the waiter's CPU on that, consolidating and unlinking chunks.
+/// mimalloc's per-thread free lists make it a small cost: the waiter's
+/// throughput at wait 0 rose from 28,000 to 40,000 records/s.
+#[macro_export]
+macro_rules! global_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::mimalloc::MiMalloc = $crate::mimalloc::MiMalloc;
+    };
+}
+
+#[doc(hidden)]
+pub use mimalloc;
 
 use std::sync::Arc;
 
