@@ -121,9 +121,55 @@ pub struct DispatchResponse {
     pub reply: WaitReply,
 }
 
-// Requests waiting for their reply, by correlation id. Entries are removed
-// by whichever comes first: the reply, the timeout, or a failed publish.
+// Requests waiting for their reply, by correlation id. The reply reader
+// takes an entry when its reply arrives; otherwise the request's
+// `PendingGuard` removes it when the call ends for any reason (timeout,
+// failed publish, or a client that went away and dropped the call).
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<WaitReply>>>>;
+
+/// Removes a request's entry from the pending map when its call ends, however
+/// it ends: a client that disconnects drops the handler mid-wait, and a map
+/// entry must not outlive it.
+struct PendingGuard {
+    pending: Pending,
+    correlation: String,
+}
+
+impl PendingGuard {
+    fn register(pending: &Pending, correlation: &str) -> (Self, oneshot::Receiver<WaitReply>) {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(correlation.to_string(), reply_tx);
+        let guard = Self {
+            pending: pending.clone(),
+            correlation: correlation.to_string(),
+        };
+        (guard, reply_rx)
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.correlation);
+    }
+}
+
+/// How many `/wait` calls are waiting for their reply; for tests and
+/// operators watching a drain.
+#[derive(Clone)]
+pub struct PendingRequests(Pending);
+
+impl PendingRequests {
+    /// Calls waiting for their reply right now.
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
 
 #[derive(Clone)]
 struct AppState {
@@ -214,18 +260,31 @@ impl Application {
         self.port
     }
 
+    /// The calls waiting for their reply.
+    pub fn pending_requests(&self) -> PendingRequests {
+        PendingRequests(self.state.pending.clone())
+    }
+
     /// Serves until `shutdown` is cancelled; a variant registers itself first
     /// and deregisters on the way out.
+    ///
+    /// Stopping drains in order: the HTTP server stops taking requests and
+    /// waits for the calls in flight, while the reply reader keeps running,
+    /// so those calls get their replies (or time out) instead of all ending
+    /// in a 504; only then does the reader stop.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
         let variant = self.state.variant.to_string();
         if let Some((registry, endpoint)) = &self.registry {
             registry.register("dispatch", &variant, endpoint).await?;
             tracing::info!(%variant, %endpoint, "registered with the tenants registry");
         }
+        // The reader outlives the HTTP server: it stops only once every
+        // call in flight has been answered or timed out.
+        let reader_stop = CancellationToken::new();
         let reader = tokio::spawn(complete_replies(
             self.replies,
             self.state.pending.clone(),
-            shutdown.clone(),
+            reader_stop.clone(),
         ));
         let app = Router::new()
             .route("/wait", post(wait))
@@ -236,7 +295,7 @@ impl Application {
             .layer(propagation::HttpTraceLayer::new("dispatch", &variant));
         tracing::info!(port = self.port, %variant, "dispatch running");
         let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
-        shutdown.cancel();
+        reader_stop.cancel();
         let _ = reader.await;
         if let Some((registry, _)) = &self.registry
             && let Err(e) = registry.deregister("dispatch", &variant).await
@@ -284,19 +343,7 @@ async fn wait(
         return Err(ApiError::bad_request("`name` must not be empty"));
     }
     let correlation = uuid::Uuid::new_v4().to_string();
-    let (reply_tx, reply_rx) = oneshot::channel();
-    state
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(correlation.clone(), reply_tx);
-    let forget = || {
-        state
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&correlation);
-    };
+    let (_pending, reply_rx) = PendingGuard::register(&state.pending, &correlation);
 
     let hops = match incoming
         .get(headers::HOPS)
@@ -343,7 +390,6 @@ async fn wait(
         .instrument(publish)
         .await;
     if let Err((e, _)) = sent {
-        forget();
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot publish the request to Kafka: {e}"),
@@ -356,7 +402,6 @@ async fn wait(
             reply,
         })),
         _ => {
-            forget();
             metrics::counter!("dispatch_replies_timed_out_total").increment(1);
             Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,

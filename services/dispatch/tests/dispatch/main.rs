@@ -167,3 +167,84 @@ async fn each_dispatch_instance_completes_only_its_own_requests() {
     stop_second.cancel();
     waiter.cancel();
 }
+
+async fn build_dispatch(kafka: &TestKafka, topics: &Topics, timeout_ms: u64) -> Application {
+    testkit::telemetry();
+    let mut settings = Settings::defaults_with(&kafka.settings());
+    settings.dispatch.request_topic = topics.requests.clone();
+    settings.dispatch.response_topic = topics.replies.clone();
+    settings.dispatch.reply_timeout_ms = timeout_ms;
+    Application::build(settings).await.unwrap()
+}
+
+/// A graceful stop lets the calls in flight get their replies: the reply
+/// reader stops after the HTTP server has finished them, not with it (when
+/// it stopped with it, every call in flight ended in a 504).
+#[tokio::test]
+async fn a_graceful_stop_answers_the_calls_in_flight() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let waiter = start_waiter(&kafka, &topics).await;
+    let app = build_dispatch(&kafka, &topics, 20_000).await;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let pending = app.pending_requests();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let call = tokio::spawn(
+        reqwest::Client::new()
+            .post(format!("{base}/wait"))
+            .json(&json!({"name": "in-flight", "wait_ms": 500}))
+            .send(),
+    );
+    testkit::eventually(
+        "the call is waiting for its reply",
+        Duration::from_secs(10),
+        || std::future::ready((pending.count() == 1).then_some(())),
+    )
+    .await
+    .unwrap();
+    stop.cancel();
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let body: DispatchResponse = response.json().await.unwrap();
+    assert_eq!(body.reply.name, "in-flight");
+    running
+        .await
+        .unwrap()
+        .expect("dispatch stops cleanly after draining");
+    waiter.cancel();
+}
+
+/// A client that gives up mid-wait leaves nothing behind: its pending entry
+/// goes with the dropped call, not when (or if) the reply comes.
+#[tokio::test]
+async fn a_client_that_goes_away_leaves_no_pending_request() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let waiter = start_waiter(&kafka, &topics).await;
+    let app = build_dispatch(&kafka, &topics, 20_000).await;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let pending = app.pending_requests();
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{base}/wait"))
+        .json(&json!({"name": "impatient", "wait_ms": 5_000}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out first");
+    // The reply comes after 5 s; the entry must be gone long before.
+    testkit::eventually(
+        "the pending entry is removed",
+        Duration::from_secs(2),
+        || std::future::ready((pending.count() == 0).then_some(())),
+    )
+    .await
+    .unwrap();
+    stop.cancel();
+    waiter.cancel();
+}
