@@ -51,10 +51,10 @@ pub struct StackNames {
 impl Default for StackNames {
     fn default() -> Self {
         Self {
-            requests: kafka_kit::topics::REQUESTS.into(),
-            responses: kafka_kit::topics::RESPONSES.into(),
-            dead_letter: kafka_kit::topics::DEAD_LETTER.into(),
-            routes: kafka_kit::topics::TENANT_ROUTES.into(),
+            requests: protocol::topics::REQUESTS.into(),
+            responses: protocol::topics::RESPONSES.into(),
+            dead_letter: protocol::topics::DEAD_LETTER.into(),
+            routes: protocol::topics::TENANT_ROUTES.into(),
             waiter_group: "waiter".into(),
         }
     }

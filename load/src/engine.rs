@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use kafka_kit::assign::{Start, assign_whole_topics};
-use kafka_kit::headers::{self, timing};
-use kafka_kit::wire::{ReplyStatus, WaitReply, WaitRequestBody};
+use protocol::headers::{self, timing};
+use protocol::wire::{ReplyStatus, WaitReply, WaitRequestBody};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -131,8 +131,8 @@ impl Config {
         Self {
             target: Target::Kafka,
             bootstrap_servers: bootstrap_servers.to_string(),
-            request_topic: kafka_kit::topics::REQUESTS.into(),
-            response_topic: kafka_kit::topics::RESPONSES.into(),
+            request_topic: protocol::topics::REQUESTS.into(),
+            response_topic: protocol::topics::RESPONSES.into(),
             model: LoadModel::Open { rate: 100.0 },
             duration: Duration::from_secs(10),
             ramp_up: Duration::ZERO,

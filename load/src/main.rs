@@ -60,10 +60,10 @@ struct Args {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Request topic.
-    #[arg(long, default_value = kafka_kit::topics::REQUESTS)]
+    #[arg(long, default_value = protocol::topics::REQUESTS)]
     request_topic: String,
     /// Response topic (named in each request's `responseTopic`).
-    #[arg(long, default_value = kafka_kit::topics::RESPONSES)]
+    #[arg(long, default_value = protocol::topics::RESPONSES)]
     response_topic: String,
     /// Objectives that set the exit status, e.g. --slo p99=200ms --slo errors=0.
     #[arg(long = "slo", value_name = "NAME=LIMIT")]

@@ -19,9 +19,10 @@ use axum::extract::{State, rejection::JsonRejection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
+use kafka_kit::KafkaSettings;
 use kafka_kit::assign::{Start, assign_whole_topics};
-use kafka_kit::wire::{WaitReply, WaitRequestBody};
-use kafka_kit::{KafkaSettings, headers};
+use protocol::wire::{WaitReply, WaitRequestBody};
+use protocol::{Hops, Service, headers};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -345,14 +346,13 @@ async fn wait(
     let correlation = uuid::Uuid::new_v4().to_string();
     let (_pending, reply_rx) = PendingGuard::register(&state.pending, &correlation);
 
-    let hops = match incoming
+    let hops = incoming
         .get(headers::HOPS)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-    {
-        Some(earlier) => format!("{earlier},dispatch={}", state.variant),
-        None => format!("dispatch={}", state.variant),
-    };
+        .map(Hops::parse)
+        .unwrap_or_default()
+        .then(Service::Dispatch, &state.variant)
+        .to_header();
     let payload = serde_json::to_vec(&body).expect("a request always serialises");
     let publish = tracing::info_span!(
         "publish",

@@ -17,9 +17,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use dispatch::DispatchResponse;
-use kafka_kit::wire::{WaitReply, WaitRequestBody};
-use kafka_kit::{KafkaSettings, headers};
+use kafka_kit::KafkaSettings;
 use opentelemetry::trace::TraceContextExt;
+use protocol::wire::{WaitReply, WaitRequestBody};
+use protocol::{Hops, Service, headers};
 use serde::{Deserialize, Serialize};
 use service_kit::{ApiError, HttpSettings};
 use tenancy::RouteTable;
@@ -99,15 +100,6 @@ pub enum GatewayError {
     Routes(#[from] tenancy::RouteTableError),
 }
 
-/// One hop of the flow and who handled it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hop {
-    /// `gateway`, `dispatch`, `waiter`.
-    pub service: String,
-    /// `baseline` or a variant label.
-    pub variant: String,
-}
-
 /// What `POST /wait` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayResponse {
@@ -116,7 +108,7 @@ pub struct GatewayResponse {
     /// The tenant the request was routed for, if any.
     pub tenant: Option<String>,
     /// Each hop, in order, with the variant that handled it.
-    pub hops: Vec<Hop>,
+    pub hops: Hops,
     /// The waiter's reply.
     pub reply: WaitReply,
 }
@@ -234,7 +226,12 @@ async fn wait(
         .http
         .post(&url)
         .headers(outgoing_headers)
-        .header(headers::HOPS, format!("gateway={}", state.variant))
+        .header(
+            headers::HOPS,
+            Hops::new()
+                .then(Service::Gateway, &state.variant)
+                .to_header(),
+        )
         .json(&body)
         .send()
         .await
@@ -280,20 +277,10 @@ async fn wait(
     Ok(Json(GatewayResponse {
         trace_id,
         tenant,
-        hops: vec![
-            Hop {
-                service: "gateway".into(),
-                variant: state.variant.to_string(),
-            },
-            Hop {
-                service: "dispatch".into(),
-                variant: answer.dispatch_variant,
-            },
-            Hop {
-                service: "waiter".into(),
-                variant: answer.reply.variant.clone(),
-            },
-        ],
+        hops: Hops::new()
+            .then(Service::Gateway, &state.variant)
+            .then(Service::Dispatch, &answer.dispatch_variant)
+            .then(Service::Waiter, &answer.reply.variant),
         reply: answer.reply,
     }))
 }

@@ -7,7 +7,7 @@
 //! them (oldest first; `tenant=` with no value lists production traffic).
 //! Entries live in memory, bounded by `ledger.capacity`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +15,7 @@ use axum::extract::{Query, State, rejection::JsonRejection};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use service_kit::{ApiError, HttpSettings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -56,25 +56,7 @@ impl Settings {
     }
 }
 
-/// One completed wait.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LedgerEntry {
-    /// The request's correlation id.
-    pub request_id: String,
-    /// The tenant from baggage; absent for production traffic.
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// Service → variant label that handled that hop.
-    pub variants: BTreeMap<String, String>,
-    /// The request's trace id.
-    pub trace_id: String,
-    /// How long the waiter waited.
-    pub waited_ms: u64,
-    /// The serving variant's behaviour change, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub behaviour: Option<String>,
-}
+pub use protocol::wire::LedgerEntry;
 
 /// The in-memory store.
 #[derive(Clone)]

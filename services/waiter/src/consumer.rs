@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_kit::handoff::send_timed;
-use kafka_kit::headers;
 use kafka_kit::offsets::PartitionOffsets;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
+use protocol::headers;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::statistics::Statistics;
@@ -296,7 +296,8 @@ async fn handle(
                 trace_id,
                 tenant,
                 hops: propagation::kafka_header(message.headers(), headers::HOPS)
-                    .map(str::to_string),
+                    .map(protocol::Hops::parse)
+                    .unwrap_or_default(),
             };
             match send_timed(work, item).await {
                 Ok(blocked) => {

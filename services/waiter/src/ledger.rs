@@ -3,25 +3,7 @@
 use std::time::Duration;
 
 use http::HeaderMap;
-use serde::Serialize;
-
-/// One completed wait, as the ledger records it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LedgerEntry<'a> {
-    /// The request's correlation id.
-    pub request_id: &'a str,
-    /// The tenant from baggage, if any.
-    pub tenant: Option<&'a str>,
-    /// Which variant served each hop this service knows of.
-    pub variants: serde_json::Value,
-    /// The request's trace id.
-    pub trace_id: &'a str,
-    /// How long the waiter waited.
-    pub waited_ms: u64,
-    /// The variant's behaviour change, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub behaviour: Option<&'a str>,
-}
+use protocol::wire::LedgerEntry;
 
 /// Why the ledger did not record a wait.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +36,7 @@ impl LedgerClient {
     }
 
     /// Records `entry`, carrying the current span's context and baggage.
-    pub async fn record(&self, entry: &LedgerEntry<'_>) -> Result<(), LedgerError> {
+    pub async fn record(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
         let mut headers = HeaderMap::new();
         propagation::inject_http(&propagation::current_context(), &mut headers);
         let response = self

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_kit::headers;
 use kafka_kit::offsets::PartitionOffsets;
+use protocol::headers;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Headers;
 
@@ -53,7 +53,7 @@ pub(crate) struct Work {
     pub trace_id: String,
     pub tenant: Option<String>,
     /// `waiter-bus-hops` from the request: who handled the earlier hops.
-    pub hops: Option<String>,
+    pub hops: protocol::Hops,
 }
 
 /// A record on its way to a producer.

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_kit::headers::timing;
 use opentelemetry::KeyValue;
+use protocol::headers::timing;
 use rdkafka::Timestamp;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};

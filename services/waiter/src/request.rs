@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use kafka_kit::headers;
-use kafka_kit::wire::WaitRequestBody;
+use protocol::headers;
+use protocol::wire::WaitRequestBody;
 use rdkafka::message::Headers;
 
 /// A request the waiter can answer.

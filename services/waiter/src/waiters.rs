@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kafka_kit::handoff::send_timed;
-use kafka_kit::wire::{ReplyStatus, WaitReply};
 use opentelemetry::KeyValue;
+use protocol::wire::{ReplyStatus, WaitReply};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::ledger::LedgerEntry;
 use crate::metrics::{handed_off, observe};
 use crate::pipeline::{Outgoing, OutgoingKind, PipelineConfig, Work};
+use protocol::wire::LedgerEntry;
 
 /// Serves requests until the request channel closes and every wait is done.
 pub(crate) async fn run(
@@ -125,7 +125,7 @@ async fn serve(config: &PipelineConfig, work: Work) -> Outgoing {
     };
     let mut headers = work.carried;
     headers.push((
-        kafka_kit::headers::CORRELATION.into(),
+        protocol::headers::CORRELATION.into(),
         request.correlation.clone().into_bytes(),
     ));
     Outgoing {
@@ -154,22 +154,19 @@ async fn record_in_ledger(
     work: &Work,
     waited: std::time::Duration,
 ) -> bool {
-    let mut variants: serde_json::Map<String, serde_json::Value> = work
+    let mut variants: std::collections::BTreeMap<protocol::Service, String> = work
         .hops
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|hop| hop.split_once('='))
-        .map(|(service, label)| (service.trim().to_string(), label.trim().into()))
+        .iter()
+        .map(|hop| (hop.service, hop.variant.clone()))
         .collect();
-    variants.insert("waiter".into(), config.variant.clone().into());
+    variants.insert(protocol::Service::Waiter, config.variant.clone());
     let entry = LedgerEntry {
-        request_id: &work.request.correlation,
-        tenant: work.tenant.as_deref(),
-        variants: serde_json::Value::Object(variants),
-        trace_id: &work.trace_id,
+        request_id: work.request.correlation.clone(),
+        tenant: work.tenant.clone(),
+        variants,
+        trace_id: work.trace_id.clone(),
         waited_ms: waited.as_millis() as u64,
-        behaviour: config.behaviour.as_deref(),
+        behaviour: config.behaviour.clone(),
     };
     match ledger.record(&entry).await {
         Ok(()) => true,

@@ -53,7 +53,7 @@ impl Default for EmbeddedKafkaOptions {
 
 /// The project's topics, which both brokers create at start.
 pub fn project_topics() -> Vec<String> {
-    kafka_kit::topics::ALL
+    protocol::topics::ALL
         .iter()
         .map(|t| t.to_string())
         .collect()

@@ -1,11 +1,10 @@
-//! The Kafka vocabulary every waiter-bus service shares: topic names, the
-//! header names on the wire, and how a client configuration is built from
-//! settings.
+//! The Kafka plumbing every waiter-bus service shares: how a client
+//! configuration is built from settings, and the pieces of an at-least-once
+//! pipeline. What travels on the wire (topic and header names, bodies) is
+//! the `protocol` crate's.
 //!
-//! Start with [`topics`] and [`headers`]: they are the contract between
-//! dispatch (B), the waiter (C) and the load generator, and they keep the Go
-//! waiter app's names so its JMeter plans keep working. [`KafkaSettings`] is
-//! the settings section every Kafka-speaking service embeds; its
+//! Start with [`KafkaSettings`], the settings section every Kafka-speaking
+//! service embeds; its
 //! [`KafkaSettings::client_config`] is the one place librdkafka properties are
 //! assembled. [`offsets`] and [`handoff`] are the two pieces every
 //! at-least-once pipeline stage needs: committing only what is finished, and
@@ -16,63 +15,11 @@ pub mod assign;
 pub mod handoff;
 pub mod offsets;
 pub mod stream;
-pub mod wire;
 
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;
-
-/// Topic names used by the flow.
-pub mod topics {
-    /// Requests produced by dispatch (B) or a load generator, consumed by the waiter (C).
-    pub const REQUESTS: &str = "Waiter-Requests";
-    /// Replies produced by the waiter, consumed by whoever asked.
-    pub const RESPONSES: &str = "Waiter-Responses";
-    /// Compacted topic holding tenant → variant mappings, tailed by every router.
-    pub const TENANT_ROUTES: &str = "tenant-routes";
-    /// Records that could not be parsed or used, with the reason in a header.
-    pub const DEAD_LETTER: &str = "Waiter-Requests-DLT";
-
-    /// Every topic the project needs, in the order they are created.
-    pub const ALL: [&str; 4] = [REQUESTS, RESPONSES, TENANT_ROUTES, DEAD_LETTER];
-}
-
-/// Kafka header names. The first three are the Go waiter app's, verbatim.
-pub mod headers {
-    /// Identifies a request so its reply can be matched (and duplicates counted).
-    pub const CORRELATION: &str = "correlation";
-    /// Topic the reply must be produced to.
-    pub const RESPONSE_TOPIC: &str = "responseTopic";
-    /// W3C trace context.
-    pub const TRACEPARENT: &str = "traceparent";
-    /// W3C trace state.
-    pub const TRACESTATE: &str = "tracestate";
-    /// W3C baggage; carries the tenant.
-    pub const BAGGAGE: &str = "baggage";
-    /// Why a record was sent to the dead-letter topic.
-    pub const DEAD_LETTER_REASON: &str = "dlt.reason";
-    /// Which variant handled each hop so far, as `service=label,service=label`;
-    /// the same name is used as an HTTP header and a Kafka header.
-    pub const HOPS: &str = "waiter-bus-hops";
-    /// Where a dead-lettered record came from: `topic/partition@offset`.
-    pub const DEAD_LETTER_ORIGIN: &str = "dlt.origin";
-
-    /// Reply timing, all in microseconds, so a client can split its
-    /// end-to-end latency into hops. Durations are measured on the waiter's
-    /// monotonic clock; `waiter.consumed.us` is wall-clock time since the
-    /// Unix epoch, for comparing with the request's Kafka timestamp.
-    pub mod timing {
-        /// Wall-clock time the waiter's consumer received the request.
-        pub const CONSUMED_AT_US: &str = "waiter.consumed.us";
-        /// Waiting for a free waiter (the queue).
-        pub const QUEUE_US: &str = "waiter.queue.us";
-        /// The wait itself, plus the call to the ledger when configured.
-        pub const SERVICE_US: &str = "waiter.service.us";
-        /// From the end of service to the reply being handed to the producer client.
-        pub const HANDOFF_US: &str = "waiter.handoff.us";
-    }
-}
 
 /// The `kafka` section of a service's settings.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -30,7 +30,7 @@ pub use check::{Carrier, Rejection};
 pub use http_layer::{HttpTraceLayer, HttpTraceService};
 
 /// Baggage key carrying the tenant id.
-pub const TENANT_BAGGAGE_KEY: &str = "tenant";
+pub use protocol::TENANT_BAGGAGE_KEY;
 
 /// The propagation headers this crate reads; everything else is ignored.
 const PROPAGATION_HEADERS: [&str; 3] = ["traceparent", "tracestate", "baggage"];

@@ -11,8 +11,9 @@ use opentelemetry_sdk::trace::{BatchSpanProcessor, Span, SpanData, SpanProcessor
 
 use crate::SpanSink;
 
-/// Baggage key carrying the tenant id; absent means the production tenancy.
-pub const TENANT_BAGGAGE_KEY: &str = "tenant";
+/// Baggage key carrying the tenant id; absent means the production tenancy
+/// (defined by the `protocol` crate).
+pub use protocol::TENANT_BAGGAGE_KEY;
 /// Span attribute the tenant is copied to.
 pub const TENANT_ATTRIBUTE: &str = "tenant";
 

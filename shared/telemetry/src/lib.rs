@@ -51,7 +51,7 @@ pub const SERVICE_ATTRIBUTE: &str = "service";
 /// Span attribute naming the variant (`baseline` or a label such as `sbx-123`).
 pub const VARIANT_ATTRIBUTE: &str = "variant";
 /// The variant label of the shared baseline.
-pub const BASELINE_VARIANT: &str = "baseline";
+pub const BASELINE_VARIANT: &str = protocol::BASELINE;
 
 /// Who this process is, for the resource and for logs.
 #[derive(Debug, Clone)]

@@ -30,4 +30,4 @@ pub use routes::{RouteRecord, Routes, TenantRoutes, VariantEndpoint, tenant_key,
 pub use table::{RouteTable, RouteTableError};
 
 /// The label of the shared baseline.
-pub const BASELINE: &str = "baseline";
+pub use protocol::BASELINE;

@@ -231,7 +231,7 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
 }
 
 /// The reply body.
-pub fn reply_body(message: &OwnedMessage) -> kafka_kit::wire::WaitReply {
+pub fn reply_body(message: &OwnedMessage) -> protocol::wire::WaitReply {
     serde_json::from_slice(message.payload().expect("reply has a body")).expect("reply is JSON")
 }
 

@@ -12,8 +12,8 @@ use helpers::{
     Client, DEADLINE, Request, Topics, count_by_correlation, header, records_in, reply_body,
     settings, spawn_waiter,
 };
-use kafka_kit::wire::ReplyStatus;
 use opentelemetry::trace::{SpanKind, TraceId};
+use protocol::wire::ReplyStatus;
 use rdkafka::Message;
 use testkit::TestKafka;
 

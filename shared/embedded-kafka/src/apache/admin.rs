@@ -28,7 +28,7 @@ pub fn create_topics(
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|&name| {
-            if name == kafka_kit::topics::TENANT_ROUTES {
+            if name == protocol::topics::TENANT_ROUTES {
                 NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")
             } else {
                 NewTopic::new(name, partitions, TopicReplication::Fixed(1))

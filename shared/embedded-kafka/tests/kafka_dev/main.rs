@@ -32,11 +32,7 @@ fn prints_bootstrap_first_and_serves_the_project_topics_to_another_process() {
     let metadata = client
         .fetch_metadata(None, Duration::from_secs(10))
         .expect("metadata from kafka-dev");
-    for topic in kafka_kit::topics::ALL
-        .iter()
-        .copied()
-        .chain(["extra-topic"])
-    {
+    for topic in protocol::topics::ALL.iter().copied().chain(["extra-topic"]) {
         let found = metadata
             .topics()
             .iter()
@@ -147,17 +143,17 @@ fn apache_kafka_serves_the_project_topics_and_keeps_its_data_across_a_restart() 
     assert_eq!(
         topic_config(
             &bootstrap,
-            kafka_kit::topics::TENANT_ROUTES,
+            protocol::topics::TENANT_ROUTES,
             "cleanup.policy"
         )
         .as_deref(),
         Some("compact"),
         "tenant-routes is compacted"
     );
-    for topic in kafka_kit::topics::ALL {
+    for topic in protocol::topics::ALL {
         assert!(high_watermark(&bootstrap, topic) >= 0, "{topic} exists");
     }
-    produce_one(&bootstrap, kafka_kit::topics::DEAD_LETTER, "kept");
+    produce_one(&bootstrap, protocol::topics::DEAD_LETTER, "kept");
 
     // SIGTERM stops kafka-dev and the JVM with it.
     // SAFETY: kill(2) on our own child.
@@ -169,7 +165,7 @@ fn apache_kafka_serves_the_project_topics_and_keeps_its_data_across_a_restart() 
     // The same data directory: the same address and the record still there.
     let (_broker, again) = start(&["--apache", "--data-dir", data_dir]);
     assert_eq!(again, bootstrap, "a restarted broker keeps its address");
-    assert_eq!(high_watermark(&again, kafka_kit::topics::DEAD_LETTER), 1);
+    assert_eq!(high_watermark(&again, protocol::topics::DEAD_LETTER), 1);
 }
 
 #[test]

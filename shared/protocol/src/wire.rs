@@ -60,3 +60,25 @@ pub struct WaitReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behaviour: Option<String>,
 }
+
+/// One completed wait, as the waiter posts it to the ledger (D) and the
+/// ledger serves it back: the body of `POST /records` and the items of
+/// `GET /records`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerEntry {
+    /// The request's correlation id.
+    pub request_id: String,
+    /// The tenant from baggage; absent for production traffic.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Which variant handled each hop of the request.
+    pub variants: std::collections::BTreeMap<crate::Service, String>,
+    /// The request's trace id.
+    pub trace_id: String,
+    /// How long the waiter waited.
+    pub waited_ms: u64,
+    /// The serving variant's behaviour change, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<String>,
+}

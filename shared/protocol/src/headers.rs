@@ -1,0 +1,34 @@
+//! Kafka header names. The first three are the Go waiter app's, verbatim.
+
+/// Identifies a request so its reply can be matched (and duplicates counted).
+pub const CORRELATION: &str = "correlation";
+/// Topic the reply must be produced to.
+pub const RESPONSE_TOPIC: &str = "responseTopic";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C trace state.
+pub const TRACESTATE: &str = "tracestate";
+/// W3C baggage; carries the tenant.
+pub const BAGGAGE: &str = "baggage";
+/// Why a record was sent to the dead-letter topic.
+pub const DEAD_LETTER_REASON: &str = "dlt.reason";
+/// Which variant handled each hop so far, as `service=label,service=label`;
+/// the same name is used as an HTTP header and a Kafka header.
+pub const HOPS: &str = "waiter-bus-hops";
+/// Where a dead-lettered record came from: `topic/partition@offset`.
+pub const DEAD_LETTER_ORIGIN: &str = "dlt.origin";
+
+/// Reply timing, all in microseconds, so a client can split its
+/// end-to-end latency into hops. Durations are measured on the waiter's
+/// monotonic clock; `waiter.consumed.us` is wall-clock time since the
+/// Unix epoch, for comparing with the request's Kafka timestamp.
+pub mod timing {
+    /// Wall-clock time the waiter's consumer received the request.
+    pub const CONSUMED_AT_US: &str = "waiter.consumed.us";
+    /// Waiting for a free waiter (the queue).
+    pub const QUEUE_US: &str = "waiter.queue.us";
+    /// The wait itself, plus the call to the ledger when configured.
+    pub const SERVICE_US: &str = "waiter.service.us";
+    /// From the end of service to the reply being handed to the producer client.
+    pub const HANDOFF_US: &str = "waiter.handoff.us";
+}
