@@ -19,7 +19,12 @@ use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::SpanData;
 
 /// The services a request passes on its way from A to D.
-pub const SERVICES: [&str; 4] = ["gateway", "dispatch", "waiter", "ledger"];
+pub const SERVICES: [&str; 4] = [
+    protocol::Service::Gateway.as_str(),
+    protocol::Service::Dispatch.as_str(),
+    protocol::Service::Waiter.as_str(),
+    protocol::Service::Ledger.as_str(),
+];
 
 /// Waits until the trace `trace_id` (hex) is complete in `sink`: a span from
 /// every service in [`SERVICES`] and the ended root span. The ledger call

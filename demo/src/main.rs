@@ -12,6 +12,7 @@ use clap::Parser;
 use demo::{Stack, StackOptions};
 use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
 use kafka_kit::KafkaSettings;
+use protocol::Service;
 
 /// Run waiter-bus end to end in one process and show where each request went.
 #[derive(Debug, Parser)]
@@ -137,7 +138,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     stack.start_variant(&label, true, true).await?;
     stack
-        .map(&args.tenant, &[("dispatch", &label), ("waiter", &label)])
+        .map(
+            &args.tenant,
+            &[
+                (Service::Dispatch.as_str(), &label),
+                (Service::Waiter.as_str(), &label),
+            ],
+        )
         .await?;
 
     let baseline = stack.send(None, "demo", args.wait_ms).await?;

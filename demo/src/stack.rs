@@ -167,7 +167,7 @@ impl Stack {
         // groups still have members: answer `pending` quickly.
         registry_settings.tenants.group_deletion.wait_ms = 1_000;
         registry_settings.tenants.variant_groups.insert(
-            "waiter".into(),
+            protocol::Service::Waiter.as_str().into(),
             format!("{}-{{label}}", stack.options.names.waiter_group),
         );
         let registry = tenants::Application::build(registry_settings)
@@ -175,13 +175,17 @@ impl Stack {
             .context("starting the registry")?;
         stack.registry = format!("http://127.0.0.1:{}", registry.port());
         stack.tables.push(registry.route_table());
-        stack.keep(spawn("tenants", |stop| registry.run_until_stopped(stop)));
+        stack.keep(spawn(protocol::Service::Tenants.as_str(), |stop| {
+            registry.run_until_stopped(stop)
+        }));
 
         let ledger = ledger::Application::build(ledger::Settings::for_tests())
             .await
             .context("starting the ledger")?;
         stack.ledger = format!("http://127.0.0.1:{}", ledger.port());
-        stack.keep(spawn("ledger", |stop| ledger.run_until_stopped(stop)));
+        stack.keep(spawn(protocol::Service::Ledger.as_str(), |stop| {
+            ledger.run_until_stopped(stop)
+        }));
 
         stack.start_waiter(tenancy::BASELINE).await?;
         let dispatch = stack.start_dispatch(tenancy::BASELINE).await?;
@@ -195,7 +199,9 @@ impl Stack {
             .context("starting the gateway")?;
         stack.gateway = format!("http://127.0.0.1:{}", gateway.port());
         stack.tables.push(gateway.route_table());
-        stack.keep(spawn("gateway", |stop| gateway.run_until_stopped(stop)));
+        stack.keep(spawn(protocol::Service::Gateway.as_str(), |stop| {
+            gateway.run_until_stopped(stop)
+        }));
         Ok(stack)
     }
 
@@ -230,7 +236,9 @@ impl Stack {
             .with_context(|| format!("starting waiter `{label}`"))?;
         self.tables.push(waiter.route_table());
         let readiness = waiter.readiness();
-        self.keep(spawn("waiter", |stop| waiter.run_until_stopped(stop)));
+        self.keep(spawn(protocol::Service::Waiter.as_str(), |stop| {
+            waiter.run_until_stopped(stop)
+        }));
         tokio::time::timeout(DEADLINE, readiness.assigned())
             .await
             .with_context(|| format!("waiter `{label}` got no partitions within {DEADLINE:?}"))
@@ -248,7 +256,9 @@ impl Stack {
             .await
             .with_context(|| format!("starting dispatch `{label}`"))?;
         let url = format!("http://127.0.0.1:{}", dispatch.port());
-        self.keep(spawn("dispatch", |stop| dispatch.run_until_stopped(stop)));
+        self.keep(spawn(protocol::Service::Dispatch.as_str(), |stop| {
+            dispatch.run_until_stopped(stop)
+        }));
         Ok(url)
     }
 
@@ -266,10 +276,13 @@ impl Stack {
         if with_dispatch {
             self.start_dispatch(label).await?;
         }
-        let wanted: Vec<&str> = [("dispatch", with_dispatch), ("waiter", with_waiter)]
-            .into_iter()
-            .filter_map(|(service, on)| on.then_some(service))
-            .collect();
+        let wanted: Vec<&str> = [
+            (protocol::Service::Dispatch.as_str(), with_dispatch),
+            (protocol::Service::Waiter.as_str(), with_waiter),
+        ]
+        .into_iter()
+        .filter_map(|(service, on)| on.then_some(service))
+        .collect();
         let deadline = Instant::now() + DEADLINE;
         loop {
             let variants: Vec<serde_json::Value> = self

@@ -276,7 +276,9 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
         let variant = self.state.variant.to_string();
         if let Some((registry, endpoint)) = &self.registry {
-            registry.register("dispatch", &variant, endpoint).await?;
+            registry
+                .register(protocol::Service::Dispatch.as_str(), &variant, endpoint)
+                .await?;
             tracing::info!(%variant, %endpoint, "registered with the tenants registry");
         }
         // The reader outlives the HTTP server: it stops only once every
@@ -293,13 +295,18 @@ impl Application {
             .merge(service_kit::operational_routes(Arc::new(
                 service_kit::AlwaysReady,
             )))
-            .layer(propagation::HttpTraceLayer::new("dispatch", &variant));
+            .layer(propagation::HttpTraceLayer::new(
+                protocol::Service::Dispatch.as_str(),
+                &variant,
+            ));
         tracing::info!(port = self.port, %variant, "dispatch running");
         let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
         reader_stop.cancel();
         let _ = reader.await;
         if let Some((registry, _)) = &self.registry
-            && let Err(e) = registry.deregister("dispatch", &variant).await
+            && let Err(e) = registry
+                .deregister(protocol::Service::Dispatch.as_str(), &variant)
+                .await
         {
             tracing::warn!(error = %e, "deregistration failed; the registry keeps a stale endpoint");
         }
@@ -362,7 +369,7 @@ async fn wait(
         messaging.operation.type = "send",
         messaging.destination.name = %state.request_topic,
         messaging.message.conversation_id = %correlation,
-        service = "dispatch",
+        service = protocol::Service::Dispatch.as_str(),
         variant = %state.variant,
     );
     let record_headers = [

@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(Args::parse().config.as_deref())?;
     let variant = settings.service.variant.clone();
     service_kit::run_service(
-        "dispatch",
+        protocol::Service::Dispatch.as_str(),
         env!("CARGO_PKG_VERSION"),
         &variant,
         Application::build(settings),

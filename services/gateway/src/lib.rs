@@ -175,7 +175,10 @@ impl Application {
             .merge(service_kit::operational_routes(Arc::new(
                 service_kit::AlwaysReady,
             )))
-            .layer(propagation::HttpTraceLayer::new("gateway", &variant));
+            .layer(propagation::HttpTraceLayer::new(
+                protocol::Service::Gateway.as_str(),
+                &variant,
+            ));
         tracing::info!(port = self.port, "gateway running");
         Ok(service_kit::serve(self.listener, app, shutdown).await?)
     }
@@ -202,8 +205,10 @@ async fn wait(
     let routes = state.routes.snapshot();
     let label = tenant
         .as_deref()
-        .and_then(|t| routes.variant_for(t, "dispatch"));
-    let (target, dispatch_label) = match label.map(|l| (l, routes.endpoint("dispatch", l))) {
+        .and_then(|t| routes.variant_for(t, protocol::Service::Dispatch.as_str()));
+    let (target, dispatch_label) = match label
+        .map(|l| (l, routes.endpoint(protocol::Service::Dispatch.as_str(), l)))
+    {
         Some((label, Some(endpoint))) => (endpoint.endpoint.clone(), label.to_string()),
         Some((label, None)) => {
             tracing::warn!(%label, "the tenant maps dispatch to a variant that is not registered; using the baseline");

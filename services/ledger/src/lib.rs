@@ -143,7 +143,7 @@ impl Application {
                 service_kit::AlwaysReady,
             )))
             .layer(propagation::HttpTraceLayer::new(
-                "ledger",
+                protocol::Service::Ledger.as_str(),
                 telemetry::BASELINE_VARIANT,
             ));
         tracing::info!(port = self.port, "ledger running");

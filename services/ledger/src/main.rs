@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(Args::parse().config.as_deref())?;
     let variant = telemetry::BASELINE_VARIANT.to_string();
     service_kit::run_service(
-        "ledger",
+        protocol::Service::Ledger.as_str(),
         env!("CARGO_PKG_VERSION"),
         &variant,
         Application::build(settings),

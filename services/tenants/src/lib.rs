@@ -168,7 +168,7 @@ impl Application {
                 service_kit::AlwaysReady,
             )))
             .layer(propagation::HttpTraceLayer::new(
-                "tenants",
+                protocol::Service::Tenants.as_str(),
                 tenancy::BASELINE,
             ));
         tracing::info!(port = self.port, "tenants registry running");

@@ -70,7 +70,7 @@ impl WaiterContext {
         let span = tracing::info_span!(
             "rebalance",
             otel.kind = "internal",
-            service = "waiter",
+            service = protocol::Service::Waiter.as_str(),
             variant = %self.variant,
             messaging.consumer.group.name = %self.group,
         );
@@ -239,7 +239,7 @@ async fn handle(
         messaging.kafka.message.key = key.as_deref().unwrap_or_default(),
         messaging.consumer.group.name = %config.group,
         messaging.message.conversation_id = tracing::field::Empty,
-        service = "waiter",
+        service = protocol::Service::Waiter.as_str(),
         variant = %config.variant,
     );
     let _ = span.set_parent(parent);
@@ -358,11 +358,7 @@ async fn handle(
 }
 
 fn raw_header<H: Headers>(headers: Option<&H>, name: &str) -> Option<Vec<u8>> {
-    headers?
-        .iter()
-        .filter(|h| h.key == name)
-        .last()
-        .and_then(|h| h.value.map(<[u8]>::to_vec))
+    protocol::headers::last(headers, name).map(<[u8]>::to_vec)
 }
 
 /// Marks when the broker (or the producer) stamped the record, naming which.

@@ -280,7 +280,10 @@ impl Application {
 
         let http_stop = CancellationToken::new();
         let router = service_kit::operational_routes(Arc::new(self.readiness.clone())).layer(
-            propagation::HttpTraceLayer::new("waiter", &self.config.variant),
+            propagation::HttpTraceLayer::new(
+                protocol::Service::Waiter.as_str(),
+                &self.config.variant,
+            ),
         );
         let http = tokio::spawn(service_kit::serve(self.listener, router, http_stop.clone()));
         tracing::info!(
@@ -308,7 +311,10 @@ impl Application {
         if let Some((registry, registered)) = registration {
             // Stop new tenant mappings to this variant before draining.
             registered.abort();
-            if let Err(e) = registry.deregister("waiter", &self.config.variant).await {
+            if let Err(e) = registry
+                .deregister(protocol::Service::Waiter.as_str(), &self.config.variant)
+                .await
+            {
                 tracing::warn!(error = %e, "deregistration failed; the registry keeps a stale endpoint");
             }
         }
@@ -379,7 +385,10 @@ impl Application {
             if let Ok(Err(e)) = pinned {
                 tracing::warn!(error = %e, "could not pin start positions; records produced right after registration may be missed");
             }
-            match client.register("waiter", &label, &endpoint).await {
+            match client
+                .register(protocol::Service::Waiter.as_str(), &label, &endpoint)
+                .await
+            {
                 Ok(()) => tracing::info!(%label, %endpoint, "registered with the tenants registry"),
                 Err(e) => {
                     tracing::error!(error = %e, %label, "registration failed; tenants cannot be mapped to this variant")

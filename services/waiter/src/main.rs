@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let variant = settings.service.variant.clone();
     service_kit::run_service(
-        "waiter",
+        protocol::Service::Waiter.as_str(),
         env!("CARGO_PKG_VERSION"),
         &variant,
         Application::build(settings),

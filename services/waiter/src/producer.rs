@@ -104,7 +104,7 @@ async fn deliver(
         messaging.operation.name = "send",
         messaging.destination.name = %topic,
         messaging.kafka.message.key = %key_text,
-        service = "waiter",
+        service = protocol::Service::Waiter.as_str(),
         variant = %config.variant,
     );
     let record_headers = headers.iter().fold(

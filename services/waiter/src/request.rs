@@ -71,14 +71,9 @@ pub fn parse<H: Headers>(
     limits: RequestLimits,
 ) -> Result<WaitRequest, Unusable> {
     let header = |name: &'static str| -> Result<Option<&str>, Unusable> {
-        let Some(headers) = headers else {
-            return Ok(None);
-        };
-        match headers.iter().filter(|h| h.key == name).last() {
-            None | Some(rdkafka::message::Header { value: None, .. }) => Ok(None),
-            Some(rdkafka::message::Header {
-                value: Some(bytes), ..
-            }) => std::str::from_utf8(bytes)
+        match protocol::headers::last(headers, name) {
+            None => Ok(None),
+            Some(bytes) => std::str::from_utf8(bytes)
                 .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
                 .map_err(|_| Unusable::HeaderNotUtf8(name)),
         }

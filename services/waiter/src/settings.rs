@@ -176,8 +176,11 @@ impl Settings {
     /// This consumer's tenancy rules.
     pub fn consumer_tenancy(&self) -> tenancy::ConsumerTenancy {
         let mut rules = match self.is_variant() {
-            false => tenancy::ConsumerTenancy::baseline("waiter"),
-            true => tenancy::ConsumerTenancy::variant("waiter", &self.service.variant),
+            false => tenancy::ConsumerTenancy::baseline(protocol::Service::Waiter.as_str()),
+            true => tenancy::ConsumerTenancy::variant(
+                protocol::Service::Waiter.as_str(),
+                &self.service.variant,
+            ),
         };
         rules.allowed = self.tenancy.allowed_tenancies;
         rules.tenant_routing = self.tenancy.tenant_routing;

@@ -83,7 +83,7 @@ async fn serve(config: &PipelineConfig, work: Work) -> Outgoing {
                 parent: &work.span,
                 "wait",
                 wait_ms = request.requested.as_millis() as u64,
-                service = "waiter",
+                service = protocol::Service::Waiter.as_str(),
                 variant = %config.variant,
             );
             async {

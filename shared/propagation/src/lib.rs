@@ -105,13 +105,7 @@ pub fn inject_http(cx: &Context, headers: &mut HeaderMap) {
 /// The producer's context from Kafka record headers (empty when absent or rejected).
 pub fn extract_kafka<H: Headers>(headers: Option<&H>) -> Context {
     Checked::from_raw(Carrier::Kafka, |name| {
-        let headers = headers?;
-        // The last occurrence wins, as it does for Kafka Streams' lastHeader.
-        headers
-            .iter()
-            .filter(|h| h.key == name)
-            .last()
-            .and_then(|h| h.value.map(<[u8]>::to_vec))
+        protocol::headers::last(headers, name).map(<[u8]>::to_vec)
     })
     .extract()
 }
@@ -156,10 +150,5 @@ pub fn tenant(cx: &Context) -> Option<String> {
 
 /// A Kafka header's value as UTF-8 text, if present and valid.
 pub fn kafka_header<'a, H: Headers>(headers: Option<&'a H>, name: &str) -> Option<&'a str> {
-    headers?
-        .iter()
-        .filter(|h| h.key == name)
-        .last()
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
+    protocol::headers::last_str(headers, name)
 }

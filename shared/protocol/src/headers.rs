@@ -32,3 +32,24 @@ pub mod timing {
     /// From the end of service to the reply being handed to the producer client.
     pub const HANDOFF_US: &str = "waiter.handoff.us";
 }
+
+/// The value of the last header named `name`: a header may repeat, and the
+/// last occurrence wins, as it does for Kafka Streams' `lastHeader`.
+pub fn last<'a, H: rdkafka::message::Headers>(
+    headers: Option<&'a H>,
+    name: &str,
+) -> Option<&'a [u8]> {
+    headers?
+        .iter()
+        .filter(|h| h.key == name)
+        .last()
+        .and_then(|h| h.value)
+}
+
+/// [`last`] as UTF-8 text; `None` when absent or not UTF-8.
+pub fn last_str<'a, H: rdkafka::message::Headers>(
+    headers: Option<&'a H>,
+    name: &str,
+) -> Option<&'a str> {
+    last(headers, name).and_then(|v| std::str::from_utf8(v).ok())
+}

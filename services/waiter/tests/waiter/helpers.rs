@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use testkit::TestKafka;
 use tokio_util::sync::CancellationToken;
@@ -221,12 +221,7 @@ impl Client {
 
 /// A header's value as text.
 pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
-    message
-        .headers()?
-        .iter()
-        .filter(|h| h.key == name)
-        .last()
-        .and_then(|h| h.value)
+    protocol::headers::last(message.headers(), name)
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
