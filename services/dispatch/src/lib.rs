@@ -27,7 +27,7 @@ use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use service_kit::{ApiError, HttpSettings};
 use tenancy::{RegistryClient, RegistrySettings};
 use tokio::net::TcpListener;
@@ -111,16 +111,7 @@ pub enum DispatchError {
     Registry(#[from] tenancy::RegistryError),
 }
 
-/// What `POST /wait` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DispatchResponse {
-    /// The correlation id the request carried.
-    pub correlation: String,
-    /// Dispatch's variant label.
-    pub dispatch_variant: String,
-    /// The waiter's reply.
-    pub reply: WaitReply,
-}
+pub use protocol::wire::DispatchResponse;
 
 // Requests waiting for their reply, by correlation id. The reply reader
 // takes an entry when its reply arrives; otherwise the request's

@@ -82,3 +82,14 @@ pub struct LedgerEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behaviour: Option<String>,
 }
+
+/// What dispatch (B) answers to `POST /wait`: the gateway (A) reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchResponse {
+    /// The correlation id the request carried.
+    pub correlation: String,
+    /// Dispatch's variant label.
+    pub dispatch_variant: String,
+    /// The waiter's reply.
+    pub reply: WaitReply,
+}
