@@ -1,0 +1,63 @@
+//! The registry's settings: `services/tenants/config/base.yaml`, then a
+//! file, then `WAITER_BUS__…` variables.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use kafka_kit::KafkaSettings;
+use serde::Deserialize;
+use service_kit::HttpSettings;
+
+use crate::GroupDeletionSettings;
+
+/// Checked-in defaults.
+pub const DEFAULTS: &str = include_str!("../config/base.yaml");
+
+/// The registry's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP listener.
+    pub http: HttpSettings,
+    /// The broker.
+    pub kafka: KafkaSettings,
+    /// Registry behaviour.
+    pub tenants: TenantsSettings,
+}
+
+/// Registry behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsSettings {
+    /// The compacted topic.
+    pub topic: String,
+    /// Bearer token for mutations.
+    pub token: String,
+    /// Services a tenant may map.
+    pub services: BTreeSet<String>,
+    /// Consumer-group pattern per service; `{label}` is replaced.
+    pub variant_groups: BTreeMap<String, String>,
+    /// How long a write may take to show in the registry's own table.
+    pub write_timeout_ms: u64,
+    /// Deleting a deleted tenant's variant consumer groups.
+    pub group_deletion: GroupDeletionSettings,
+}
+
+impl Settings {
+    /// Defaults → optional file → environment (and `KAFKA_BOOTSTRAP_SERVERS`).
+    pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
+        settings::Loader::new(DEFAULTS)
+            .file(file)
+            .kafka_section("kafka")
+            .load()
+    }
+
+    /// The defaults pointed at `kafka`, HTTP on an ephemeral loopback port.
+    pub fn defaults_with(kafka: &KafkaSettings) -> Self {
+        let mut settings: Settings = settings::defaults(DEFAULTS);
+        settings.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
+        settings.http.host = "127.0.0.1".into();
+        settings.http.port = 0;
+        settings
+    }
+}
