@@ -11,7 +11,10 @@ use super::ApacheKafkaError;
 
 /// Creates `topics` on the broker at `bootstrap` through the admin API,
 /// `tenant-routes` compacted with one partition (its order is the order of
-/// route changes); topics that exist already are fine.
+/// route changes); topics that exist already are fine. Returns once every
+/// partition of every topic has a leader in the metadata clients get: a
+/// topic the controller has created can still be unknown to the broker's
+/// metadata for a moment, and a client asking then hears "does not exist".
 pub fn create_topics(
     bootstrap: &str,
     topics: &[&str],
@@ -52,5 +55,43 @@ pub fn create_topics(
             }
         }
     }
-    Ok(())
+    wait_for_leaders(&admin, topics)
+}
+
+fn wait_for_leaders(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[&str],
+) -> Result<(), ApacheKafkaError> {
+    const PATIENCE: Duration = Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let led = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|metadata| {
+                topics.iter().all(|name| {
+                    metadata.topics().iter().any(|t| {
+                        t.name() == *name
+                            && t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.leader() >= 0 && p.error().is_none())
+                    })
+                })
+            })
+            .unwrap_or(false);
+        if led {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ApacheKafkaError::Topic {
+                topic: topics.join(", "),
+                reason: format!(
+                    "created, but without a leader for every partition after {PATIENCE:?}"
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
