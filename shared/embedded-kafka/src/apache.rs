@@ -210,7 +210,10 @@ impl ApacheKafka {
     /// [`Self::kill`] or [`Self::stop`]); blocks until it answers.
     pub fn restart(&mut self) -> Result<(), ApacheKafkaError> {
         self.kill();
-        self.launch()
+        self.launch()?;
+        // Answering is not serving: wait until the topics' partitions are
+        // led again (creating existing topics is a no-op that waits so).
+        self.create_topics()
     }
 
     /// Stops the broker cleanly: SIGTERM, then SIGKILL if it has not exited

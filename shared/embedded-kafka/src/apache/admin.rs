@@ -55,18 +55,26 @@ pub fn create_topics(
             }
         }
     }
-    wait_for_leaders(&admin, topics)
+    wait_for_leaders(bootstrap, topics)
 }
 
-fn wait_for_leaders(
-    admin: &AdminClient<DefaultClientContext>,
-    topics: &[&str],
-) -> Result<(), ApacheKafkaError> {
+/// Waits until every partition of `topics` has a leader that answers for
+/// it (a list-offsets request succeeds): after a restart the metadata may
+/// name a leader that is still loading the partition's log.
+fn wait_for_leaders(bootstrap: &str, topics: &[&str]) -> Result<(), ApacheKafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
     const PATIENCE: Duration = Duration::from_secs(30);
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| ApacheKafkaError::Topic {
+            topic: topics.join(", "),
+            reason: e.to_string(),
+        })?;
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
-        let led = admin
-            .inner()
+        let led = client
             .fetch_metadata(None, Duration::from_secs(5))
             .map(|metadata| {
                 topics.iter().all(|name| {
@@ -74,9 +82,13 @@ fn wait_for_leaders(
                         t.name() == *name
                             && t.error().is_none()
                             && !t.partitions().is_empty()
-                            && t.partitions()
-                                .iter()
-                                .all(|p| p.leader() >= 0 && p.error().is_none())
+                            && t.partitions().iter().all(|p| {
+                                p.leader() >= 0
+                                    && p.error().is_none()
+                                    && client
+                                        .fetch_watermarks(name, p.id(), Duration::from_secs(5))
+                                        .is_ok()
+                            })
                     })
                 })
             })
