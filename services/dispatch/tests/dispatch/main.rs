@@ -27,12 +27,7 @@ async fn start_dispatch(
     topics: &Topics,
     timeout_ms: u64,
 ) -> (String, CancellationToken) {
-    testkit::telemetry();
-    let mut settings = Settings::defaults_with(&kafka.settings());
-    settings.dispatch.request_topic = topics.requests.clone();
-    settings.dispatch.response_topic = topics.replies.clone();
-    settings.dispatch.reply_timeout_ms = timeout_ms;
-    let app = Application::build(settings).await.unwrap();
+    let app = build_dispatch(kafka, topics, timeout_ms).await;
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));

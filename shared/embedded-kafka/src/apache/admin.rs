@@ -20,14 +20,7 @@ pub fn create_topics(
     topics: &[&str],
     partitions: i32,
 ) -> Result<(), ApacheKafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("log_level", "3")
-        .create()
-        .map_err(|e| ApacheKafkaError::Topic {
-            topic: topics.join(", "),
-            reason: e.to_string(),
-        })?;
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap, topics)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|&name| {
@@ -64,14 +57,7 @@ pub fn create_topics(
 fn wait_for_leaders(bootstrap: &str, topics: &[&str]) -> Result<(), ApacheKafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     const PATIENCE: Duration = Duration::from_secs(30);
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("log_level", "3")
-        .create()
-        .map_err(|e| ApacheKafkaError::Topic {
-            topic: topics.join(", "),
-            reason: e.to_string(),
-        })?;
+    let client: BaseConsumer = client(bootstrap, topics)?;
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let led = client
@@ -106,4 +92,19 @@ fn wait_for_leaders(bootstrap: &str, topics: &[&str]) -> Result<(), ApacheKafkaE
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A quiet client of the broker at `bootstrap`, for work on `topics`.
+fn client<C: rdkafka::config::FromClientConfig>(
+    bootstrap: &str,
+    topics: &[&str],
+) -> Result<C, ApacheKafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| ApacheKafkaError::Topic {
+            topic: topics.join(", "),
+            reason: e.to_string(),
+        })
 }
