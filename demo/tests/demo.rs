@@ -36,6 +36,8 @@ async fn the_demo_draws_both_traces_then_serves_the_printed_curl_lines_until_sto
     let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
         // Topics and groups of its own: the tests share a real broker.
         .args(["--port", "0", "--wait-ms", "30", "--isolated"])
+        // Warnings on stderr, so a failure here says what the stack saw.
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -130,6 +132,7 @@ async fn the_demo_exports_every_hop_over_grpc_and_http_protobuf() {
             .args(["--once", "--port", "0", "--wait-ms", "20", "--isolated"])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint(protocol))
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -407,7 +407,8 @@ impl ApacheKafka {
 
     fn create_topics(&self) -> Result<(), ApacheKafkaError> {
         let topics: Vec<&str> = self.options.topics.iter().map(String::as_str).collect();
-        create_topics(&self.bootstrap_servers(), &topics, self.options.partitions)
+        create_topics(&self.bootstrap_servers(), &topics, self.options.partitions)?;
+        admin::wait_for_group_coordinator(&self.bootstrap_servers())
     }
 }
 

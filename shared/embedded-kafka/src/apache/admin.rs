@@ -108,3 +108,38 @@ fn client<C: rdkafka::config::FromClientConfig>(
             reason: e.to_string(),
         })
 }
+
+/// Waits until consumer groups can be served: a new broker creates its
+/// offsets topic on the first group request and loads it before it answers
+/// for any group, so the first groups after a start wait seconds for their
+/// coordinator. Asking for a group's committed offsets once, here, moves
+/// that wait into start-up, where "ready" belongs.
+pub(super) fn wait_for_group_coordinator(bootstrap: &str) -> Result<(), ApacheKafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    const PATIENCE: Duration = Duration::from_secs(60);
+    let topics = [protocol::topics::REQUESTS];
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kafka-dev-readiness")
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| ApacheKafkaError::Topic {
+            topic: "__consumer_offsets".into(),
+            reason: e.to_string(),
+        })?;
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions.add_partition(topics[0], 0);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match consumer.committed_offsets(partitions.clone(), Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(ApacheKafkaError::Topic {
+                    topic: "__consumer_offsets".into(),
+                    reason: format!("no group coordinator after {PATIENCE:?}: {e}"),
+                });
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
