@@ -68,6 +68,9 @@ pub enum ApacheKafkaError {
         /// The broker's log file.
         log: PathBuf,
     },
+    /// The data directory named is a file.
+    #[error("the data directory {0} is not a directory")]
+    NotADirectory(PathBuf),
     /// The admin API refused to create a topic.
     #[error("creating topic {topic}: {reason}")]
     Topic {
@@ -76,8 +79,9 @@ pub enum ApacheKafkaError {
         /// The broker's answer.
         reason: String,
     },
-    /// A file or process operation failed.
-    #[error("{what}: {source}")]
+    /// A file or process operation failed (the cause is the error's source,
+    /// so a report that prints the chain names it once).
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -156,6 +160,9 @@ impl ApacheKafka {
         let lib = install()?;
         let data_dir = match &options.data_dir {
             Some(path) => {
+                if path.exists() && !path.is_dir() {
+                    return Err(ApacheKafkaError::NotADirectory(path.clone()));
+                }
                 std::fs::create_dir_all(path)
                     .map_err(io(format!("creating {}", path.display())))?;
                 DataDir::Kept(path.clone())

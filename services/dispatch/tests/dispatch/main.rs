@@ -172,19 +172,45 @@ async fn build_dispatch(kafka: &TestKafka, topics: &Topics, timeout_ms: u64) -> 
     Application::build(settings).await.unwrap()
 }
 
+/// A waiter and a dispatch whose calls in flight can be counted.
+struct Tracked {
+    _kafka: TestKafka,
+    waiter: CancellationToken,
+    base: String,
+    pending: dispatch::PendingRequests,
+    stop: CancellationToken,
+    running: tokio::task::JoinHandle<Result<(), dispatch::DispatchError>>,
+}
+
+async fn tracked() -> Tracked {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let waiter = start_waiter(&kafka, &topics).await;
+    let app = build_dispatch(&kafka, &topics, 20_000).await;
+    let stop = CancellationToken::new();
+    Tracked {
+        base: format!("http://127.0.0.1:{}", app.port()),
+        pending: app.pending_requests(),
+        running: tokio::spawn(app.run_until_stopped(stop.clone())),
+        stop,
+        waiter,
+        _kafka: kafka,
+    }
+}
+
 /// A graceful stop lets the calls in flight get their replies: the reply
 /// reader stops after the HTTP server has finished them, not with it (when
 /// it stopped with it, every call in flight ended in a 504).
 #[tokio::test]
 async fn a_graceful_stop_answers_the_calls_in_flight() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = topics(&kafka).await;
-    let waiter = start_waiter(&kafka, &topics).await;
-    let app = build_dispatch(&kafka, &topics, 20_000).await;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let pending = app.pending_requests();
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let Tracked {
+        _kafka,
+        waiter,
+        base,
+        pending,
+        stop,
+        running,
+    } = tracked().await;
     let call = tokio::spawn(
         reqwest::Client::new()
             .post(format!("{base}/wait"))
@@ -214,14 +240,14 @@ async fn a_graceful_stop_answers_the_calls_in_flight() {
 /// goes with the dropped call, not when (or if) the reply comes.
 #[tokio::test]
 async fn a_client_that_goes_away_leaves_no_pending_request() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = topics(&kafka).await;
-    let waiter = start_waiter(&kafka, &topics).await;
-    let app = build_dispatch(&kafka, &topics, 20_000).await;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let pending = app.pending_requests();
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
+    let Tracked {
+        _kafka,
+        waiter,
+        base,
+        pending,
+        stop,
+        ..
+    } = tracked().await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
