@@ -7,9 +7,8 @@ use anyhow::{Context, bail};
 use gateway::GatewayResponse;
 use kafka_kit::KafkaSettings;
 use serde_json::json;
+use service_kit::RunningService;
 use tenancy::RouteTable;
-use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How long the stack waits for a service to get ready, a change to reach
 /// every route table, or a service to drain.
@@ -107,8 +106,7 @@ impl Default for StackOptions {
 pub struct Stack {
     // Declared first so that, even without `stop`, services are told to stop
     // before the broker they talk to goes away.
-    guards: Vec<DropGuard>,
-    running: Vec<Running>,
+    running: Vec<RunningService>,
     kafka: KafkaSettings,
     options: StackOptions,
     /// The registry's base URL.
@@ -123,33 +121,11 @@ pub struct Stack {
     pub http: reqwest::Client,
 }
 
-/// A running service's outcome: `Err` names the service and its error.
-type Running = JoinHandle<Result<(), String>>;
-
-/// Runs a service until its guard is dropped. A failure is logged when it
-/// happens and returned again by [`Stack::stop`].
-fn spawn<F, E>(name: &'static str, run: impl FnOnce(CancellationToken) -> F) -> (DropGuard, Running)
-where
-    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
-    E: std::fmt::Display,
-{
-    let stop = CancellationToken::new();
-    let future = run(stop.clone());
-    let handle = tokio::spawn(async move {
-        future.await.map_err(|e| {
-            tracing::error!(service = name, error = %e, "service failed");
-            format!("{name} failed: {e}")
-        })
-    });
-    (stop.drop_guard(), handle)
-}
-
 impl Stack {
     /// Starts registry, ledger, baseline waiter (once its partitions are
     /// assigned), baseline dispatch and the gateway on `kafka`.
     pub async fn start(kafka: &KafkaSettings, options: StackOptions) -> anyhow::Result<Self> {
         let mut stack = Self {
-            guards: Vec::new(),
             running: Vec::new(),
             kafka: kafka.clone(),
             options,
@@ -161,11 +137,11 @@ impl Stack {
         };
 
         let mut registry_settings = tenants::Settings::defaults_with(kafka);
-        registry_settings.tenants.token = stack.options.token.clone();
-        registry_settings.tenants.topic = stack.options.names.routes.clone();
+        registry_settings.tenants.token = settings::Secret::new(&stack.options.token);
+        registry_settings.routes.topic = stack.options.names.routes.clone();
         // The stack's variants run until it stops, so a deleted tenant's
         // groups still have members: answer `pending` quickly.
-        registry_settings.tenants.group_deletion.wait_ms = 1_000;
+        registry_settings.tenants.group_deletion.wait = Duration::from_secs(1);
         registry_settings.tenants.variant_groups.insert(
             protocol::Service::Waiter.as_str().into(),
             format!("{}-{{label}}", stack.options.names.waiter_group),
@@ -173,19 +149,13 @@ impl Stack {
         let registry = tenants::Application::build(registry_settings)
             .await
             .context("starting the registry")?;
-        stack.registry = format!("http://127.0.0.1:{}", registry.port());
         stack.tables.push(registry.route_table());
-        stack.keep(spawn(protocol::Service::Tenants.as_str(), |stop| {
-            registry.run_until_stopped(stop)
-        }));
+        stack.registry = stack.keep(RunningService::spawn(registry));
 
-        let ledger = ledger::Application::build(ledger::Settings::for_tests())
+        let ledger = RunningService::start::<ledger::Application>(ledger::Settings::for_tests())
             .await
             .context("starting the ledger")?;
-        stack.ledger = format!("http://127.0.0.1:{}", ledger.port());
-        stack.keep(spawn(protocol::Service::Ledger.as_str(), |stop| {
-            ledger.run_until_stopped(stop)
-        }));
+        stack.ledger = stack.keep(ledger);
 
         stack.start_waiter(tenancy::BASELINE).await?;
         let dispatch = stack.start_dispatch(tenancy::BASELINE).await?;
@@ -193,55 +163,52 @@ impl Stack {
         let mut gateway_settings = gateway::Settings::defaults_with(kafka, &dispatch);
         gateway_settings.http.port = stack.options.gateway_port;
         gateway_settings.gateway.trust_incoming_baggage = stack.options.trust_incoming_baggage;
-        gateway_settings.gateway.routes_topic = stack.options.names.routes.clone();
+        gateway_settings.routes.topic = stack.options.names.routes.clone();
         let gateway = gateway::Application::build(gateway_settings)
             .await
             .context("starting the gateway")?;
-        stack.gateway = format!("http://127.0.0.1:{}", gateway.port());
         stack.tables.push(gateway.route_table());
-        stack.keep(spawn(protocol::Service::Gateway.as_str(), |stop| {
-            gateway.run_until_stopped(stop)
-        }));
+        stack.gateway = stack.keep(RunningService::spawn(gateway));
         Ok(stack)
     }
 
-    fn keep(&mut self, (guard, handle): (DropGuard, Running)) {
-        self.guards.push(guard);
-        self.running.push(handle);
+    /// Keeps `service` running until the stack stops; returns its URL.
+    fn keep(&mut self, service: RunningService) -> String {
+        let url = service.url();
+        self.running.push(service);
+        url
     }
 
     /// Starts a waiter labelled `label` and waits until its partitions are
     /// assigned (a variant registers itself only then).
     async fn start_waiter(&mut self, label: &str) -> anyhow::Result<()> {
-        let mut settings = waiter::Settings::defaults_with(self.kafka.clone());
-        settings.http.host = "127.0.0.1".into();
-        settings.http.port = 0;
+        let names = &self.options.names;
+        let topics = protocol::topics::RequestTopics {
+            requests: names.requests.clone(),
+            replies: names.responses.clone(),
+            dead_letters: names.dead_letter.clone(),
+        };
+        let mut settings = waiter::Settings::in_process(
+            self.kafka.clone(),
+            &topics,
+            &names.waiter_group_of(label),
+        );
         settings.service.variant = label.into();
-        settings.waiter.consumers = 1;
-        settings.waiter.producers = 1;
+        settings.waiter.producers = std::num::NonZeroUsize::MIN;
         settings.ledger.url = Some(self.ledger.clone());
         settings.registry.url = Some(self.registry.clone());
-        settings.registry.token = Some(self.options.token.clone());
+        settings.registry.token = Some(settings::Secret::new(&self.options.token));
+        settings.routes.topic = names.routes.clone();
         if label != tenancy::BASELINE {
             settings.waiter.wait_scale = self.options.variant_wait_scale;
         }
-        let names = &self.options.names;
-        settings.waiter.request_topic = names.requests.clone();
-        settings.waiter.default_response_topic = names.responses.clone();
-        settings.waiter.dead_letter_topic = names.dead_letter.clone();
-        settings.waiter.group_id = Some(names.waiter_group_of(label));
-        settings.tenancy.routes_topic = names.routes.clone();
-        let waiter = waiter::Application::build(settings)
+        let waiter = waiter::RunningWaiter::start(settings)
             .await
             .with_context(|| format!("starting waiter `{label}`"))?;
         self.tables.push(waiter.route_table());
-        let readiness = waiter.readiness();
-        self.keep(spawn(protocol::Service::Waiter.as_str(), |stop| {
-            waiter.run_until_stopped(stop)
-        }));
-        tokio::time::timeout(DEADLINE, readiness.assigned())
-            .await
-            .with_context(|| format!("waiter `{label}` got no partitions within {DEADLINE:?}"))
+        let assigned = waiter.assigned(DEADLINE).await;
+        self.keep(waiter.into_service());
+        assigned
     }
 
     /// Starts a dispatch labelled `label`; returns its base URL.
@@ -249,17 +216,13 @@ impl Stack {
         let mut settings = dispatch::Settings::defaults_with(&self.kafka);
         settings.service.variant = label.into();
         settings.registry.url = Some(self.registry.clone());
-        settings.registry.token = Some(self.options.token.clone());
+        settings.registry.token = Some(settings::Secret::new(&self.options.token));
         settings.dispatch.request_topic = self.options.names.requests.clone();
         settings.dispatch.response_topic = self.options.names.responses.clone();
         let dispatch = dispatch::Application::build(settings)
             .await
             .with_context(|| format!("starting dispatch `{label}`"))?;
-        let url = format!("http://127.0.0.1:{}", dispatch.port());
-        self.keep(spawn(protocol::Service::Dispatch.as_str(), |stop| {
-            dispatch.run_until_stopped(stop)
-        }));
-        Ok(url)
+        Ok(self.keep(RunningService::spawn(dispatch)))
     }
 
     /// Starts B″ and/or C″ labelled `label` and waits until the registry
@@ -314,14 +277,9 @@ impl Stack {
     /// earlier, is named in the error; every service is stopped regardless.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
-        while let Some(guard) = self.guards.pop() {
-            drop(guard);
-            let handle = self.running.pop().expect("one handle per guard");
-            match tokio::time::timeout(DEADLINE, handle).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(failure))) => failures.push(failure),
-                Ok(Err(panic)) => failures.push(format!("a service panicked: {panic}")),
-                Err(_) => failures.push(format!("a service did not drain within {DEADLINE:?}")),
+        while let Some(service) = self.running.pop() {
+            if let Err(failure) = service.stop_within(DEADLINE).await {
+                failures.push(format!("{failure:#}"));
             }
         }
         match failures.is_empty() {

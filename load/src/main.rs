@@ -6,6 +6,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +14,6 @@ use anyhow::Context;
 use clap::Parser;
 use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
 use load::{Config, LoadModel, Slo, WaitSpec};
-use tokio_util::sync::CancellationToken;
 
 /// Offer request/reply load to the waiter over Kafka and report honestly.
 #[derive(Debug, Parser)]
@@ -186,19 +186,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
 /// A broker and a waiter running in this process.
 struct Embedded {
-    stop: CancellationToken,
-    waiter: tokio::task::JoinHandle<Result<(), waiter::WaiterError>>,
+    waiter: waiter::RunningWaiter,
     broker: EmbeddedKafka,
 }
 
 impl Embedded {
     /// Drains the waiter while the broker is still up, then stops the broker.
     async fn stop(self) {
-        self.stop.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.waiter).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => eprintln!("load: the embedded waiter stopped with an error: {e}"),
-            _ => eprintln!("load: the embedded waiter did not stop in time"),
+        let stopped = self
+            .waiter
+            .into_service()
+            .stop_within(Duration::from_secs(30))
+            .await;
+        if let Err(e) = stopped {
+            eprintln!("load: the embedded waiter: {e:#}");
         }
         drop(self.broker);
     }
@@ -208,39 +209,30 @@ async fn start_embedded(config: &mut Config, waiters: usize) -> anyhow::Result<E
     let broker = EmbeddedKafka::start(EmbeddedKafkaOptions::default())
         .context("starting the embedded broker")?;
     config.bootstrap_servers = broker.bootstrap_servers().to_string();
-    let mut settings =
-        waiter::Settings::defaults_with(kafka_kit::KafkaSettings::new(broker.bootstrap_servers()));
-    settings.http.host = "127.0.0.1".into();
-    settings.http.port = 0;
-    settings.waiter.consumers = 1;
-    settings.waiter.producers = 1;
-    settings.waiter.waiters = waiters;
-    settings.waiter.request_channel_capacity = 1000;
-    settings.waiter.reply_channel_capacity = 1000;
-    settings.waiter.request_topic = config.request_topic.clone();
-    settings.waiter.default_response_topic = config.response_topic.clone();
+    let mut kafka = kafka_kit::KafkaSettings::new(broker.bootstrap_servers());
     // The embedded broker answers a fetch only when its wait runs out, not
     // when data arrives: a short wait keeps that from dominating latency.
-    settings
-        .kafka
+    kafka
         .consumer
         .insert("fetch.wait.max.ms".into(), "5".into());
-    let app = waiter::Application::build(settings)
+    let topics = protocol::topics::RequestTopics {
+        requests: config.request_topic.clone(),
+        replies: config.response_topic.clone(),
+        dead_letters: protocol::topics::DEAD_LETTER.into(),
+    };
+    let mut settings = waiter::Settings::in_process(kafka, &topics, "waiter");
+    let pipeline = &mut settings.waiter;
+    pipeline.producers = NonZeroUsize::MIN;
+    pipeline.waiters =
+        NonZeroUsize::new(waiters).context("--embedded-waiters must be at least 1")?;
+    pipeline.request_channel_capacity = NonZeroUsize::new(1000).expect("not zero");
+    pipeline.reply_channel_capacity = NonZeroUsize::new(1000).expect("not zero");
+    let waiter = waiter::RunningWaiter::start_assigned(settings, Duration::from_secs(30))
         .await
         .context("starting the embedded waiter")?;
-    let readiness = app.readiness();
-    let stop = CancellationToken::new();
-    let waiter = tokio::spawn(app.run_until_stopped(stop.clone()));
-    tokio::time::timeout(Duration::from_secs(30), readiness.assigned())
-        .await
-        .context("the embedded waiter got no partitions")?;
     eprintln!(
         "load: embedded broker at {} with a waiter of {waiters} waits",
         broker.bootstrap_servers()
     );
-    Ok(Embedded {
-        stop,
-        waiter,
-        broker,
-    })
+    Ok(Embedded { waiter, broker })
 }

@@ -426,15 +426,41 @@ async fn max_throughput(
     Ok(best)
 }
 
+/// The echo reads the waiter's settings file and environment, but only the
+/// parts a bare client needs (the rest, such as pool sizes, is ignored).
+#[derive(serde::Deserialize)]
+struct EchoSettings {
+    kafka: kafka_kit::KafkaSettings,
+    waiter: EchoTopics,
+}
+
+#[derive(serde::Deserialize)]
+struct EchoTopics {
+    request_topic: String,
+    default_response_topic: String,
+    group_id: Option<String>,
+}
+
+const ECHO_DEFAULTS: &str = r#"
+kafka: {bootstrap_servers: "localhost:9092", client: {}, consumer: {}, producer: {}}
+waiter: {request_topic: Waiter-Requests, default_response_topic: Waiter-Responses, group_id: null}
+"#;
+
 /// The bare echo: consume a request, produce a reply with its correlation,
 /// in one loop, with the clients a waiter would build from the same settings.
 /// The floor any pipeline sits on. Runs until killed.
 async fn echo(config: &std::path::Path) -> anyhow::Result<()> {
-    let settings = waiter::Settings::load(Some(config))?;
+    let settings: EchoSettings = settings::Loader::new(ECHO_DEFAULTS)
+        .file(Some(config))
+        .kafka_section("kafka")
+        .load()?;
     let consumer: StreamConsumer = settings
         .kafka
         .consumer_config()
-        .set("group.id", settings.group_id())
+        .set(
+            "group.id",
+            settings.waiter.group_id.as_deref().unwrap_or("bench-echo"),
+        )
         .set("auto.offset.reset", "latest")
         .create()?;
     consumer.subscribe(&[&settings.waiter.request_topic])?;

@@ -6,28 +6,19 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use load::{Config, LoadModel, WaitSpec};
+use protocol::topics::RequestTopics;
 use rdkafka::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use testkit::TestKafka;
 use tokio_util::sync::CancellationToken;
+use waiter::RunningWaiter;
 
-struct Topics {
-    requests: String,
-    replies: String,
+async fn topics(kafka: &TestKafka) -> RequestTopics {
+    kafka.fresh_topics(2).await.unwrap()
 }
 
-async fn topics(kafka: &TestKafka) -> Topics {
-    let topics = Topics {
-        requests: testkit::unique_name("requests"),
-        replies: testkit::unique_name("replies"),
-    };
-    kafka.create_topic(&topics.requests, 2).await.unwrap();
-    kafka.create_topic(&topics.replies, 2).await.unwrap();
-    topics
-}
-
-fn config(kafka: &TestKafka, topics: &Topics) -> Config {
+fn config(kafka: &TestKafka, topics: &RequestTopics) -> Config {
     let mut config = Config::new(kafka.bootstrap_servers());
     config.request_topic = topics.requests.clone();
     config.response_topic = topics.replies.clone();
@@ -38,32 +29,20 @@ fn config(kafka: &TestKafka, topics: &Topics) -> Config {
     config
 }
 
-async fn start_waiter(
-    kafka: &TestKafka,
-    topics: &Topics,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+async fn start_waiter(kafka: &TestKafka, topics: &RequestTopics) -> RunningWaiter {
     testkit::telemetry();
-    let mut settings = waiter::Settings::defaults_with(kafka.settings());
-    settings.http.host = "127.0.0.1".into();
-    settings.http.port = 0;
-    settings.waiter.request_topic = topics.requests.clone();
-    settings.waiter.default_response_topic = topics.replies.clone();
-    settings.waiter.group_id = Some(testkit::unique_name("waiter"));
-    settings.waiter.consumers = 1;
-    let app = waiter::Application::build(settings).await.unwrap();
-    let readiness = app.readiness();
-    let stop = CancellationToken::new();
-    let run = app.run_until_stopped(stop.clone());
-    let handle = tokio::spawn(async move { run.await.unwrap() });
-    readiness.assigned().await;
-    (stop, handle)
+    let settings =
+        waiter::Settings::in_process(kafka.settings(), topics, &testkit::unique_name("waiter"));
+    RunningWaiter::start_assigned(settings, Duration::from_secs(30))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn counts_add_up_for_a_short_run_against_the_waiter() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
-    let (stop, waiter) = start_waiter(&kafka, &topics).await;
+    let waiter = start_waiter(&kafka, &topics).await;
     let report = load::run(config(&kafka, &topics)).await.unwrap();
     let c = &report.counts;
     assert!(c.add_up(), "{c:?}");
@@ -77,8 +56,7 @@ async fn counts_add_up_for_a_short_run_against_the_waiter() {
         "the waiter's timing headers were read"
     );
     assert!(report.violations(&["errors=0".parse().unwrap()]).is_empty());
-    stop.cancel();
-    waiter.await.unwrap();
+    waiter.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -258,7 +236,7 @@ async fn traced_requests_are_root_spans_the_application_continues() {
     let telemetry = testkit::telemetry();
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
-    let (stop, waiter) = start_waiter(&kafka, &topics).await;
+    let waiter = start_waiter(&kafka, &topics).await;
     let mut config = config(&kafka, &topics);
     config.model = LoadModel::Closed { users: 1 };
     config.duration = Duration::from_millis(100);
@@ -299,6 +277,5 @@ async fn traced_requests_are_root_spans_the_application_continues() {
         root.span_context.span_id(),
         "the waiter continues the generator's trace"
     );
-    stop.cancel();
-    waiter.await.unwrap();
+    waiter.stop().await.unwrap();
 }

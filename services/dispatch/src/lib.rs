@@ -28,8 +28,8 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
-use service_kit::{ApiError, HttpSettings};
-use tenancy::{RegistryClient, RegistrySettings};
+use service_kit::{ApiError, HttpSettings, ServiceSettings};
+use tenancy::RegistrySettings;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -55,14 +55,6 @@ pub struct Settings {
     pub registry: RegistrySettings,
 }
 
-/// Identity.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSettings {
-    /// `baseline` or a variant label.
-    pub variant: String,
-}
-
 /// Request/reply settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +64,8 @@ pub struct DispatchSettings {
     /// Where replies are read, and what requests name as `responseTopic`.
     pub response_topic: String,
     /// How long a caller waits for its reply.
-    pub reply_timeout_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub reply_timeout: Duration,
 }
 
 impl Settings {
@@ -179,7 +172,7 @@ pub struct Application {
     port: u16,
     state: AppState,
     replies: StreamConsumer,
-    registry: Option<(RegistryClient, String)>,
+    registration: Option<tenancy::Registration>,
 }
 
 impl Application {
@@ -192,7 +185,7 @@ impl Application {
             .set("acks", "all")
             .set(
                 "message.timeout.ms",
-                settings.dispatch.reply_timeout_ms.to_string(),
+                settings.dispatch.reply_timeout.as_millis().to_string(),
             )
             .create()?;
         let replies: StreamConsumer = settings
@@ -217,20 +210,12 @@ impl Application {
             ));
         }
         let variant = settings.service.variant.clone();
-        let registry = match (&settings.registry.url, variant.as_str()) {
-            (Some(url), label) if label != tenancy::BASELINE => {
-                let endpoint = settings
-                    .registry
-                    .advertised_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
-                Some((
-                    RegistryClient::new(url, settings.registry.token.clone()),
-                    endpoint,
-                ))
-            }
-            _ => None,
-        };
+        let registration = tenancy::Registration::for_variant(
+            &settings.registry,
+            Service::Dispatch,
+            &variant,
+            port,
+        );
         Ok(Self {
             listener,
             port,
@@ -240,10 +225,10 @@ impl Application {
                 variant: variant.into(),
                 request_topic: settings.dispatch.request_topic.into(),
                 response_topic: settings.dispatch.response_topic.into(),
-                reply_timeout: Duration::from_millis(settings.dispatch.reply_timeout_ms),
+                reply_timeout: settings.dispatch.reply_timeout,
             },
             replies,
-            registry,
+            registration,
         })
     }
 
@@ -266,11 +251,8 @@ impl Application {
     /// in a 504; only then does the reader stop.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
         let variant = self.state.variant.to_string();
-        if let Some((registry, endpoint)) = &self.registry {
-            registry
-                .register(protocol::Service::Dispatch.as_str(), &variant, endpoint)
-                .await?;
-            tracing::info!(%variant, %endpoint, "registered with the tenants registry");
+        if let Some(registration) = &self.registration {
+            registration.register().await?;
         }
         // The reader outlives the HTTP server: it stops only once every
         // call in flight has been answered or timed out.
@@ -294,12 +276,8 @@ impl Application {
         let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
         reader_stop.cancel();
         let _ = reader.await;
-        if let Some((registry, _)) = &self.registry
-            && let Err(e) = registry
-                .deregister(protocol::Service::Dispatch.as_str(), &variant)
-                .await
-        {
-            tracing::warn!(error = %e, "deregistration failed; the registry keeps a stale endpoint");
+        if let Some(registration) = &self.registration {
+            registration.deregister().await;
         }
         served.map_err(DispatchError::from)
     }
@@ -390,8 +368,9 @@ async fn wait(
     if let Err((e, _)) = sent {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot publish the request to Kafka: {e}"),
-        ));
+            "the request could not be published to Kafka; try again",
+        )
+        .caused_by(e));
     }
     match tokio::time::timeout(state.reply_timeout, reply_rx).await {
         Ok(Ok(reply)) => Ok(Json(DispatchResponse {
@@ -409,5 +388,32 @@ async fn wait(
                 ),
             ))
         }
+    }
+}
+
+impl service_kit::ServiceApp for Application {
+    const SERVICE: protocol::Service = protocol::Service::Dispatch;
+    const ABOUT: &'static str = "Publish wait requests to Kafka and await their replies.";
+    type Settings = Settings;
+    type Error = DispatchError;
+
+    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+        Ok(Settings::load(file)?)
+    }
+
+    fn variant(settings: &Settings) -> &str {
+        settings.service.variant.as_str()
+    }
+
+    async fn build(settings: Settings) -> Result<Self, DispatchError> {
+        Application::build(settings).await
+    }
+
+    fn port(&self) -> u16 {
+        Application::port(self)
+    }
+
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
+        Application::run_until_stopped(self, shutdown).await
     }
 }

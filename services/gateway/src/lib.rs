@@ -21,7 +21,7 @@ use opentelemetry::trace::TraceContextExt;
 use protocol::wire::{DispatchResponse, WaitReply, WaitRequestBody};
 use protocol::{Hops, Service, headers};
 use serde::{Deserialize, Serialize};
-use service_kit::{ApiError, HttpSettings};
+use service_kit::{ApiError, HttpSettings, ServiceSettings};
 use tenancy::RouteTable;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,14 +41,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Routing.
     pub gateway: GatewaySettings,
-}
-
-/// Identity.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSettings {
-    /// The gateway's own label (it has no variants of its own by default).
-    pub variant: String,
+    /// The route table.
+    pub routes: tenancy::RouteTableSettings,
 }
 
 /// Routing settings.
@@ -60,11 +54,8 @@ pub struct GatewaySettings {
     /// Honour the caller's `tenant` baggage.
     pub trust_incoming_baggage: bool,
     /// How long to wait for dispatch.
-    pub timeout_ms: u64,
-    /// The compacted topic of mappings.
-    pub routes_topic: String,
-    /// How long start-up may wait for the route table.
-    pub catch_up_timeout_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub timeout: Duration,
 }
 
 impl Settings {
@@ -134,12 +125,12 @@ impl Application {
     /// Binds and starts the route table.
     pub async fn build(settings: Settings) -> Result<Self, GatewayError> {
         let (listener, port) = service_kit::bind(&settings.http).await?;
-        let routes = RouteTable::start(&settings.kafka, &settings.gateway.routes_topic).await?;
-        let timeout = Duration::from_millis(settings.gateway.timeout_ms);
+        let routes = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
+        let timeout = settings.gateway.timeout;
         Ok(Self {
             listener,
             port,
-            catch_up: Duration::from_millis(settings.gateway.catch_up_timeout_ms),
+            catch_up: settings.routes.catch_up_timeout,
             state: AppState {
                 routes,
                 http: reqwest::Client::builder()
@@ -240,19 +231,22 @@ async fn wait(
         .send()
         .await
         .map_err(|e| {
+            let cause = format!("dispatch at {url}: {e}");
             if e.is_timeout() {
                 ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
-                        "dispatch at {url} did not answer within {:?}",
-                        state.timeout
+                        "dispatch `{dispatch_label}` did not answer within {}",
+                        humantime::format_duration(state.timeout)
                     ),
                 )
+                .caused_by(cause)
             } else {
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    format!("dispatch at {url} is unreachable: {e}"),
+                    format!("dispatch `{dispatch_label}` is unreachable"),
                 )
+                .caused_by(cause)
             }
         })?;
     let status = response.status();
@@ -272,8 +266,9 @@ async fn wait(
     let answer: DispatchResponse = response.json().await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
-            format!("dispatch answered something unreadable: {e}"),
+            "dispatch answered something unreadable",
         )
+        .caused_by(e)
     })?;
     if answer.dispatch_variant != dispatch_label {
         tracing::warn!(routed = %dispatch_label, answered = %answer.dispatch_variant, "dispatch answered as another variant than the route named");
@@ -287,4 +282,31 @@ async fn wait(
             .then(Service::Waiter, &answer.reply.variant),
         reply: answer.reply,
     }))
+}
+
+impl service_kit::ServiceApp for Application {
+    const SERVICE: protocol::Service = protocol::Service::Gateway;
+    const ABOUT: &'static str = "Route wait requests to the dispatch variant their tenant maps to.";
+    type Settings = Settings;
+    type Error = GatewayError;
+
+    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+        Ok(Settings::load(file)?)
+    }
+
+    fn variant(settings: &Settings) -> &str {
+        settings.service.variant.as_str()
+    }
+
+    async fn build(settings: Settings) -> Result<Self, GatewayError> {
+        Application::build(settings).await
+    }
+
+    fn port(&self) -> u16 {
+        Application::port(self)
+    }
+
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
+        Application::run_until_stopped(self, shutdown).await
+    }
 }

@@ -1,31 +1,7 @@
-//! `gateway`: service A. Wiring only.
+//! `gateway`: service A. Wiring only: see the library.
 
 service_kit::global_allocator!();
 
-use std::path::PathBuf;
-
-use clap::Parser;
-use gateway::{Application, Settings};
-
-/// Route wait requests to the dispatch variant their tenant maps to.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// YAML settings layered over the defaults (also WAITER_BUS_CONFIG).
-    #[arg(long)]
-    config: Option<PathBuf>,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load(Args::parse().config.as_deref())?;
-    let variant = settings.service.variant.clone();
-    service_kit::run_service(
-        protocol::Service::Gateway.as_str(),
-        env!("CARGO_PKG_VERSION"),
-        &variant,
-        Application::build(settings),
-        Application::run_until_stopped,
-    )
-    .await
+fn main() -> anyhow::Result<()> {
+    service_kit::main::<gateway::Application>()
 }

@@ -150,3 +150,30 @@ impl Application {
         service_kit::serve(self.listener, app, shutdown).await
     }
 }
+
+impl service_kit::ServiceApp for Application {
+    const SERVICE: protocol::Service = protocol::Service::Ledger;
+    const ABOUT: &'static str = "Record completed waits and serve them back.";
+    type Settings = Settings;
+    type Error = std::io::Error;
+
+    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+        Ok(Settings::load(file)?)
+    }
+
+    fn variant(_: &Settings) -> &str {
+        protocol::BASELINE
+    }
+
+    async fn build(settings: Settings) -> Result<Self, std::io::Error> {
+        Application::build(settings).await
+    }
+
+    fn port(&self) -> u16 {
+        Application::port(self)
+    }
+
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), std::io::Error> {
+        Application::run_until_stopped(self, shutdown).await
+    }
+}

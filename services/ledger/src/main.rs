@@ -1,31 +1,7 @@
-//! `ledger`: service D. Wiring only.
+//! `ledger`: service D. Wiring only: see the library.
 
 service_kit::global_allocator!();
 
-use std::path::PathBuf;
-
-use clap::Parser;
-use ledger::{Application, Settings};
-
-/// Record completed waits and serve them back.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// YAML settings layered over the defaults (also WAITER_BUS_CONFIG).
-    #[arg(long)]
-    config: Option<PathBuf>,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load(Args::parse().config.as_deref())?;
-    let variant = telemetry::BASELINE_VARIANT.to_string();
-    service_kit::run_service(
-        protocol::Service::Ledger.as_str(),
-        env!("CARGO_PKG_VERSION"),
-        &variant,
-        Application::build(settings),
-        Application::run_until_stopped,
-    )
-    .await
+fn main() -> anyhow::Result<()> {
+    service_kit::main::<ledger::Application>()
 }

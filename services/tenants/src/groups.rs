@@ -29,9 +29,11 @@ use tokio::time::Instant;
 pub struct GroupDeletionSettings {
     /// How long `DELETE /tenants/{id}` waits for a group to lose its
     /// members and be deleted before answering `pending`.
-    pub wait_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub wait: Duration,
     /// How long a `pending` deletion keeps being retried in the background.
-    pub retry_for_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub retry_for: Duration,
 }
 
 /// What became of one consumer group.
@@ -135,14 +137,14 @@ impl GroupDeleter {
     /// still has members then is answered `pending` and retried in the
     /// background.
     pub async fn delete(&self, groups: &[String]) -> Vec<GroupDeletion> {
-        let wait = Duration::from_millis(self.settings.wait_ms);
+        let wait = self.settings.wait;
         let mut answers = Vec::with_capacity(groups.len());
         for group in groups {
             let answer = self.delete_one(group, Instant::now() + wait).await;
             if answer.outcome == DeletionOutcome::Pending {
                 let deleter = self.clone();
                 let group = group.clone();
-                let retry_for = Duration::from_millis(self.settings.retry_for_ms);
+                let retry_for = self.settings.retry_for;
                 tokio::spawn(async move {
                     let last = deleter.delete_one(&group, Instant::now() + retry_for).await;
                     let last = match last.outcome {
@@ -188,7 +190,7 @@ impl GroupDeleter {
                             DeletionOutcome::Pending,
                             Some(format!(
                                 "{members} member(s) still in the group: stop the variant; deletion is retried for {:?}",
-                                Duration::from_millis(self.settings.retry_for_ms)
+                                self.settings.retry_for
                             )),
                         );
                     }

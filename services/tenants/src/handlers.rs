@@ -66,7 +66,7 @@ impl Registry {
         value: Option<Vec<u8>>,
         visible: impl Fn(&Routes) -> bool,
     ) -> Result<(), ApiError> {
-        let mut record = FutureRecord::<str, Vec<u8>>::to(&self.settings.topic).key(key);
+        let mut record = FutureRecord::<str, Vec<u8>>::to(&self.routes_topic).key(key);
         if let Some(value) = &value {
             record = record.payload(value);
         }
@@ -76,10 +76,11 @@ impl Registry {
             .map_err(|(e, _)| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot write to `{}`: {e}", self.settings.topic),
+                    "the change could not be written to Kafka; try again",
                 )
+                .caused_by(format!("writing to `{}`: {e}", self.routes_topic))
             })?;
-        let timeout = Duration::from_millis(self.settings.write_timeout_ms);
+        let timeout = self.settings.write_timeout;
         self.table.wait_for(timeout, visible).await.map(|_| ()).ok_or_else(|| {
             ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,

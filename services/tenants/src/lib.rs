@@ -32,7 +32,6 @@ pub use handlers::Deleted;
 pub use settings::{DEFAULTS, Settings, TenantsSettings};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, put};
@@ -63,6 +62,8 @@ struct Registry {
     producer: FutureProducer,
     groups: groups::GroupDeleter,
     settings: Arc<TenantsSettings>,
+    // Where mappings are written (the table above reads it back).
+    routes_topic: Arc<str>,
 }
 
 /// A built, not yet running, registry.
@@ -76,8 +77,8 @@ impl Application {
     /// Binds, connects, and reads `tenant-routes` up to its current end.
     pub async fn build(settings: Settings) -> Result<Self, TenantsError> {
         let (listener, port) = service_kit::bind(&settings.http).await?;
-        let table = RouteTable::start(&settings.kafka, &settings.tenants.topic).await?;
-        table.caught_up(Duration::from_secs(30)).await?;
+        let table = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
+        table.caught_up(settings.routes.catch_up_timeout).await?;
         let producer: FutureProducer = settings
             .kafka
             .producer_config()
@@ -97,6 +98,7 @@ impl Application {
                     settings.tenants.group_deletion.clone(),
                 ),
                 settings: Arc::new(settings.tenants),
+                routes_topic: settings.routes.topic.into(),
             },
         })
     }
@@ -128,7 +130,7 @@ impl Application {
 
 fn router_with(registry: Registry) -> Router {
     use handlers::*;
-    let token: Arc<str> = registry.settings.token.as_str().into();
+    let token: Arc<str> = registry.settings.token.expose().into();
     let authorized = axum::middleware::from_fn_with_state(token, auth::require_token);
     Router::new()
         .route("/tenants", get(list_tenants))
@@ -153,4 +155,31 @@ fn router_with(registry: Registry) -> Router {
 /// The API on its own, for embedding; see the crate docs.
 pub async fn router(settings: Settings) -> Result<Router, TenantsError> {
     Ok(router_with(Application::build(settings).await?.registry))
+}
+
+impl service_kit::ServiceApp for Application {
+    const SERVICE: protocol::Service = protocol::Service::Tenants;
+    const ABOUT: &'static str = "Manage tenants, their variant mappings and variant endpoints.";
+    type Settings = Settings;
+    type Error = TenantsError;
+
+    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+        Ok(Settings::load(file)?)
+    }
+
+    fn variant(_: &Settings) -> &str {
+        protocol::BASELINE
+    }
+
+    async fn build(settings: Settings) -> Result<Self, TenantsError> {
+        Application::build(settings).await
+    }
+
+    fn port(&self) -> u16 {
+        Application::port(self)
+    }
+
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), TenantsError> {
+        Application::run_until_stopped(self, shutdown).await
+    }
 }

@@ -21,6 +21,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// The broker.
     pub kafka: KafkaSettings,
+    /// The route table this registry writes and reads back.
+    pub routes: tenancy::RouteTableSettings,
     /// Registry behaviour.
     pub tenants: TenantsSettings,
 }
@@ -29,16 +31,15 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantsSettings {
-    /// The compacted topic.
-    pub topic: String,
     /// Bearer token for mutations.
-    pub token: String,
+    pub token: settings::Secret,
     /// Services a tenant may map.
     pub services: BTreeSet<String>,
     /// Consumer-group pattern per service; `{label}` is replaced.
     pub variant_groups: BTreeMap<String, String>,
     /// How long a write may take to show in the registry's own table.
-    pub write_timeout_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub write_timeout: std::time::Duration,
     /// Deleting a deleted tenant's variant consumer groups.
     pub group_deletion: GroupDeletionSettings,
 }

@@ -1,13 +1,14 @@
-//! Stage 1: Kafka consumers. Each record becomes a CONSUMER `process` span,
-//! is parsed, and is handed to the waiters over a bounded channel (or, when
-//! unusable, straight to the producers as a dead letter).
+//! Stage 1: Kafka consumers. Each record becomes a CONSUMER `process` span;
+//! `handle` decides whether it is this waiter's (tenancy), decodes it, and
+//! hands it to the waiters over a bounded channel (or, when unusable,
+//! straight to the producers as a dead letter). Acknowledgements come back
+//! to the consumer task, which stores the offsets they release.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use kafka_kit::acks::{Ack, Finished, OffsetTracker, ack_channel};
 use kafka_kit::handoff::send_timed;
-use kafka_kit::offsets::PartitionOffsets;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use protocol::headers;
@@ -21,46 +22,36 @@ use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{WaiterMetrics, handed_off};
-use crate::pipeline::{Ack, Outgoing, OutgoingKind, PipelineConfig, Work, carried_headers};
-use crate::request::{self, RequestLimits};
+use crate::pipeline::{Outgoing, OutgoingKind, Work, carried_headers};
+use crate::request::{self, RequestLimits, WaitRequest};
 
 /// The consumer type every stage refers to.
 pub type WaiterConsumer = StreamConsumer<WaiterContext>;
 
-/// Per-consumer state librdkafka calls back into: partition bookkeeping on
+/// Per-consumer state librdkafka calls back into: offset bookkeeping on
 /// rebalance, lag from statistics, commit failures.
 pub struct WaiterContext {
     metrics: WaiterMetrics,
     variant: String,
     group: String,
-    // Offsets in flight per assigned partition. Replaced on assignment and
-    // marked revoked on revocation, so a late acknowledgement from a previous
-    // assignment never moves the committed position.
-    partitions: Mutex<HashMap<i32, Arc<PartitionOffsets>>>,
+    // Offsets in flight per assigned partition (see `kafka_kit::acks`).
+    offsets: OffsetTracker,
     // Partitions assigned across all of this instance's consumers; readiness.
     assigned: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl WaiterContext {
     pub(crate) fn new(
-        config: &PipelineConfig,
+        config: &ConsumerConfig,
         assigned: Arc<tokio::sync::watch::Sender<usize>>,
     ) -> Self {
         Self {
             metrics: config.metrics.clone(),
             variant: config.variant.clone(),
             group: config.group.clone(),
-            partitions: Mutex::new(HashMap::new()),
+            offsets: OffsetTracker::new(),
             assigned,
         }
-    }
-
-    fn partitions(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Arc<PartitionOffsets>>> {
-        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn offsets_for(&self, partition: i32) -> Arc<PartitionOffsets> {
-        self.partitions().entry(partition).or_default().clone()
     }
 
     fn rebalance_event(&self, kind: &'static str, list: &TopicPartitionList) {
@@ -105,20 +96,18 @@ impl ClientContext for WaiterContext {
 impl ConsumerContext for WaiterContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            let mut partitions = self.partitions();
-            for element in list.elements() {
-                if let Some(offsets) = partitions.remove(&element.partition()) {
-                    if offsets.in_flight() > 0 {
-                        tracing::info!(
-                            partition = element.partition(),
-                            in_flight = offsets.in_flight(),
-                            "revoked with work in flight: its replies still go out, its offsets are left for the next owner"
-                        );
-                    }
-                    offsets.revoke();
-                }
+            let revoked = list
+                .elements()
+                .iter()
+                .map(|e| e.partition())
+                .collect::<Vec<_>>();
+            for (partition, in_flight) in self.offsets.revoke(revoked) {
+                tracing::info!(
+                    partition,
+                    in_flight,
+                    "revoked with work in flight: its replies still go out, its offsets are left for the next owner"
+                );
             }
-            drop(partitions);
             self.assigned
                 .send_modify(|n| *n = n.saturating_sub(list.count()));
             self.rebalance_event("revoked", list);
@@ -128,11 +117,8 @@ impl ConsumerContext for WaiterContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
-                let mut partitions = self.partitions();
-                for element in list.elements() {
-                    partitions.insert(element.partition(), Arc::new(PartitionOffsets::new()));
-                }
-                drop(partitions);
+                self.offsets
+                    .assign(list.elements().iter().map(|e| e.partition()));
                 self.assigned.send_modify(|n| *n += list.count());
                 self.rebalance_event("assigned", list);
             }
@@ -166,18 +152,43 @@ impl ConsumerContext for WaiterContext {
     }
 }
 
-/// Reads records until `stop` is cancelled, handing each one on.
+/// What the consumer stage reads, resolved once from the settings.
+pub(crate) struct ConsumerConfig {
+    pub variant: String,
+    pub group: String,
+    pub tenancy: tenancy::ConsumerTenancy,
+    pub routes: tenancy::RouteTable,
+    pub limits: RequestLimits,
+    pub default_response_topic: String,
+    pub dead_letter_topic: String,
+    pub metrics: WaiterMetrics,
+}
+
+/// Reads records until `stop` is cancelled, handing each one on, and stores
+/// the offsets that acknowledgements flowing back release. After `stop` it
+/// keeps draining acknowledgements until every record it handed on is
+/// finished or abandoned downstream.
 pub(crate) async fn run(
     consumer: Arc<WaiterConsumer>,
-    config: Arc<PipelineConfig>,
+    config: Arc<ConsumerConfig>,
     work: mpsc::Sender<Work>,
     dead_letters: mpsc::Sender<Outgoing>,
     stop: CancellationToken,
 ) {
+    let (acks, mut finished) = ack_channel();
     loop {
+        // Under backpressure `handle` waits on a full channel; settle what
+        // came back meanwhile before reading on.
+        while let Some(done) = finished.try_recv() {
+            store(&consumer, done);
+        }
         let message = tokio::select! {
             biased;
             () = stop.cancelled() => break,
+            Some(done) = finished.recv() => {
+                store(&consumer, done);
+                continue;
+            }
             message = consumer.recv() => message,
         };
         let message = match message {
@@ -191,41 +202,117 @@ pub(crate) async fn run(
             }
         };
         config.metrics.consumed.increment(1);
-        let handed_on = handle(&consumer, &config, &message, &work, &dead_letters).await;
-        if !handed_on {
+        let ack = consumer.context().offsets.begin(
+            &acks,
+            message.topic(),
+            message.partition(),
+            message.offset(),
+        );
+        if !handle(&config, &message, ack, &work, &dead_letters).await {
             break;
+        }
+    }
+    // The stream ends once every record handed on is finished or dropped.
+    drop(acks);
+    while let Some(done) = finished.recv().await {
+        store(&consumer, done);
+    }
+}
+
+/// Stores the position an acknowledgement releases, if it released one.
+fn store(consumer: &WaiterConsumer, finished: Finished) {
+    let Some(position) = finished.settle() else {
+        return;
+    };
+    if let Err(e) =
+        consumer.store_offset(&position.topic, position.partition, position.last_finished)
+    {
+        // Only possible when the partition was revoked meanwhile; the next
+        // owner re-reads from the committed position.
+        tracing::debug!(error = %e, partition = position.partition, "offset not stored");
+    }
+}
+
+/// One record: decide whether it is this waiter's, decode it, hand it off.
+/// Returns false when the next stage has gone away (shutdown).
+async fn handle(
+    config: &ConsumerConfig,
+    message: &BorrowedMessage<'_>,
+    ack: Ack,
+    work: &mpsc::Sender<Work>,
+    dead_letters: &mpsc::Sender<Outgoing>,
+) -> bool {
+    let consumed = Consumed::now();
+    let parent = propagation::extract_kafka(message.headers());
+    let tenant = propagation::tenant(&parent);
+    let span = process_span(config, message);
+    let _ = span.set_parent(parent);
+    record_broker_timestamp(&span, message.timestamp(), consumed.wall_us);
+
+    if let Some(reason) = decide(config, tenant.as_deref()) {
+        // Not ours: commit past it. The span shows who skipped it and why.
+        config.metrics.skipped(reason.label());
+        span.add_event(
+            "skipped",
+            vec![KeyValue::new("tenancy.skip_reason", reason.label())],
+        );
+        ack.finish();
+        return true;
+    }
+    match decode(config, message, &span) {
+        Ok(request) => {
+            let item = Work {
+                request,
+                trace_id: span.context().span().span_context().trace_id().to_string(),
+                span,
+                ack,
+                consumed_at: consumed.at,
+                consumed_wall_us: consumed.wall_us,
+                carried: carried_headers(message.headers()),
+                tenant,
+                hops: propagation::kafka_header(message.headers(), headers::HOPS)
+                    .map(protocol::Hops::parse)
+                    .unwrap_or_default(),
+            };
+            let span = item.span.clone();
+            match send_timed(work, item).await {
+                Ok(blocked) => {
+                    handed_off(&config.metrics.requests_blocked, &span, "queued", blocked);
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+        Err(unusable) => {
+            let outgoing = dead_letter(config, message, unusable, span, ack, consumed.at);
+            send_timed(dead_letters, outgoing).await.is_ok()
         }
     }
 }
 
-/// Returns false when the next stage has gone away (shutdown).
-async fn handle(
-    consumer: &Arc<WaiterConsumer>,
-    config: &PipelineConfig,
-    message: &BorrowedMessage<'_>,
-    work: &mpsc::Sender<Work>,
-    dead_letters: &mpsc::Sender<Outgoing>,
-) -> bool {
-    let consumed_at = Instant::now();
-    let consumed_wall_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let offsets = consumer.context().offsets_for(message.partition());
-    offsets.begin(message.offset());
-    let ack = Ack::new(
-        consumer.clone(),
-        message.topic(),
-        message.partition(),
-        message.offset(),
-        offsets,
-    );
+/// When a record was consumed, by the monotonic and the wall clock.
+struct Consumed {
+    at: Instant,
+    wall_us: u64,
+}
 
-    let parent = propagation::extract_kafka(message.headers());
-    let tenant = propagation::tenant(&parent);
+impl Consumed {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            wall_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        }
+    }
+}
+
+/// The record's CONSUMER `process` span (its parent is set by the caller).
+fn process_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> tracing::Span {
     let key = message
         .key()
         .map(|k| String::from_utf8_lossy(k).into_owned());
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "process",
         otel.name = format!("process {}", message.topic()),
         otel.kind = "consumer",
@@ -241,119 +328,102 @@ async fn handle(
         messaging.message.conversation_id = tracing::field::Empty,
         service = protocol::Service::Waiter.as_str(),
         variant = %config.variant,
-    );
-    let _ = span.set_parent(parent);
-    record_broker_timestamp(&span, message.timestamp(), consumed_wall_us);
-    let routes = config.routes.snapshot();
-    if let tenancy::Decision::Skip(reason) =
-        tenancy::decide(&config.tenancy, tenant.as_deref(), &routes)
-    {
-        // Not ours: commit past it. The span shows who skipped it and why.
-        config.metrics.skipped(reason.label());
-        span.add_event(
-            "skipped",
-            vec![KeyValue::new("tenancy.skip_reason", reason.label())],
-        );
-        ack.finish();
-        return true;
-    }
-    let trace_id = span.context().span().span_context().trace_id().to_string();
+    )
+}
 
-    let limits = RequestLimits {
-        default_wait: config.default_wait,
-        max_wait: config.max_wait,
-    };
-    let parsed = request::parse(
+/// Whether this waiter skips a record of `tenant`, and why (the tenancy
+/// rules against the route table as it stands now).
+fn decide(config: &ConsumerConfig, tenant: Option<&str>) -> Option<tenancy::SkipReason> {
+    let routes = config.routes.snapshot();
+    match tenancy::decide(&config.tenancy, tenant, &routes) {
+        tenancy::Decision::Skip(reason) => Some(reason),
+        _ => None,
+    }
+}
+
+/// Parses the record into a request; one without a correlation id gets a
+/// generated one (logged), so its reply can still be matched in traces.
+fn decode(
+    config: &ConsumerConfig,
+    message: &BorrowedMessage<'_>,
+    span: &tracing::Span,
+) -> Result<WaitRequest, request::Unusable> {
+    let mut request = request::parse(
         message.headers(),
         message.payload(),
         &config.default_response_topic,
-        limits,
+        config.limits,
+    )?;
+    if request.correlation.is_empty() {
+        request.correlation = uuid::Uuid::new_v4().to_string();
+        tracing::warn!(
+            parent: span,
+            correlation = %request.correlation,
+            offset = message.offset(),
+            "request without a `correlation` header; generated one"
+        );
+        span.add_event("correlation.generated", vec![]);
+    }
+    span.record(
+        "messaging.message.conversation_id",
+        request.correlation.as_str(),
     );
-    let carried = carried_headers(message.headers());
-    match parsed {
-        Ok(mut request) => {
-            if request.correlation.is_empty() {
-                request.correlation = uuid::Uuid::new_v4().to_string();
-                tracing::warn!(
-                    parent: &span,
-                    correlation = %request.correlation,
-                    offset = message.offset(),
-                    "request without a `correlation` header; generated one"
-                );
-                span.add_event("correlation.generated", vec![]);
-            }
-            span.record(
-                "messaging.message.conversation_id",
-                request.correlation.as_str(),
-            );
-            let item = Work {
-                request,
-                span: span.clone(),
-                ack,
-                consumed_at,
-                consumed_wall_us,
-                carried,
-                trace_id,
-                tenant,
-                hops: propagation::kafka_header(message.headers(), headers::HOPS)
-                    .map(protocol::Hops::parse)
-                    .unwrap_or_default(),
-            };
-            match send_timed(work, item).await {
-                Ok(blocked) => {
-                    handed_off(&config.metrics.requests_blocked, &span, "queued", blocked);
-                    true
-                }
-                Err(_) => false,
-            }
+    Ok(request)
+}
+
+/// An unusable record, moved to the dead-letter topic with its reason and
+/// origin and the headers a reader needs to find its sender.
+fn dead_letter(
+    config: &ConsumerConfig,
+    message: &BorrowedMessage<'_>,
+    unusable: request::Unusable,
+    span: tracing::Span,
+    ack: Ack,
+    consumed_at: Instant,
+) -> Outgoing {
+    tracing::warn!(
+        parent: &span,
+        reason = %unusable,
+        partition = message.partition(),
+        offset = message.offset(),
+        "unusable record; moving it to the dead-letter topic"
+    );
+    span.add_event(
+        "dead_letter",
+        vec![KeyValue::new("dead_letter.reason", unusable.to_string())],
+    );
+    span.record("otel.status_code", "ERROR");
+    let mut headers = carried_headers(message.headers());
+    headers.push((
+        headers::DEAD_LETTER_REASON.into(),
+        unusable.to_string().into_bytes(),
+    ));
+    headers.push((
+        headers::DEAD_LETTER_ORIGIN.into(),
+        format!(
+            "{}/{}@{}",
+            message.topic(),
+            message.partition(),
+            message.offset()
+        )
+        .into_bytes(),
+    ));
+    for name in [headers::CORRELATION, headers::RESPONSE_TOPIC] {
+        if let Some(value) = raw_header(message.headers(), name) {
+            headers.push((name.into(), value));
         }
-        Err(unusable) => {
-            tracing::warn!(
-                parent: &span,
-                reason = %unusable,
-                partition = message.partition(),
-                offset = message.offset(),
-                "unusable record; moving it to the dead-letter topic"
-            );
-            span.add_event(
-                "dead_letter",
-                vec![KeyValue::new("dead_letter.reason", unusable.to_string())],
-            );
-            span.record("otel.status_code", "ERROR");
-            let mut headers = carried;
-            headers.push((
-                headers::DEAD_LETTER_REASON.into(),
-                unusable.to_string().into_bytes(),
-            ));
-            headers.push((
-                headers::DEAD_LETTER_ORIGIN.into(),
-                format!(
-                    "{}/{}@{}",
-                    message.topic(),
-                    message.partition(),
-                    message.offset()
-                )
-                .into_bytes(),
-            ));
-            for name in [headers::CORRELATION, headers::RESPONSE_TOPIC] {
-                if let Some(value) = raw_header(message.headers(), name) {
-                    headers.push((name.into(), value));
-                }
-            }
-            let outgoing = Outgoing {
-                topic: config.dead_letter_topic.clone(),
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers,
-                span,
-                ack,
-                consumed_at,
-                kind: OutgoingKind::DeadLetter {
-                    reason: unusable.label(),
-                },
-            };
-            send_timed(dead_letters, outgoing).await.is_ok()
-        }
+    }
+    Outgoing {
+        topic: config.dead_letter_topic.clone(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+        span,
+        ack,
+        consumed_at,
+        kind: OutgoingKind::DeadLetter {
+            reason: unusable.label(),
+        },
     }
 }
 

@@ -9,9 +9,12 @@
 //! [`producer`]; [`pipeline`] holds what travels between them and how a
 //! record's offset is released only after its reply is acknowledged
 //! (at-least-once). [`request`] decides per record: serve, refuse with an
-//! error reply, or dead-letter.
+//! error reply, or dead-letter. Programs that run a waiter inside
+//! themselves (the demo, `load --embedded`, tests) use [`RunningWaiter`]
+//! with [`Settings::in_process`].
 
 pub mod consumer;
+mod in_process;
 pub mod ledger;
 pub mod metrics;
 pub(crate) mod pipeline;
@@ -31,10 +34,13 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{WaiterConsumer, WaiterContext};
+use crate::consumer::{ConsumerConfig, WaiterConsumer, WaiterContext};
+pub use crate::in_process::RunningWaiter;
 use crate::metrics::{REPLIES_CHANNEL, REQUESTS_CHANNEL, WaiterMetrics};
-use crate::pipeline::PipelineConfig;
+use crate::producer::ProducerConfig;
+use crate::request::RequestLimits;
 pub use crate::settings::Settings;
+use crate::waiters::WaiterConfig;
 
 /// Why the waiter could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -99,12 +105,66 @@ impl service_kit::Readiness for Readiness {
     }
 }
 
+/// Each stage's own configuration, resolved once from the settings.
+struct Stages {
+    consumer: Arc<ConsumerConfig>,
+    waiter: Arc<WaiterConfig>,
+    producer: Arc<ProducerConfig>,
+    metrics: WaiterMetrics,
+}
+
+impl Stages {
+    fn resolve(settings: &Settings, routes: tenancy::RouteTable) -> Self {
+        let w = &settings.waiter;
+        let variant = settings.service.variant.clone();
+        let metrics = WaiterMetrics::new(&variant);
+        Self {
+            consumer: Arc::new(ConsumerConfig {
+                variant: variant.clone(),
+                group: settings.group_id(),
+                tenancy: settings.consumer_tenancy(),
+                routes,
+                limits: RequestLimits {
+                    default_wait: w.default_wait,
+                    max_wait: w.max_wait,
+                },
+                default_response_topic: w.default_response_topic.clone(),
+                dead_letter_topic: w.dead_letter_topic.clone(),
+                metrics: metrics.clone(),
+            }),
+            waiter: Arc::new(WaiterConfig {
+                variant: variant.clone(),
+                instance: telemetry::instance_id().to_string(),
+                waiters: w.waiters.get(),
+                wait_scale: w.wait_scale,
+                behaviour: (w.wait_scale != 1.0).then(|| format!("wait_scale={}", w.wait_scale)),
+                ledger: settings
+                    .ledger
+                    .url
+                    .as_deref()
+                    .map(|url| ledger::LedgerClient::new(url, settings.ledger.timeout)),
+                metrics: metrics.clone(),
+            }),
+            producer: Arc::new(ProducerConfig {
+                variant,
+                max_in_flight: w.producer_max_in_flight.get(),
+                metrics: metrics.clone(),
+            }),
+            metrics,
+        }
+    }
+
+    fn variant(&self) -> &str {
+        &self.consumer.variant
+    }
+}
+
 /// A built, not yet running, waiter.
 pub struct Application {
     listener: TcpListener,
     port: u16,
     settings: Settings,
-    config: Arc<PipelineConfig>,
+    stages: Stages,
     consumers: Vec<Arc<WaiterConsumer>>,
     producers: Vec<FutureProducer>,
     readiness: Readiness,
@@ -113,57 +173,39 @@ pub struct Application {
 impl Application {
     /// Binds the HTTP port, creates and subscribes the consumers, creates the producers.
     pub async fn build(settings: Settings) -> Result<Self, WaiterError> {
-        let address = format!("{}:{}", settings.http.host, settings.http.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| WaiterError::Bind {
-                address: address.clone(),
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| WaiterError::Bind { address, source })?
-            .port();
+        let (listener, port) =
+            service_kit::bind(&settings.http)
+                .await
+                .map_err(|source| WaiterError::Bind {
+                    address: format!("{}:{}", settings.http.host, settings.http.port),
+                    source,
+                })?;
         let w = &settings.waiter;
-        let variant = settings.service.variant.clone();
         let group = settings.group_id();
-        let routes =
-            tenancy::RouteTable::start(&settings.kafka, &settings.tenancy.routes_topic).await?;
-        let config = Arc::new(PipelineConfig {
-            instance: instance_name(),
-            group: group.clone(),
-            tenancy: settings.consumer_tenancy(),
-            wait_scale: w.wait_scale,
-            behaviour: (w.wait_scale != 1.0).then(|| format!("wait_scale={}", w.wait_scale)),
-            routes: routes.clone(),
-            default_response_topic: w.default_response_topic.clone(),
-            dead_letter_topic: w.dead_letter_topic.clone(),
-            default_wait: Duration::from_millis(w.default_wait_ms),
-            max_wait: Duration::from_millis(w.max_wait_ms),
-            metrics: WaiterMetrics::new(&variant),
-            ledger: settings.ledger.url.as_deref().map(|url| {
-                ledger::LedgerClient::new(url, Duration::from_millis(settings.ledger.timeout_ms))
-            }),
-            variant,
-        });
+        let routes = tenancy::RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
+        let stages = Stages::resolve(&settings, routes.clone());
+        let variant = stages.variant().to_string();
         let assigned = Arc::new(watch::channel(0).0);
-        let mut consumers = Vec::with_capacity(w.consumers);
-        for index in 0..w.consumers {
+        let mut consumers = Vec::with_capacity(w.consumers.get());
+        for index in 0..w.consumers.get() {
             let consumer: WaiterConsumer = settings
                 .kafka
                 .consumer_config()
                 .set("group.id", &group)
-                .set("client.id", format!("waiter-{}-{index}", config.variant))
+                .set("client.id", format!("waiter-{variant}-{index}"))
                 .set("enable.auto.commit", "true")
                 .set("enable.auto.offset.store", "false")
-                .set("auto.commit.interval.ms", w.commit_interval_ms.to_string())
+                .set(
+                    "auto.commit.interval.ms",
+                    w.commit_interval.as_millis().to_string(),
+                )
                 .set("auto.offset.reset", settings.auto_offset_reset().as_str())
                 .set(
                     "statistics.interval.ms",
-                    w.statistics_interval_ms.to_string(),
+                    w.statistics_interval.as_millis().to_string(),
                 )
                 .set("enable.partition.eof", "false")
-                .create_with_context(WaiterContext::new(&config, assigned.clone()))
+                .create_with_context(WaiterContext::new(&stages.consumer, assigned.clone()))
                 .map_err(|source| WaiterError::Kafka {
                     role: "consumer",
                     source,
@@ -176,17 +218,17 @@ impl Application {
                 })?;
             consumers.push(Arc::new(consumer));
         }
-        let mut producers = Vec::with_capacity(w.producers);
-        for index in 0..w.producers {
+        let mut producers = Vec::with_capacity(w.producers.get());
+        for index in 0..w.producers.get() {
             let producer: FutureProducer = settings
                 .kafka
                 .producer_config()
-                .set(
-                    "client.id",
-                    format!("waiter-{}-producer-{index}", config.variant),
-                )
+                .set("client.id", format!("waiter-{variant}-producer-{index}"))
                 .set("acks", "all")
-                .set("message.timeout.ms", w.delivery_timeout_ms.to_string())
+                .set(
+                    "message.timeout.ms",
+                    w.delivery_timeout.as_millis().to_string(),
+                )
                 .create()
                 .map_err(|source| WaiterError::Kafka {
                     role: "producer",
@@ -197,7 +239,7 @@ impl Application {
         Ok(Self {
             listener,
             port,
-            config,
+            stages,
             consumers,
             producers,
             readiness: Readiness { assigned, routes },
@@ -210,9 +252,10 @@ impl Application {
         self.port
     }
 
-    /// This instance's name, as it appears in replies.
+    /// This instance's name, as it appears in replies: the resource's
+    /// `service.instance.id`.
     pub fn instance(&self) -> &str {
-        &self.config.instance
+        &self.stages.waiter.instance
     }
 
     /// The waiter's route table.
@@ -235,42 +278,38 @@ impl Application {
         // what are known.
         self.readiness
             .routes
-            .caught_up(Duration::from_millis(
-                self.settings.tenancy.catch_up_timeout_ms,
-            ))
+            .caught_up(self.settings.routes.catch_up_timeout)
             .await?;
         let registration = self.registration();
-        let (work_tx, work_rx) = mpsc::channel(w.request_channel_capacity);
-        let (out_tx, out_rx) = mpsc::channel(w.reply_channel_capacity);
+        let (work_tx, work_rx) = mpsc::channel(w.request_channel_capacity.get());
+        let (out_tx, out_rx) = mpsc::channel(w.reply_channel_capacity.get());
         let out_rx = Arc::new(Mutex::new(out_rx));
         let abandon = CancellationToken::new();
         let mut stages = JoinSet::new();
         for consumer in &self.consumers {
             stages.spawn(consumer::run(
                 consumer.clone(),
-                self.config.clone(),
+                self.stages.consumer.clone(),
                 work_tx.clone(),
                 out_tx.clone(),
                 shutdown.clone(),
             ));
         }
         stages.spawn(waiters::run(
-            self.config.clone(),
-            w.waiters,
+            self.stages.waiter.clone(),
             work_rx,
             out_tx.clone(),
         ));
         for producer in &self.producers {
             stages.spawn(producer::run(
                 producer.clone(),
-                self.config.clone(),
+                self.stages.producer.clone(),
                 out_rx.clone(),
-                w.producer_max_in_flight,
                 abandon.clone(),
             ));
         }
         let sampler = tokio::spawn(sample_channels(
-            self.config.metrics.clone(),
+            self.stages.metrics.clone(),
             work_tx.clone(),
             out_tx.clone(),
             shutdown.clone(),
@@ -282,14 +321,14 @@ impl Application {
         let router = service_kit::operational_routes(Arc::new(self.readiness.clone())).layer(
             propagation::HttpTraceLayer::new(
                 protocol::Service::Waiter.as_str(),
-                &self.config.variant,
+                self.stages.variant(),
             ),
         );
         let http = tokio::spawn(service_kit::serve(self.listener, router, http_stop.clone()));
         tracing::info!(
             port = self.port,
-            variant = %self.config.variant,
-            instance = %self.config.instance,
+            variant = %self.stages.variant(),
+            instance = %self.stages.waiter.instance,
             consumers = w.consumers,
             waiters = w.waiters,
             producers = w.producers,
@@ -308,18 +347,13 @@ impl Application {
             },
         };
         shutdown.cancel();
-        if let Some((registry, registered)) = registration {
+        if let Some((registration, registered)) = registration {
             // Stop new tenant mappings to this variant before draining.
             registered.abort();
-            if let Err(e) = registry
-                .deregister(protocol::Service::Waiter.as_str(), &self.config.variant)
-                .await
-            {
-                tracing::warn!(error = %e, "deregistration failed; the registry keeps a stale endpoint");
-            }
+            registration.deregister().await;
         }
         tracing::info!("draining the pipeline");
-        let drain = Duration::from_millis(w.drain_timeout_ms);
+        let drain = w.drain_timeout;
         let drained =
             tokio::time::timeout(drain, async { while stages.join_next().await.is_some() {} })
                 .await;
@@ -361,23 +395,17 @@ impl Application {
 impl Application {
     /// A variant registers with the tenants registry once it has partitions,
     /// so a tenant is never mapped to a variant that is not yet reading.
-    fn registration(&self) -> Option<(tenancy::RegistryClient, tokio::task::JoinHandle<()>)> {
-        let url = self.settings.registry.url.as_deref()?;
-        if !self.settings.is_variant() {
-            return None;
-        }
-        let registry = tenancy::RegistryClient::new(url, self.settings.registry.token.clone());
-        let endpoint = self
-            .settings
-            .registry
-            .advertised_url
-            .clone()
-            .unwrap_or_else(|| format!("http://127.0.0.1:{}", self.port));
-        let label = self.config.variant.clone();
+    fn registration(&self) -> Option<(tenancy::Registration, tokio::task::JoinHandle<()>)> {
+        let registration = tenancy::Registration::for_variant(
+            &self.settings.registry,
+            protocol::Service::Waiter,
+            self.stages.variant(),
+            self.port,
+        )?;
         let readiness = self.readiness.clone();
-        let client = registry.clone();
         let consumers = self.consumers.clone();
         let topic = self.settings.waiter.request_topic.clone();
+        let registering = registration.clone();
         let task = tokio::spawn(async move {
             readiness.assigned().await;
             let pinned =
@@ -385,17 +413,11 @@ impl Application {
             if let Ok(Err(e)) = pinned {
                 tracing::warn!(error = %e, "could not pin start positions; records produced right after registration may be missed");
             }
-            match client
-                .register(protocol::Service::Waiter.as_str(), &label, &endpoint)
-                .await
-            {
-                Ok(()) => tracing::info!(%label, %endpoint, "registered with the tenants registry"),
-                Err(e) => {
-                    tracing::error!(error = %e, %label, "registration failed; tenants cannot be mapped to this variant")
-                }
+            if let Err(e) = registering.register().await {
+                tracing::error!(error = %e, "registration failed; tenants cannot be mapped to this variant");
             }
         });
-        Some((registry, task))
+        Some((registration, task))
     }
 }
 
@@ -530,8 +552,29 @@ async fn sample_channels<A, B>(
     }
 }
 
-fn instance_name() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}", &unique[..8])
+impl service_kit::ServiceApp for Application {
+    const SERVICE: protocol::Service = protocol::Service::Waiter;
+    const ABOUT: &'static str = "Consume wait requests from Kafka, wait, and reply.";
+    type Settings = Settings;
+    type Error = WaiterError;
+
+    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+        Ok(Settings::load(file)?)
+    }
+
+    fn variant(settings: &Settings) -> &str {
+        settings.service.variant.as_str()
+    }
+
+    async fn build(settings: Settings) -> Result<Self, WaiterError> {
+        Application::build(settings).await
+    }
+
+    fn port(&self) -> u16 {
+        Application::port(self)
+    }
+
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), WaiterError> {
+        Application::run_until_stopped(self, shutdown).await
+    }
 }

@@ -2,8 +2,6 @@
 
 service_kit::global_allocator!();
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Parser;
 use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
@@ -13,9 +11,8 @@ use waiter::{Application, Settings};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// YAML settings layered over the defaults (also WAITER_BUS_CONFIG).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: service_kit::ConfigArgs,
     /// Start an embedded Kafka broker in this process and use it.
     #[arg(long)]
     embedded: bool,
@@ -24,21 +21,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut settings = Settings::load(args.config.as_deref())?;
+    let mut settings = Settings::load(args.config.config.as_deref())?;
     // Kept alive until the waiter has drained.
     let _broker = match args.embedded {
         true => Some(start_embedded(&mut settings)?),
         false => None,
     };
-    let variant = settings.service.variant.clone();
-    service_kit::run_service(
-        protocol::Service::Waiter.as_str(),
-        env!("CARGO_PKG_VERSION"),
-        &variant,
-        Application::build(settings),
-        Application::run_until_stopped,
-    )
-    .await
+    service_kit::run::<Application>(settings).await
 }
 
 fn start_embedded(settings: &mut Settings) -> anyhow::Result<EmbeddedKafka> {

@@ -5,40 +5,20 @@
 //!     └──────────────── Outgoing (dead letters) ──────────────────────┘
 //! ```
 //!
-//! Every record carries an [`Ack`] from the consumer that read it to the
-//! producer that delivers its reply (or dead letter). Only when the broker
-//! acknowledges that delivery is the ack finished, and only the contiguous
-//! finished prefix of a partition is stored for commit: at-least-once.
+//! Every record carries a [`kafka_kit::acks::Ack`] from the consumer that
+//! read it to the producer that delivers its reply (or dead letter). Only
+//! when the broker acknowledges that delivery is the ack finished; the
+//! acknowledgement flows back to the consumer task, which stores only the
+//! contiguous finished prefix of a partition for commit: at-least-once.
+//! Stages know nothing of each other beyond these types.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_kit::offsets::PartitionOffsets;
+use kafka_kit::acks::Ack;
 use protocol::headers;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::Headers;
 
-use crate::consumer::WaiterConsumer;
-use crate::metrics::WaiterMetrics;
 use crate::request::WaitRequest;
-
-/// Settings every stage reads, resolved once.
-pub(crate) struct PipelineConfig {
-    pub variant: String,
-    pub instance: String,
-    pub group: String,
-    pub default_response_topic: String,
-    pub dead_letter_topic: String,
-    pub default_wait: Duration,
-    pub max_wait: Duration,
-    pub metrics: WaiterMetrics,
-    pub ledger: Option<crate::ledger::LedgerClient>,
-    pub tenancy: tenancy::ConsumerTenancy,
-    /// Factor applied to every wait, and how replies describe it (`None` at 1).
-    pub wait_scale: f64,
-    pub behaviour: Option<String>,
-    pub routes: tenancy::RouteTable,
-}
 
 /// A parsed request on its way to a waiter.
 pub(crate) struct Work {
@@ -81,52 +61,6 @@ pub(crate) enum OutgoingKind {
     },
     /// An unusable record moved aside.
     DeadLetter { reason: &'static str },
-}
-
-/// Releases one record's offset once its outcome is safely in Kafka.
-///
-/// Dropping an `Ack` without [`Ack::finish`] leaves the record uncommitted,
-/// so it is redelivered: that is what abandoning work at shutdown means.
-pub(crate) struct Ack {
-    consumer: Arc<WaiterConsumer>,
-    topic: Arc<str>,
-    partition: i32,
-    offset: i64,
-    offsets: Arc<PartitionOffsets>,
-}
-
-impl Ack {
-    pub fn new(
-        consumer: Arc<WaiterConsumer>,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        offsets: Arc<PartitionOffsets>,
-    ) -> Self {
-        Self {
-            consumer,
-            topic: topic.into(),
-            partition,
-            offset,
-            offsets,
-        }
-    }
-
-    /// Marks the record done; stores the partition's new position for the
-    /// next commit when it advanced.
-    pub fn finish(self) {
-        if let Some(next) = self.offsets.finish(self.offset) {
-            // librdkafka stores `offset + 1`: pass the last finished offset.
-            if let Err(e) = self
-                .consumer
-                .store_offset(&self.topic, self.partition, next - 1)
-            {
-                // Only possible when the partition was revoked meanwhile;
-                // the next owner re-reads from the committed position.
-                tracing::debug!(error = %e, partition = self.partition, "offset not stored");
-            }
-        }
-    }
 }
 
 /// Headers a reply carries on from its request: everything but the trace

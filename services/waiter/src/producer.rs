@@ -18,8 +18,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::observe;
-use crate::pipeline::{Outgoing, OutgoingKind, PipelineConfig};
+use crate::metrics::{WaiterMetrics, observe};
+use crate::pipeline::{Outgoing, OutgoingKind};
+
+/// What the producer stage reads, resolved once from the settings.
+pub(crate) struct ProducerConfig {
+    pub variant: String,
+    /// Deliveries one producer awaits at once before it stops taking records.
+    pub max_in_flight: usize,
+    pub metrics: WaiterMetrics,
+}
 
 /// Longest pause between delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -27,15 +35,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Publishes until the channel closes and every delivery has settled.
 pub(crate) async fn run(
     producer: FutureProducer,
-    config: Arc<PipelineConfig>,
+    config: Arc<ProducerConfig>,
     outgoing: Arc<Mutex<mpsc::Receiver<Outgoing>>>,
-    max_in_flight: usize,
     abandon: CancellationToken,
 ) {
     let mut deliveries = JoinSet::new();
     loop {
         while deliveries.try_join_next().is_some() {}
-        if deliveries.len() >= max_in_flight {
+        if deliveries.len() >= config.max_in_flight {
             deliveries.join_next().await;
             continue;
         }
@@ -55,7 +62,7 @@ pub(crate) async fn run(
 
 async fn deliver(
     producer: FutureProducer,
-    config: Arc<PipelineConfig>,
+    config: Arc<ProducerConfig>,
     outgoing: Outgoing,
     abandon: CancellationToken,
 ) {

@@ -1,9 +1,12 @@
 //! The waiter's typed settings; defaults live in `config/base.yaml`.
 
+use std::num::NonZeroUsize;
 use std::path::Path;
+use std::time::Duration;
 
 use kafka_kit::KafkaSettings;
 use serde::Deserialize;
+use service_kit::{HttpSettings, ServiceSettings};
 
 /// The checked-in defaults.
 pub const DEFAULTS: &str = include_str!("../config/base.yaml");
@@ -22,6 +25,8 @@ pub struct Settings {
     pub waiter: WaiterSettings,
     /// Which records this waiter processes.
     pub tenancy: TenancySettings,
+    /// The route table of tenant mappings.
+    pub routes: tenancy::RouteTableSettings,
     /// Variant registration.
     pub registry: tenancy::RegistrySettings,
     /// The optional call to service D.
@@ -36,28 +41,6 @@ pub struct TenancySettings {
     pub allowed_tenancies: tenancy::AllowedTenancies,
     /// Route test records by the registry's mappings.
     pub tenant_routing: bool,
-    /// The compacted topic of mappings.
-    pub routes_topic: String,
-    /// How long start-up may wait for the route table.
-    pub catch_up_timeout_ms: u64,
-}
-
-/// Identity of this instance.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSettings {
-    /// `baseline` or a variant label such as `sbx-123`.
-    pub variant: String,
-}
-
-/// The HTTP listener.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSettings {
-    /// Interface to bind.
-    pub host: String,
-    /// Port to bind; 0 picks a free one.
-    pub port: u16,
 }
 
 /// The consumer → waiters → producer pipeline.
@@ -75,32 +58,38 @@ pub struct WaiterSettings {
     /// Where a group with no committed offset starts; derived when unset.
     pub auto_offset_reset: Option<OffsetReset>,
     /// Kafka consumer clients (each a group member; more than partitions idle).
-    pub consumers: usize,
+    pub consumers: NonZeroUsize,
     /// Waits in progress at once.
-    pub waiters: usize,
+    pub waiters: NonZeroUsize,
     /// Kafka producer clients publishing replies.
-    pub producers: usize,
+    pub producers: NonZeroUsize,
     /// Capacity of the consumers → waiters channel.
-    pub request_channel_capacity: usize,
+    pub request_channel_capacity: NonZeroUsize,
     /// Capacity of the waiters → producers channel.
-    pub reply_channel_capacity: usize,
+    pub reply_channel_capacity: NonZeroUsize,
     /// Deliveries one producer awaits at once.
-    pub producer_max_in_flight: usize,
+    pub producer_max_in_flight: NonZeroUsize,
     /// Wait for a plain-text request, or a JSON one without `wait_ms`.
-    pub default_wait_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub default_wait: Duration,
     /// Longest wait honoured; longer requests get an error reply.
-    pub max_wait_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub max_wait: Duration,
     /// Every wait is scaled by this factor: the behaviour change a variant
     /// under test can carry.
     pub wait_scale: f64,
     /// Time allowed for the broker to acknowledge a reply.
-    pub delivery_timeout_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub delivery_timeout: Duration,
     /// Time allowed on shutdown for in-flight work to finish.
-    pub drain_timeout_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub drain_timeout: Duration,
     /// How often stored offsets are committed.
-    pub commit_interval_ms: u64,
-    /// How often librdkafka reports statistics (consumer lag); 0 disables.
-    pub statistics_interval_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub commit_interval: Duration,
+    /// How often librdkafka reports statistics (consumer lag); 0s disables.
+    #[serde(with = "settings::duration")]
+    pub statistics_interval: Duration,
 }
 
 /// `auto.offset.reset`.
@@ -130,7 +119,8 @@ pub struct LedgerSettings {
     /// Base URL; `None` means waits are not recorded.
     pub url: Option<String>,
     /// Time allowed for one call.
-    pub timeout_ms: u64,
+    #[serde(with = "settings::duration")]
+    pub timeout: Duration,
 }
 
 /// Why the settings cannot run a waiter.
@@ -152,7 +142,7 @@ pub enum InvalidSettings {
 impl Settings {
     /// Whether this instance is a variant rather than the baseline.
     pub fn is_variant(&self) -> bool {
-        self.service.variant != tenancy::BASELINE
+        self.service.is_variant()
     }
 
     /// The consumer group: configured, or `waiter` / `waiter-<label>`.
@@ -211,31 +201,13 @@ impl Settings {
     /// Checks the values a type cannot express.
     pub fn validate(&self) -> Result<(), InvalidSettings> {
         let w = &self.waiter;
-        let positive = [
-            ("waiter.consumers", w.consumers),
-            ("waiter.waiters", w.waiters),
-            ("waiter.producers", w.producers),
-            (
-                "waiter.request_channel_capacity",
-                w.request_channel_capacity,
-            ),
-            ("waiter.reply_channel_capacity", w.reply_channel_capacity),
-            ("waiter.producer_max_in_flight", w.producer_max_in_flight),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(InvalidSettings::Value {
-                    key,
-                    reason: "must be at least 1".into(),
-                });
-            }
-        }
-        if w.default_wait_ms > w.max_wait_ms {
+        if w.default_wait > w.max_wait {
             return Err(InvalidSettings::Value {
-                key: "waiter.default_wait_ms",
+                key: "waiter.default_wait",
                 reason: format!(
-                    "{} exceeds waiter.max_wait_ms ({})",
-                    w.default_wait_ms, w.max_wait_ms
+                    "{} exceeds waiter.max_wait ({})",
+                    humantime::format_duration(w.default_wait),
+                    humantime::format_duration(w.max_wait)
                 ),
             });
         }
@@ -245,7 +217,7 @@ impl Settings {
                 reason: format!("{} is not a factor of zero or more", w.wait_scale),
             });
         }
-        if w.waiters > tokio::sync::Semaphore::MAX_PERMITS {
+        if w.waiters.get() > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(InvalidSettings::Value {
                 key: "waiter.waiters",
                 reason: "too large".into(),

@@ -14,18 +14,32 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::metrics::WaiterMetrics;
 use crate::metrics::{handed_off, observe};
-use crate::pipeline::{Outgoing, OutgoingKind, PipelineConfig, Work};
+use crate::pipeline::{Outgoing, OutgoingKind, Work};
 use protocol::wire::LedgerEntry;
+
+/// What the waiter pool reads, resolved once from the settings.
+pub(crate) struct WaiterConfig {
+    pub variant: String,
+    /// Named in every reply: the resource's `service.instance.id`.
+    pub instance: String,
+    /// Waits in progress at once.
+    pub waiters: usize,
+    /// Factor applied to every wait, and how replies describe it (`None` at 1).
+    pub wait_scale: f64,
+    pub behaviour: Option<String>,
+    pub ledger: Option<crate::ledger::LedgerClient>,
+    pub metrics: WaiterMetrics,
+}
 
 /// Serves requests until the request channel closes and every wait is done.
 pub(crate) async fn run(
-    config: Arc<PipelineConfig>,
-    waiters: usize,
+    config: Arc<WaiterConfig>,
     mut requests: mpsc::Receiver<Work>,
     replies: mpsc::Sender<Outgoing>,
 ) {
-    let permits = Arc::new(Semaphore::new(waiters));
+    let permits = Arc::new(Semaphore::new(config.waiters));
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(work) = requests.recv().await {
         let permit = permits
@@ -59,7 +73,7 @@ pub(crate) async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn serve(config: &PipelineConfig, work: Work) -> Outgoing {
+async fn serve(config: &WaiterConfig, work: Work) -> Outgoing {
     let dequeued_at = Instant::now();
     let queue = dequeued_at - work.consumed_at;
     observe(&config.metrics.stage_queue, queue);
@@ -149,7 +163,7 @@ async fn serve(config: &PipelineConfig, work: Work) -> Outgoing {
 /// A ledger that is down must not cost the caller its reply: the failure is
 /// logged, counted, marked on the span, and reported in the reply.
 async fn record_in_ledger(
-    config: &PipelineConfig,
+    config: &WaiterConfig,
     ledger: &crate::ledger::LedgerClient,
     work: &Work,
     waited: std::time::Duration,

@@ -6,11 +6,13 @@
 //! Start with [`KafkaSettings`], the settings section every Kafka-speaking
 //! service embeds; its
 //! [`KafkaSettings::client_config`] is the one place librdkafka properties are
-//! assembled. [`offsets`] and [`handoff`] are the two pieces every
-//! at-least-once pipeline stage needs: committing only what is finished, and
-//! measuring how long a full channel held a stage back; [`stream`] reads a
-//! consumer until told to stop.
+//! assembled. [`acks`] (over [`offsets`]) and [`handoff`] are the pieces
+//! every at-least-once pipeline stage needs: acknowledgements that flow back
+//! to the consumer, which commits only what is finished, and measuring how
+//! long a full channel held a stage back; [`stream`] reads a consumer until
+//! told to stop.
 
+pub mod acks;
 pub mod assign;
 pub mod handoff;
 pub mod offsets;

@@ -1,7 +1,8 @@
 //! Scaffolding every waiter-bus service shares, so each `main.rs` only wires.
 //!
-//! A service's `main` is [`run_service`]: telemetry, build, run until
-//! SIGINT/SIGTERM, flush. Its parts: [`shutdown_on_signal`] (one `CancellationToken` cancelled on
+//! Each service's `Application` implements [`ServiceApp`]; its binary's
+//! `main` is [`main`] (parse `--config`, load settings, then [`run`]:
+//! telemetry, build, run until SIGINT/SIGTERM, flush). Its parts: [`shutdown_on_signal`] (one `CancellationToken` cancelled on
 //! SIGINT or SIGTERM) and [`operational_routes`] (`/metrics`, `/healthz`,
 //! `/readyz`), then [`serve`], which runs an axum router on a bound listener
 //! until the token is cancelled. [`HttpSettings`] and [`bind`] are the
@@ -28,6 +29,8 @@ macro_rules! global_allocator {
 #[doc(hidden)]
 pub use mimalloc;
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -38,36 +41,102 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// What every service binary's `main` does: installs telemetry for
-/// `service` (`version`, `variant`), builds the application, runs it until
-/// SIGINT or SIGTERM, and flushes telemetry whatever the outcome. `build`
-/// is only polled once telemetry is installed, so its spans and metrics
-/// are kept.
-pub async fn run_service<App, BuildError, RunError, Running>(
-    service: &'static str,
-    version: &'static str,
-    variant: &str,
-    build: impl std::future::Future<Output = Result<App, BuildError>>,
-    run_until_stopped: impl FnOnce(App, CancellationToken) -> Running,
-) -> anyhow::Result<()>
-where
-    BuildError: std::error::Error + Send + Sync + 'static,
-    RunError: std::error::Error + Send + Sync + 'static,
-    Running: std::future::Future<Output = Result<(), RunError>>,
-{
+/// A service the kit can run: what its binary's `main` and the tests'
+/// `TestApp` need to know. Each service's `Application` implements it.
+pub trait ServiceApp: Sized + Send + 'static {
+    /// Which service this is (its telemetry name).
+    const SERVICE: protocol::Service;
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+    /// Its typed settings.
+    type Settings: Send + 'static;
+    /// Why it could not start or stopped with an error.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Defaults → optional file → environment, checked.
+    fn load_settings(file: Option<&Path>) -> anyhow::Result<Self::Settings>;
+    /// `baseline` or the variant label these settings describe.
+    fn variant(settings: &Self::Settings) -> &str;
+    /// Binds its port and connects; does not serve yet.
+    fn build(settings: Self::Settings) -> impl Future<Output = Result<Self, Self::Error>> + Send;
+    /// The HTTP port actually bound.
+    fn port(&self) -> u16;
+    /// Serves until `shutdown` is cancelled, then drains.
+    fn run_until_stopped(
+        self,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// The command line every service takes: `--config FILE`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// YAML settings layered over the defaults (also WAITER_BUS_CONFIG).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Parser)]
+struct ServiceCli {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+/// A service binary's whole `main`: parses `--config`, loads the settings,
+/// and [`run`]s the service on a multi-threaded runtime.
+pub fn main<A: ServiceApp>() -> anyhow::Result<()> {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = ServiceCli::command()
+        .name(A::SERVICE.as_str())
+        .about(A::ABOUT)
+        .version(env!("CARGO_PKG_VERSION"));
+    let cli = ServiceCli::from_arg_matches(&command.get_matches())?;
+    let settings = A::load_settings(cli.config.config.as_deref())?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run::<A>(settings))
+}
+
+/// Installs telemetry for the service, builds it, runs it until SIGINT or
+/// SIGTERM, and flushes telemetry whatever the outcome. The build runs
+/// once telemetry is installed, so its spans and metrics are kept.
+pub async fn run<A: ServiceApp>(settings: A::Settings) -> anyhow::Result<()> {
     use anyhow::Context;
+    let service = A::SERVICE.as_str();
     let telemetry = telemetry::init(telemetry::TelemetryConfig::service(
-        service, version, variant,
+        service,
+        env!("CARGO_PKG_VERSION"),
+        A::variant(&settings),
     ))?;
     let shutdown = shutdown_on_signal();
-    let result = match build.await.with_context(|| format!("starting {service}")) {
-        Ok(app) => run_until_stopped(app, shutdown)
+    let result = match A::build(settings)
+        .await
+        .with_context(|| format!("starting {service}"))
+    {
+        Ok(app) => app
+            .run_until_stopped(shutdown)
             .await
             .with_context(|| format!("{service} stopped with an error")),
         Err(e) => Err(e),
     };
     telemetry.shutdown(std::time::Duration::from_secs(5));
     result
+}
+
+/// The `service` section: who this instance is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// `baseline`, or a variant label such as `sbx-123`.
+    pub variant: String,
+}
+
+impl ServiceSettings {
+    /// Whether this instance is a variant rather than the baseline.
+    pub fn is_variant(&self) -> bool {
+        self.variant != protocol::BASELINE
+    }
 }
 
 /// Cancels the returned token on the first SIGINT (Ctrl-C) or SIGTERM.
@@ -165,11 +234,14 @@ pub async fn bind(settings: &HttpSettings) -> std::io::Result<(TcpListener, u16)
 }
 
 /// A handler's failure: a status and a message for the client, as
-/// `{"error": "..."}`. Server-side failures are logged with their cause.
+/// `{"error": "..."}`. The message says what went wrong in the client's
+/// terms; the cause (internal addresses, broker errors) goes only to the
+/// log, with every server-side failure.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    cause: Option<String>,
 }
 
 impl ApiError {
@@ -178,7 +250,14 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// Adds the internal cause: logged, never sent to the client.
+    pub fn caused_by(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
     }
 
     /// 400: the request itself is wrong.
@@ -206,7 +285,8 @@ impl std::fmt::Display for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(status = %self.status, error = %self.message, "request failed");
+            let cause = self.cause.as_deref().unwrap_or_default();
+            tracing::error!(status = %self.status, error = %self.message, cause, "request failed");
         }
         (
             self.status,
@@ -228,5 +308,98 @@ pub struct AlwaysReady;
 impl Readiness for AlwaysReady {
     fn check(&self) -> Result<(), String> {
         Ok(())
+    }
+}
+
+/// A service running on this process's runtime (the demo, `load
+/// --embedded`, tests): started on its bound port, told to stop when
+/// dropped, and whose own result [`RunningService::stop`] returns, so a
+/// shutdown error is never hidden.
+pub struct RunningService {
+    service: protocol::Service,
+    port: u16,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningService {
+    /// Builds the service from `settings` and runs it.
+    pub async fn start<A: ServiceApp>(settings: A::Settings) -> Result<Self, A::Error> {
+        Ok(Self::spawn(A::build(settings).await?))
+    }
+
+    /// Runs an already built service (for callers that take something from
+    /// it first, such as its route table or readiness).
+    pub fn spawn<A: ServiceApp>(app: A) -> Self {
+        let port = app.port();
+        let stop = CancellationToken::new();
+        let service = A::SERVICE;
+        let running = app.run_until_stopped(stop.clone());
+        let task = tokio::spawn(async move {
+            use anyhow::Context;
+            let result = running
+                .await
+                .with_context(|| format!("{service} stopped with an error"));
+            if let Err(e) = &result {
+                tracing::error!(error = format!("{e:#}"), "service failed");
+            }
+            result
+        });
+        Self {
+            service,
+            port,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Which service this is.
+    pub fn service(&self) -> protocol::Service {
+        self.service
+    }
+
+    /// The HTTP port it bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its base URL on loopback.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether it has stopped (on its own, or after [`Self::stop`]).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|task| task.is_finished())
+    }
+
+    /// Tells it to stop without waiting (a graceful stop begins).
+    pub fn begin_stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Stops it and waits for it to drain: its own result, or the panic
+    /// that ended it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let task = self.task.take().expect("a running service has its task");
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("{} panicked: {e}", self.service)),
+        }
+    }
+
+    /// [`Self::stop`], giving up (and naming the service) after `within`.
+    pub async fn stop_within(self, within: std::time::Duration) -> anyhow::Result<()> {
+        let service = self.service;
+        tokio::time::timeout(within, self.stop())
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("{service} did not drain within {within:?}")))
+    }
+}
+
+impl Drop for RunningService {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }

@@ -12,6 +12,11 @@
 //! 4. `KAFKA_BOOTSTRAP_SERVERS`, which every Kafka-speaking service honours as
 //!    `kafka.bootstrap_servers`.
 //!
+//! Durations are written as durations (`10s`, `500ms`, `5m`: fields marked
+//! `#[serde(with = "settings::duration")]`), counts that must not be zero
+//! are `NonZero*`, and credentials are [`Secret`]s, which `Debug` never
+//! prints.
+//!
 //! Settings structs use `#[serde(deny_unknown_fields)]`, so a misspelt or
 //! wrong-typed key is a start-up error that names the key and the layer it
 //! came from, never a silently ignored value.
@@ -47,6 +52,77 @@ pub enum SettingsError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// `#[serde(with = "settings::duration")]`: a `Duration` written as a
+/// humantime string (`250ms`, `10s`, `5m`, `1h 30m`).
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer, Visitor};
+
+    pub use humantime_serde::serialize;
+
+    /// Reads `10s`, `250ms`, `5m`, `1h 30m`; a bare number is refused with
+    /// a hint to add its unit (a silent default unit is how `30` seconds
+    /// becomes 30 milliseconds).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        deserializer.deserialize_any(DurationVisitor)
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration with its unit, such as 500ms, 10s or 5m")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text).map_err(|e| {
+                E::custom(format!(
+                    "`{text}` is not a duration ({e}); write it with its unit, such as 500ms, 10s or 5m"
+                ))
+            })
+        }
+
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "`{number}` has no unit; write it with its unit, such as {number}ms or {number}s"
+            )))
+        }
+
+        fn visit_i64<E: de::Error>(self, number: i64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "`{number}` has no unit; write it with its unit, such as 500ms, 10s or 5m"
+            )))
+        }
+    }
+}
+
+/// A credential from settings: deserialised like a string, never printed by
+/// `Debug` (settings are logged at start-up and appear in panics).
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// Builds one service's settings from its layers.
@@ -197,6 +273,31 @@ fn unknown_field_key(path: &str, reason: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_secret_is_never_printed_by_debug() {
+        let secret: super::Secret = serde_yaml::from_str("hunter2").unwrap();
+        assert_eq!(secret.expose(), "hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn durations_are_read_as_humantime_strings() {
+        #[derive(serde::Deserialize)]
+        struct Timeouts {
+            #[serde(with = "super::duration")]
+            wait: std::time::Duration,
+        }
+        let parsed: Timeouts = serde_yaml::from_str("wait: 1m 500ms").unwrap();
+        assert_eq!(parsed.wait, std::time::Duration::from_millis(60_500));
+        for bare in ["wait: 500", "wait: '500'", "wait: soon"] {
+            let error = serde_yaml::from_str::<Timeouts>(bare).err().unwrap();
+            assert!(
+                error.to_string().contains("with its unit, such as"),
+                "{error}"
+            );
+        }
+    }
+
     use super::*;
     use serde::Deserialize;
 

@@ -150,7 +150,7 @@ fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .with_service_name(config.service.clone())
         .with_attributes([
             KeyValue::new("service.version", config.version.clone()),
-            KeyValue::new("service.instance.id", instance_id()),
+            KeyValue::new("service.instance.id", instance_id().to_string()),
             KeyValue::new("waiter_bus.variant", config.variant.clone()),
         ])
         .build();
@@ -248,9 +248,24 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     built.map_err(|e| TelemetryError::Otlp(e.to_string()))
 }
 
-fn instance_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-    format!("{host}-{}", std::process::id())
+/// This process's `service.instance.id`: the host name (`HOSTNAME`, a pod's
+/// name in Kubernetes) and a random suffix, fixed for the process's life.
+/// Whatever else names the instance (a waiter's replies) uses this, so a
+/// reply can be matched to the spans and metrics of whoever sent it.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        format!("{host}-{:08x}", rand_suffix())
+    })
+}
+
+// Distinct across restarts and across processes started at once.
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish() as u32
 }
 
 impl Telemetry {

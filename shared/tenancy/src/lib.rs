@@ -25,9 +25,9 @@ mod table;
 pub use decision::{
     AllowedTenancies, ConsumerTenancy, Decision, Environment, SkipReason, Tenancy, decide,
 };
-pub use registry::{RegistryClient, RegistryError, RegistrySettings};
+pub use registry::{Registration, RegistryClient, RegistryError, RegistrySettings};
 pub use routes::{RouteRecord, Routes, TenantRoutes, VariantEndpoint, tenant_key, variant_key};
-pub use table::{RouteTable, RouteTableError};
+pub use table::{RouteTable, RouteTableError, RouteTableSettings};
 
 /// The label of the shared baseline.
 pub use protocol::BASELINE;

@@ -12,7 +12,7 @@ pub struct RegistrySettings {
     /// The registry's base URL; `None` means this instance does not register.
     pub url: Option<String>,
     /// Bearer token for mutations.
-    pub token: Option<String>,
+    pub token: Option<settings::Secret>,
     /// The URL others should use for this instance (default: loopback and the bound port).
     pub advertised_url: Option<String>,
 }
@@ -38,12 +38,12 @@ pub enum RegistryError {
 pub struct RegistryClient {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    token: Option<settings::Secret>,
 }
 
 impl RegistryClient {
     /// A client for the registry at `base` with an optional bearer token.
-    pub fn new(base: &str, token: Option<String>) -> Self {
+    pub fn new(base: &str, token: Option<settings::Secret>) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -57,7 +57,7 @@ impl RegistryClient {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
-            Some(token) => builder.bearer_auth(token),
+            Some(token) => builder.bearer_auth(token.expose()),
             None => builder,
         }
     }
@@ -75,7 +75,7 @@ impl RegistryClient {
     /// Registers variant `label` of `service` as answering at `endpoint`.
     pub async fn register(
         &self,
-        service: &str,
+        service: protocol::Service,
         label: &str,
         endpoint: &str,
     ) -> Result<(), RegistryError> {
@@ -91,7 +91,11 @@ impl RegistryClient {
     }
 
     /// Removes the registration of variant `label` of `service`.
-    pub async fn deregister(&self, service: &str, label: &str) -> Result<(), RegistryError> {
+    pub async fn deregister(
+        &self,
+        service: protocol::Service,
+        label: &str,
+    ) -> Result<(), RegistryError> {
         let response = self
             .request(
                 reqwest::Method::DELETE,
@@ -100,5 +104,67 @@ impl RegistryClient {
             .send()
             .await?;
         Self::check(response).await
+    }
+}
+
+/// One variant instance's registration: who it is, where it answers, and
+/// the client that tells the registry. Waiter and dispatch variants both
+/// [`register`](Self::register) once they can serve and
+/// [`deregister`](Self::deregister) before they drain.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    client: RegistryClient,
+    service: protocol::Service,
+    label: String,
+    endpoint: String,
+}
+
+impl Registration {
+    /// The registration of variant `label` of `service` listening on
+    /// `port`; `None` for the baseline or when no registry is configured.
+    /// The endpoint is the advertised URL, or loopback and `port`.
+    pub fn for_variant(
+        settings: &RegistrySettings,
+        service: protocol::Service,
+        label: &str,
+        port: u16,
+    ) -> Option<Self> {
+        let url = settings.url.as_deref()?;
+        if label == protocol::BASELINE {
+            return None;
+        }
+        let endpoint = settings
+            .advertised_url
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        Some(Self {
+            client: RegistryClient::new(url, settings.token.clone()),
+            service,
+            label: label.to_string(),
+            endpoint,
+        })
+    }
+
+    /// Tells the registry this variant answers at its endpoint.
+    pub async fn register(&self) -> Result<(), RegistryError> {
+        self.client
+            .register(self.service, &self.label, &self.endpoint)
+            .await?;
+        tracing::info!(
+            service = %self.service,
+            label = %self.label,
+            endpoint = %self.endpoint,
+            "registered with the tenants registry"
+        );
+        Ok(())
+    }
+
+    /// Removes the registration so no new tenant is mapped here; a failure
+    /// is logged (the registry keeps a stale endpoint), not returned: a
+    /// stopping service has nothing better to do with it.
+    pub async fn deregister(&self) {
+        if let Err(e) = self.client.deregister(self.service, &self.label).await {
+            tracing::warn!(error = %e, label = %self.label, "deregistration failed; the registry keeps a stale endpoint");
+        }
     }
 }

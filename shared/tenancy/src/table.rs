@@ -14,6 +14,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::routes::{RouteRecord, Routes};
 
+/// The `routes` section of every service that reads the route table.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTableSettings {
+    /// The compacted topic of mappings.
+    pub topic: String,
+    /// How long start-up may wait for the table to read up to the topic's
+    /// end as it was at start.
+    #[serde(with = "settings::duration")]
+    pub catch_up_timeout: Duration,
+}
+
 /// Why the route table could not start or catch up.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteTableError {

@@ -155,6 +155,24 @@ impl TestKafka {
         KafkaSettings::new(self.bootstrap_servers.clone())
     }
 
+    /// Creates a request, a reply and a dead-letter topic under names no
+    /// other test uses: requests and replies with `partitions`, the dead
+    /// letters with one.
+    pub async fn fresh_topics(
+        &self,
+        partitions: i32,
+    ) -> Result<protocol::topics::RequestTopics, TestKafkaError> {
+        let topics = protocol::topics::RequestTopics {
+            requests: unique_name("requests"),
+            replies: unique_name("replies"),
+            dead_letters: unique_name("dead-letters"),
+        };
+        self.create_topic(&topics.requests, partitions).await?;
+        self.create_topic(&topics.replies, partitions).await?;
+        self.create_topic(&topics.dead_letters, 1).await?;
+        Ok(topics)
+    }
+
     /// Creates `name` with `partitions` partitions; an existing topic is fine.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), TestKafkaError> {
         if let Broker::Embedded(embedded) = &self.broker {

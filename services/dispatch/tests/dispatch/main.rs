@@ -3,52 +3,28 @@
 use std::time::Duration;
 
 use dispatch::{Application, DispatchResponse, Settings};
+use protocol::topics::RequestTopics;
 use serde_json::json;
+use service_kit::RunningService;
 use testkit::TestKafka;
-use tokio_util::sync::CancellationToken;
+use waiter::RunningWaiter;
 
-struct Topics {
-    requests: String,
-    replies: String,
-}
-
-async fn topics(kafka: &TestKafka) -> Topics {
-    let topics = Topics {
-        requests: testkit::unique_name("requests"),
-        replies: testkit::unique_name("replies"),
-    };
-    kafka.create_topic(&topics.requests, 2).await.unwrap();
-    kafka.create_topic(&topics.replies, 2).await.unwrap();
-    topics
+async fn topics(kafka: &TestKafka) -> RequestTopics {
+    kafka.fresh_topics(2).await.unwrap()
 }
 
 async fn start_dispatch(
     kafka: &TestKafka,
-    topics: &Topics,
-    timeout_ms: u64,
-) -> (String, CancellationToken) {
-    let app = build_dispatch(kafka, topics, timeout_ms).await;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
-    (base, stop)
+    topics: &RequestTopics,
+    reply_timeout: Duration,
+) -> RunningService {
+    RunningService::spawn(build_dispatch(kafka, topics, reply_timeout).await)
 }
 
-async fn start_waiter(kafka: &TestKafka, topics: &Topics) -> CancellationToken {
-    let mut settings = waiter::Settings::defaults_with(kafka.settings());
-    settings.http.host = "127.0.0.1".into();
-    settings.http.port = 0;
-    settings.waiter.request_topic = topics.requests.clone();
-    settings.waiter.default_response_topic = topics.replies.clone();
-    settings.waiter.group_id = Some(testkit::unique_name("waiter"));
-    settings.waiter.consumers = 1;
-    let dlt = testkit::unique_name("dlt");
-    kafka.create_topic(&dlt, 1).await.unwrap();
-    settings.waiter.dead_letter_topic = dlt;
-    let app = waiter::Application::build(settings).await.unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
-    stop
+async fn start_waiter(kafka: &TestKafka, topics: &RequestTopics) -> RunningWaiter {
+    let settings =
+        waiter::Settings::in_process(kafka.settings(), topics, &testkit::unique_name("waiter"));
+    RunningWaiter::start(settings).await.unwrap()
 }
 
 #[tokio::test]
@@ -56,7 +32,8 @@ async fn a_request_is_answered_with_the_waiters_reply() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
     let waiter = start_waiter(&kafka, &topics).await;
-    let (base, stop) = start_dispatch(&kafka, &topics, 20_000).await;
+    let dispatch = start_dispatch(&kafka, &topics, Duration::from_secs(20)).await;
+    let base = dispatch.url();
     let response = reqwest::Client::new()
         .post(format!("{base}/wait"))
         .header("waiter-bus-hops", "gateway=baseline")
@@ -70,15 +47,16 @@ async fn a_request_is_answered_with_the_waiters_reply() {
     assert_eq!(body.reply.correlation, body.correlation);
     assert_eq!(body.dispatch_variant, "baseline");
     assert!(body.reply.waited_ms >= 20);
-    stop.cancel();
-    waiter.cancel();
+    dispatch.stop().await.unwrap();
+    waiter.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn no_reply_in_time_is_a_504_that_says_so() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
-    let (base, stop) = start_dispatch(&kafka, &topics, 300).await;
+    let dispatch = start_dispatch(&kafka, &topics, Duration::from_millis(300)).await;
+    let base = dispatch.url();
     let started = std::time::Instant::now();
     let response = reqwest::Client::new()
         .post(format!("{base}/wait"))
@@ -96,14 +74,15 @@ async fn no_reply_in_time_is_a_504_that_says_so() {
             .contains("no reply from the waiter within 300 ms"),
         "{body}"
     );
-    stop.cancel();
+    dispatch.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn bad_bodies_are_refused_with_a_message() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
-    let (base, stop) = start_dispatch(&kafka, &topics, 300).await;
+    let dispatch = start_dispatch(&kafka, &topics, Duration::from_millis(300)).await;
+    let base = dispatch.url();
     let client = reqwest::Client::new();
     let malformed = client
         .post(format!("{base}/wait"))
@@ -122,7 +101,7 @@ async fn bad_bodies_are_refused_with_a_message() {
     assert_eq!(empty.status(), 400);
     let body: serde_json::Value = empty.json().await.unwrap();
     assert_eq!(body["error"], "`name` must not be empty");
-    stop.cancel();
+    dispatch.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -130,16 +109,14 @@ async fn each_dispatch_instance_completes_only_its_own_requests() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
     let waiter = start_waiter(&kafka, &topics).await;
-    let (first, stop_first) = start_dispatch(&kafka, &topics, 20_000).await;
-    let (second, stop_second) = start_dispatch(&kafka, &topics, 20_000).await;
+    let dispatches = [
+        start_dispatch(&kafka, &topics, Duration::from_secs(20)).await,
+        start_dispatch(&kafka, &topics, Duration::from_secs(20)).await,
+    ];
     let client = reqwest::Client::new();
     let mut calls = Vec::new();
     for i in 0..20 {
-        let base = if i % 2 == 0 {
-            first.clone()
-        } else {
-            second.clone()
-        };
+        let base = dispatches[i % 2].url();
         let client = client.clone();
         calls.push(tokio::spawn(async move {
             let name = format!("caller-{i}");
@@ -158,41 +135,45 @@ async fn each_dispatch_instance_completes_only_its_own_requests() {
     for call in calls {
         call.await.unwrap();
     }
-    stop_first.cancel();
-    stop_second.cancel();
-    waiter.cancel();
+    for dispatch in dispatches {
+        dispatch.stop().await.unwrap();
+    }
+    waiter.stop().await.unwrap();
 }
 
-async fn build_dispatch(kafka: &TestKafka, topics: &Topics, timeout_ms: u64) -> Application {
+async fn build_dispatch(
+    kafka: &TestKafka,
+    topics: &RequestTopics,
+    reply_timeout: Duration,
+) -> Application {
     testkit::telemetry();
     let mut settings = Settings::defaults_with(&kafka.settings());
     settings.dispatch.request_topic = topics.requests.clone();
     settings.dispatch.response_topic = topics.replies.clone();
-    settings.dispatch.reply_timeout_ms = timeout_ms;
+    settings.dispatch.reply_timeout = reply_timeout;
     Application::build(settings).await.unwrap()
 }
 
 /// A waiter and a dispatch whose calls in flight can be counted.
 struct Tracked {
     _kafka: TestKafka,
-    waiter: CancellationToken,
+    waiter: RunningWaiter,
     base: String,
     pending: dispatch::PendingRequests,
-    stop: CancellationToken,
-    running: tokio::task::JoinHandle<Result<(), dispatch::DispatchError>>,
+    dispatch: RunningService,
 }
 
 async fn tracked() -> Tracked {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
     let waiter = start_waiter(&kafka, &topics).await;
-    let app = build_dispatch(&kafka, &topics, 20_000).await;
-    let stop = CancellationToken::new();
+    let app = build_dispatch(&kafka, &topics, Duration::from_secs(20)).await;
+    let pending = app.pending_requests();
+    let dispatch = RunningService::spawn(app);
     Tracked {
-        base: format!("http://127.0.0.1:{}", app.port()),
-        pending: app.pending_requests(),
-        running: tokio::spawn(app.run_until_stopped(stop.clone())),
-        stop,
+        base: dispatch.url(),
+        pending,
+        dispatch,
         waiter,
         _kafka: kafka,
     }
@@ -208,8 +189,7 @@ async fn a_graceful_stop_answers_the_calls_in_flight() {
         waiter,
         base,
         pending,
-        stop,
-        running,
+        dispatch,
     } = tracked().await;
     let call = tokio::spawn(
         reqwest::Client::new()
@@ -224,16 +204,16 @@ async fn a_graceful_stop_answers_the_calls_in_flight() {
     )
     .await
     .unwrap();
-    stop.cancel();
+    dispatch.begin_stop();
     let response = call.await.unwrap().unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     let body: DispatchResponse = response.json().await.unwrap();
     assert_eq!(body.reply.name, "in-flight");
-    running
+    dispatch
+        .stop()
         .await
-        .unwrap()
         .expect("dispatch stops cleanly after draining");
-    waiter.cancel();
+    waiter.stop().await.unwrap();
 }
 
 /// A client that gives up mid-wait leaves nothing behind: its pending entry
@@ -245,8 +225,7 @@ async fn a_client_that_goes_away_leaves_no_pending_request() {
         waiter,
         base,
         pending,
-        stop,
-        ..
+        dispatch,
     } = tracked().await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
@@ -266,6 +245,6 @@ async fn a_client_that_goes_away_leaves_no_pending_request() {
     )
     .await
     .unwrap();
-    stop.cancel();
-    waiter.cancel();
+    dispatch.stop().await.unwrap();
+    waiter.stop().await.unwrap();
 }

@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use service_kit::RunningService;
 use tenancy::RouteTable;
 use tenants::{Application, Deleted, DeletionOutcome, Settings};
 use testkit::TestKafka;
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "test-token";
 
@@ -14,7 +14,8 @@ struct Registry {
     base: String,
     topic: String,
     http: reqwest::Client,
-    _stop: tokio_util::sync::DropGuard,
+    // Stopped when the test ends.
+    _service: RunningService,
 }
 
 async fn start(kafka: &TestKafka) -> Registry {
@@ -27,17 +28,16 @@ async fn start_with(kafka: &TestKafka, adjust: impl FnOnce(&mut Settings)) -> Re
     kafka.create_topic(&topic, 1).await.unwrap();
     let mut settings = Settings::defaults_with(&kafka.settings());
     adjust(&mut settings);
-    settings.tenants.topic = topic.clone();
-    settings.tenants.token = TOKEN.into();
-    let app = Application::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(stop.clone()));
+    settings.routes.topic = topic.clone();
+    settings.tenants.token = settings::Secret::new(TOKEN);
+    let service = RunningService::start::<Application>(settings)
+        .await
+        .unwrap();
     Registry {
-        base,
+        base: service.url(),
         topic,
         http: reqwest::Client::new(),
-        _stop: stop.drop_guard(),
+        _service: service,
     }
 }
 
@@ -290,8 +290,8 @@ async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_em
             .tenants
             .variant_groups
             .insert("waiter".into(), format!("{prefix}-{{label}}"));
-        settings.tenants.group_deletion.wait_ms = 1_000;
-        settings.tenants.group_deletion.retry_for_ms = 60_000;
+        settings.tenants.group_deletion.wait = Duration::from_secs(1);
+        settings.tenants.group_deletion.retry_for = Duration::from_secs(60);
     })
     .await;
     let topic = testkit::unique_name("requests");

@@ -2,39 +2,40 @@
 //! broker, and a client that sends requests and collects replies.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use protocol::topics::RequestTopics;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use testkit::TestKafka;
-use tokio_util::sync::CancellationToken;
-use waiter::{Application, Settings, WaiterError};
+use waiter::{RunningWaiter, Settings};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Topics and group of one test.
 #[derive(Clone, Debug)]
 pub struct Topics {
-    pub requests: String,
-    pub replies: String,
-    pub dead_letters: String,
+    pub topics: RequestTopics,
     pub group: String,
+}
+
+impl std::ops::Deref for Topics {
+    type Target = RequestTopics;
+
+    fn deref(&self) -> &RequestTopics {
+        &self.topics
+    }
 }
 
 impl Topics {
     pub async fn create(kafka: &TestKafka, partitions: i32) -> Self {
-        let topics = Self {
-            requests: testkit::unique_name("requests"),
-            replies: testkit::unique_name("replies"),
-            dead_letters: testkit::unique_name("dlt"),
+        Self {
+            topics: kafka.fresh_topics(partitions).await.unwrap(),
             group: testkit::unique_name("waiter"),
-        };
-        for topic in [&topics.requests, &topics.replies, &topics.dead_letters] {
-            kafka.create_topic(topic, partitions).await.unwrap();
         }
-        topics
     }
 }
 
@@ -44,57 +45,50 @@ impl Topics {
 /// (processes every record, tenancy routing off) and starts at `earliest`;
 /// the tenancy rules themselves are tested in the flow tests.
 pub fn settings(kafka: &TestKafka, topics: &Topics) -> Settings {
-    let mut settings = Settings::defaults_with(kafka.settings());
-    settings.http.host = "127.0.0.1".into();
-    settings.http.port = 0;
+    let mut settings = Settings::in_process(kafka.settings(), topics, &topics.group);
     settings.service.variant = testkit::unique_name("t");
     settings.tenancy.tenant_routing = false;
     settings.waiter.auto_offset_reset = Some(waiter::settings::OffsetReset::Earliest);
     let w = &mut settings.waiter;
-    w.request_topic = topics.requests.clone();
-    w.default_response_topic = topics.replies.clone();
-    w.dead_letter_topic = topics.dead_letters.clone();
-    w.group_id = Some(topics.group.clone());
-    w.consumers = 1;
-    w.producers = 2;
-    w.waiters = 200;
-    w.request_channel_capacity = 50;
-    w.reply_channel_capacity = 50;
-    w.default_wait_ms = 10;
+    w.producers = count(2);
+    w.waiters = count(200);
+    w.request_channel_capacity = count(50);
+    w.reply_channel_capacity = count(50);
+    w.default_wait = Duration::from_millis(10);
     settings
+}
+
+/// A count for settings that must not be zero.
+pub fn count(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).expect("a count of at least 1")
 }
 
 /// A waiter running in this process.
 pub struct TestWaiter {
     pub port: u16,
     pub variant: String,
-    pub readiness: waiter::Readiness,
-    shutdown: CancellationToken,
-    run: tokio::task::JoinHandle<Result<(), WaiterError>>,
+    running: RunningWaiter,
 }
 
 pub async fn spawn_waiter(settings: Settings) -> TestWaiter {
     testkit::telemetry();
-    let variant = settings.service.variant.clone();
-    let app = Application::build(settings).await.expect("waiter builds");
-    let port = app.port();
-    let readiness = app.readiness();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let running = RunningWaiter::start(settings).await.expect("waiter builds");
     TestWaiter {
-        port,
-        variant,
-        readiness,
-        shutdown,
-        run,
+        port: running.port(),
+        variant: running.variant().to_string(),
+        running,
     }
 }
 
 impl TestWaiter {
     /// Graceful stop: drains and commits.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.run.await.unwrap().expect("waiter stops cleanly");
+        self.running.stop().await.expect("waiter stops cleanly");
+    }
+
+    /// Partitions, route table.
+    pub fn readiness(&self) -> &waiter::Readiness {
+        self.running.readiness()
     }
 
     /// The value of `name` once it reaches `expected`, or its value after

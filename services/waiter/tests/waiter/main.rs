@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 
 use helpers::{
-    Client, DEADLINE, Request, Topics, count_by_correlation, header, records_in, reply_body,
+    Client, DEADLINE, Request, Topics, count, count_by_correlation, header, records_in, reply_body,
     settings, spawn_waiter,
 };
 use opentelemetry::trace::{SpanKind, TraceId};
@@ -52,6 +52,11 @@ async fn a_thousand_requests_get_exactly_a_thousand_replies_each_in_its_trace() 
         assert_eq!(body.status, ReplyStatus::Ok);
         assert_eq!(body.correlation, correlation);
         assert_eq!(body.variant, waiter.variant);
+        assert_eq!(
+            body.instance,
+            telemetry::instance_id(),
+            "a reply names the instance its spans name as service.instance.id"
+        );
         for timing in [
             "waiter.queue.us",
             "waiter.service.us",
@@ -202,7 +207,7 @@ async fn a_wait_over_the_maximum_gets_an_error_reply_and_a_missing_correlation_i
     let kafka = TestKafka::start().unwrap();
     let topics = Topics::create(&kafka, 1).await;
     let mut s = settings(&kafka, &topics);
-    s.waiter.max_wait_ms = 1000;
+    s.waiter.max_wait = Duration::from_secs(1);
     let waiter = spawn_waiter(s).await;
     let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
 
@@ -338,9 +343,9 @@ async fn a_saturated_pool_blocks_the_consumer_instead_of_buffering() {
     let kafka = TestKafka::start().unwrap();
     let topics = Topics::create(&kafka, 1).await;
     let mut s = settings(&kafka, &topics);
-    s.waiter.waiters = 1;
-    s.waiter.request_channel_capacity = 1;
-    s.waiter.reply_channel_capacity = 1;
+    s.waiter.waiters = count(1);
+    s.waiter.request_channel_capacity = count(1);
+    s.waiter.reply_channel_capacity = count(1);
     let waiter = spawn_waiter(s).await;
     let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
     const REQUESTS: usize = 25;
@@ -409,7 +414,7 @@ async fn graceful_stop_finishes_in_flight_waits_and_commits() {
     // A new waiter in the same group finds nothing left to do: the offsets were committed.
     let again = spawn_waiter(settings(&kafka, &topics)).await;
     testkit::eventually("partitions assigned", DEADLINE, || {
-        std::future::ready((again.readiness.assigned_partitions() > 0).then_some(()))
+        std::future::ready((again.readiness().assigned_partitions() > 0).then_some(()))
     })
     .await
     .unwrap();
@@ -456,7 +461,7 @@ impl WaiterProcess {
             .env("WAITER_BUS__WAITER__GROUP_ID", &topics.group)
             .env("WAITER_BUS__WAITER__CONSUMERS", "1")
             .env("WAITER_BUS__WAITER__WAITERS", "20")
-            .env("WAITER_BUS__WAITER__COMMIT_INTERVAL_MS", "100")
+            .env("WAITER_BUS__WAITER__COMMIT_INTERVAL", "100ms")
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -719,7 +724,7 @@ async fn a_ledger_that_is_down_or_too_slow_costs_no_reply() {
     for url in [format!("http://127.0.0.1:{closed_port}"), hanging_url] {
         let mut s = settings(&kafka, &topics);
         s.ledger.url = Some(url.clone());
-        s.ledger.timeout_ms = 200;
+        s.ledger.timeout = Duration::from_millis(200);
         let waiter = spawn_waiter(s).await;
         let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
         let correlation = testkit::unique_name("unrecorded");
