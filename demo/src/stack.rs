@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use gateway::GatewayResponse;
 use kafka_kit::KafkaSettings;
 use serde_json::json;
-use service_kit::RunningService;
+use service_kit::{RunningService, ServiceApp};
 use tenancy::RouteTable;
 
 /// How long the stack waits for a service to get ready, a change to reach

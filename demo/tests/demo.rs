@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use testkit::http::RequestExt;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -99,12 +100,8 @@ async fn the_demo_draws_both_traces_then_serves_the_printed_curl_lines_until_sto
         .post(format!("{gateway}/wait"))
         .header("baggage", "tenant=123")
         .json(&serde_json::json!({"name": "curl", "wait_ms": 10}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(response["reply"]["variant"], "sbx-123", "{response}");
 
     let pid = libc::pid_t::try_from(child.id()).unwrap();

@@ -4,6 +4,7 @@
 mod helpers;
 
 use std::time::Duration;
+use testkit::http::RequestExt;
 
 use helpers::{DEADLINE, Stack, hops};
 use opentelemetry::trace::TraceId;
@@ -254,9 +255,8 @@ async fn the_gateway_answers_bad_input_and_dead_downstreams_clearly() {
         .post(format!("{}/wait", stack.gateway))
         .header("content-type", "application/json")
         .body("{\"name\":")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(malformed.status(), 400);
     let body: serde_json::Value = malformed.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("JSON"), "{body}");
@@ -271,9 +271,8 @@ async fn the_gateway_answers_bad_input_and_dead_downstreams_clearly() {
                 .join(","),
         )
         .json(&serde_json::json!({"name": "big-baggage", "wait_ms": 1}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(
         oversized.status(),
         200,
@@ -341,9 +340,8 @@ async fn a_variant_scaling_out_mid_traffic_loses_no_tenant_request() {
                     .post(format!("{gateway}/wait"))
                     .header("baggage", "tenant=scale")
                     .json(&serde_json::json!({"name": format!("scale-{i}"), "wait_ms": 10}))
-                    .send()
-                    .await
-                    .unwrap();
+                    .sent()
+                    .await;
                 let status = response.status();
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
                 (i, status, body)

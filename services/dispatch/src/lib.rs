@@ -10,6 +10,7 @@
 //! reply, or 504 when none arrives within `reply_timeout_ms`, or 503 when the
 //! broker does not take the request.
 
+use service_kit::ServiceApp;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -43,14 +44,14 @@ pub const DEFAULTS: &str = include_str!("../config/base.yaml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Topics and timeouts.
+    pub dispatch: DispatchSettings,
     /// Who this instance is.
     pub service: ServiceSettings,
     /// The HTTP listener.
     pub http: HttpSettings,
     /// The broker.
     pub kafka: KafkaSettings,
-    /// Topics and timeouts.
-    pub dispatch: DispatchSettings,
     /// Variant registration.
     pub registry: RegistrySettings,
 }
@@ -71,18 +72,14 @@ pub struct DispatchSettings {
 impl Settings {
     /// Defaults → optional file → environment (and `KAFKA_BOOTSTRAP_SERVERS`).
     pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
-        settings::Loader::new(DEFAULTS)
-            .file(file)
-            .kafka_section("kafka")
-            .load()
+        settings::load_service(DEFAULTS, file)
     }
 
     /// The defaults pointed at `kafka`, HTTP on an ephemeral loopback port.
     pub fn defaults_with(kafka: &KafkaSettings) -> Self {
         let mut settings: Settings = settings::defaults(DEFAULTS);
         settings.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
-        settings.http.host = "127.0.0.1".into();
-        settings.http.port = 0;
+        settings.http = HttpSettings::loopback_ephemeral();
         settings
     }
 }
@@ -176,110 +173,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds, creates the producer, assigns the reply reader at the current end.
-    pub async fn build(settings: Settings) -> Result<Self, DispatchError> {
-        let (listener, port) = service_kit::bind(&settings.http).await?;
-        let producer: FutureProducer = settings
-            .kafka
-            .producer_config()
-            .set("acks", "all")
-            .set(
-                "message.timeout.ms",
-                settings.dispatch.reply_timeout.as_millis().to_string(),
-            )
-            .create()?;
-        let replies: StreamConsumer = settings
-            .kafka
-            .consumer_config()
-            .set(
-                "group.id",
-                format!("dispatch-{}", uuid::Uuid::new_v4().simple()),
-            )
-            .set("enable.auto.commit", "false")
-            .create()?;
-        let topic = settings.dispatch.response_topic.clone();
-        let (replies, assigned) = tokio::task::spawn_blocking(move || {
-            assign_whole_topics(&replies, &[&topic], Start::End, Duration::from_secs(10))
-                .map(|assigned| (replies, assigned))
-        })
-        .await
-        .expect("the assignment task does not panic")?;
-        if assigned.is_empty() {
-            return Err(DispatchError::NoResponseTopic(
-                settings.dispatch.response_topic.clone(),
-            ));
-        }
-        let variant = settings.service.variant.clone();
-        let registration = tenancy::Registration::for_variant(
-            &settings.registry,
-            Service::Dispatch,
-            &variant,
-            port,
-        );
-        Ok(Self {
-            listener,
-            port,
-            state: AppState {
-                producer,
-                pending: Arc::default(),
-                variant: variant.into(),
-                request_topic: settings.dispatch.request_topic.into(),
-                response_topic: settings.dispatch.response_topic.into(),
-                reply_timeout: settings.dispatch.reply_timeout,
-            },
-            replies,
-            registration,
-        })
-    }
-
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The calls waiting for their reply.
     pub fn pending_requests(&self) -> PendingRequests {
         PendingRequests(self.state.pending.clone())
-    }
-
-    /// Serves until `shutdown` is cancelled; a variant registers itself first
-    /// and deregisters on the way out.
-    ///
-    /// Stopping drains in order: the HTTP server stops taking requests and
-    /// waits for the calls in flight, while the reply reader keeps running,
-    /// so those calls get their replies (or time out) instead of all ending
-    /// in a 504; only then does the reader stop.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
-        let variant = self.state.variant.to_string();
-        if let Some(registration) = &self.registration {
-            registration.register().await?;
-        }
-        // The reader outlives the HTTP server: it stops only once every
-        // call in flight has been answered or timed out.
-        let reader_stop = CancellationToken::new();
-        let reader = tokio::spawn(complete_replies(
-            self.replies,
-            self.state.pending.clone(),
-            reader_stop.clone(),
-        ));
-        let app = Router::new()
-            .route("/wait", post(wait))
-            .with_state(self.state)
-            .merge(service_kit::operational_routes(Arc::new(
-                service_kit::AlwaysReady,
-            )))
-            .layer(propagation::HttpTraceLayer::new(
-                protocol::Service::Dispatch.as_str(),
-                &variant,
-            ));
-        tracing::info!(port = self.port, %variant, "dispatch running");
-        let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
-        reader_stop.cancel();
-        let _ = reader.await;
-        if let Some(registration) = &self.registration {
-            registration.deregister().await;
-        }
-        served.map_err(DispatchError::from)
     }
 }
 
@@ -391,7 +287,7 @@ async fn wait(
     }
 }
 
-impl service_kit::ServiceApp for Application {
+impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Dispatch;
     const ABOUT: &'static str = "Publish wait requests to Kafka and await their replies.";
     type Settings = Settings;
@@ -405,15 +301,104 @@ impl service_kit::ServiceApp for Application {
         settings.service.variant.as_str()
     }
 
+    /// Binds, creates the producer, assigns the reply reader at the current end.
     async fn build(settings: Settings) -> Result<Self, DispatchError> {
-        Application::build(settings).await
+        let (listener, port) = service_kit::bind(&settings.http).await?;
+        let producer: FutureProducer = settings
+            .kafka
+            .producer_config()
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                settings.dispatch.reply_timeout.as_millis().to_string(),
+            )
+            .create()?;
+        let replies: StreamConsumer = settings
+            .kafka
+            .consumer_config()
+            .set(
+                "group.id",
+                format!("dispatch-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let topic = settings.dispatch.response_topic.clone();
+        let (replies, assigned) = tokio::task::spawn_blocking(move || {
+            assign_whole_topics(&replies, &[&topic], Start::End, Duration::from_secs(10))
+                .map(|assigned| (replies, assigned))
+        })
+        .await
+        .expect("the assignment task does not panic")?;
+        if assigned.is_empty() {
+            return Err(DispatchError::NoResponseTopic(
+                settings.dispatch.response_topic.clone(),
+            ));
+        }
+        let variant = settings.service.variant.clone();
+        let registration = tenancy::Registration::for_variant(
+            &settings.registry,
+            Service::Dispatch,
+            &variant,
+            port,
+        );
+        Ok(Self {
+            listener,
+            port,
+            state: AppState {
+                producer,
+                pending: Arc::default(),
+                variant: variant.into(),
+                request_topic: settings.dispatch.request_topic.into(),
+                response_topic: settings.dispatch.response_topic.into(),
+                reply_timeout: settings.dispatch.reply_timeout,
+            },
+            replies,
+            registration,
+        })
     }
 
+    /// The bound port.
     fn port(&self) -> u16 {
-        Application::port(self)
+        self.port
     }
 
+    /// Serves until `shutdown` is cancelled; a variant registers itself first
+    /// and deregisters on the way out.
+    ///
+    /// Stopping drains in order: the HTTP server stops taking requests and
+    /// waits for the calls in flight, while the reply reader keeps running,
+    /// so those calls get their replies (or time out) instead of all ending
+    /// in a 504; only then does the reader stop.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
-        Application::run_until_stopped(self, shutdown).await
+        let variant = self.state.variant.to_string();
+        if let Some(registration) = &self.registration {
+            registration.register().await?;
+        }
+        // The reader outlives the HTTP server: it stops only once every
+        // call in flight has been answered or timed out.
+        let reader_stop = CancellationToken::new();
+        let reader = tokio::spawn(complete_replies(
+            self.replies,
+            self.state.pending.clone(),
+            reader_stop.clone(),
+        ));
+        let app = Router::new()
+            .route("/wait", post(wait))
+            .with_state(self.state)
+            .merge(service_kit::operational_routes(Arc::new(
+                service_kit::AlwaysReady,
+            )))
+            .layer(propagation::HttpTraceLayer::new(
+                protocol::Service::Dispatch.as_str(),
+                &variant,
+            ));
+        tracing::info!(port = self.port, %variant, "dispatch running");
+        let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
+        reader_stop.cancel();
+        let _ = reader.await;
+        if let Some(registration) = &self.registration {
+            registration.deregister().await;
+        }
+        served.map_err(DispatchError::from)
     }
 }

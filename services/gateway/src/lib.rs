@@ -8,6 +8,7 @@
 //! [`GatewayResponse`]: the waiter's reply, the trace id, and each hop with
 //! the variant that handled it.
 
+use service_kit::ServiceApp;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,14 +34,14 @@ pub const DEFAULTS: &str = include_str!("../config/base.yaml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Routing.
+    pub gateway: GatewaySettings,
     /// Identity.
     pub service: ServiceSettings,
     /// The HTTP listener.
     pub http: HttpSettings,
     /// The broker (for the route table).
     pub kafka: KafkaSettings,
-    /// Routing.
-    pub gateway: GatewaySettings,
     /// The route table.
     pub routes: tenancy::RouteTableSettings,
 }
@@ -61,10 +62,7 @@ pub struct GatewaySettings {
 impl Settings {
     /// Defaults → optional file → environment (and `KAFKA_BOOTSTRAP_SERVERS`).
     pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
-        settings::Loader::new(DEFAULTS)
-            .file(file)
-            .kafka_section("kafka")
-            .load()
+        settings::load_service(DEFAULTS, file)
     }
 
     /// The defaults pointed at `kafka` and `dispatch_url`, HTTP on an
@@ -72,8 +70,7 @@ impl Settings {
     pub fn defaults_with(kafka: &KafkaSettings, dispatch_url: &str) -> Self {
         let mut settings: Settings = settings::defaults(DEFAULTS);
         settings.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
-        settings.http.host = "127.0.0.1".into();
-        settings.http.port = 0;
+        settings.http = HttpSettings::loopback_ephemeral();
         settings.gateway.dispatch_url = dispatch_url.to_string();
         settings
     }
@@ -122,55 +119,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds and starts the route table.
-    pub async fn build(settings: Settings) -> Result<Self, GatewayError> {
-        let (listener, port) = service_kit::bind(&settings.http).await?;
-        let routes = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
-        let timeout = settings.gateway.timeout;
-        Ok(Self {
-            listener,
-            port,
-            catch_up: settings.routes.catch_up_timeout,
-            state: AppState {
-                routes,
-                http: reqwest::Client::builder()
-                    .timeout(timeout)
-                    .build()
-                    .expect("a TLS-free reqwest client always builds"),
-                variant: settings.service.variant.into(),
-                baseline_dispatch: settings.gateway.dispatch_url.trim_end_matches('/').into(),
-                trust_incoming_baggage: settings.gateway.trust_incoming_baggage,
-                timeout,
-            },
-        })
-    }
-
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The gateway's route table.
     pub fn route_table(&self) -> RouteTable {
         self.state.routes.clone()
-    }
-
-    /// Serves until `shutdown` is cancelled, once the route table has caught up.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
-        self.state.routes.caught_up(self.catch_up).await?;
-        let variant = self.state.variant.to_string();
-        let app = Router::new()
-            .route("/wait", post(wait))
-            .with_state(self.state)
-            .merge(service_kit::operational_routes(Arc::new(
-                service_kit::AlwaysReady,
-            )))
-            .layer(propagation::HttpTraceLayer::new(
-                protocol::Service::Gateway.as_str(),
-                &variant,
-            ));
-        tracing::info!(port = self.port, "gateway running");
-        Ok(service_kit::serve(self.listener, app, shutdown).await?)
     }
 }
 
@@ -284,7 +235,7 @@ async fn wait(
     }))
 }
 
-impl service_kit::ServiceApp for Application {
+impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Gateway;
     const ABOUT: &'static str = "Route wait requests to the dispatch variant their tenant maps to.";
     type Settings = Settings;
@@ -298,15 +249,49 @@ impl service_kit::ServiceApp for Application {
         settings.service.variant.as_str()
     }
 
+    /// Binds and starts the route table.
     async fn build(settings: Settings) -> Result<Self, GatewayError> {
-        Application::build(settings).await
+        let (listener, port) = service_kit::bind(&settings.http).await?;
+        let routes = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
+        let timeout = settings.gateway.timeout;
+        Ok(Self {
+            listener,
+            port,
+            catch_up: settings.routes.catch_up_timeout,
+            state: AppState {
+                routes,
+                http: reqwest::Client::builder()
+                    .timeout(timeout)
+                    .build()
+                    .expect("a TLS-free reqwest client always builds"),
+                variant: settings.service.variant.into(),
+                baseline_dispatch: settings.gateway.dispatch_url.trim_end_matches('/').into(),
+                trust_incoming_baggage: settings.gateway.trust_incoming_baggage,
+                timeout,
+            },
+        })
     }
 
+    /// The bound port.
     fn port(&self) -> u16 {
-        Application::port(self)
+        self.port
     }
 
+    /// Serves until `shutdown` is cancelled, once the route table has caught up.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
-        Application::run_until_stopped(self, shutdown).await
+        self.state.routes.caught_up(self.catch_up).await?;
+        let variant = self.state.variant.to_string();
+        let app = Router::new()
+            .route("/wait", post(wait))
+            .with_state(self.state)
+            .merge(service_kit::operational_routes(Arc::new(
+                service_kit::AlwaysReady,
+            )))
+            .layer(propagation::HttpTraceLayer::new(
+                protocol::Service::Gateway.as_str(),
+                &variant,
+            ));
+        tracing::info!(port = self.port, "gateway running");
+        Ok(service_kit::serve(self.listener, app, shutdown).await?)
     }
 }

@@ -7,6 +7,7 @@
 //! them (oldest first; `tenant=` with no value lists production traffic).
 //! Entries live in memory, bounded by `ledger.capacity`.
 
+use service_kit::ServiceApp;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -44,14 +45,13 @@ pub struct LedgerSettings {
 impl Settings {
     /// Defaults → optional file → environment.
     pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
-        settings::Loader::new(DEFAULTS).file(file).load()
+        settings::load_service(DEFAULTS, file)
     }
 
     /// The defaults alone, with HTTP on an ephemeral loopback port.
     pub fn for_tests() -> Self {
         let mut settings: Settings = settings::defaults(DEFAULTS);
-        settings.http.host = "127.0.0.1".into();
-        settings.http.port = 0;
+        settings.http = HttpSettings::loopback_ephemeral();
         settings
     }
 }
@@ -120,9 +120,18 @@ pub struct Application {
     settings: Settings,
 }
 
-impl Application {
+impl ServiceApp for Application {
+    const SERVICE: protocol::Service = protocol::Service::Ledger;
+    const ABOUT: &'static str = "Record completed waits and serve them back.";
+    type Settings = Settings;
+    type Error = std::io::Error;
+
+    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+        Ok(Settings::load(file)?)
+    }
+
     /// Binds the port.
-    pub async fn build(settings: Settings) -> std::io::Result<Self> {
+    async fn build(settings: Settings) -> std::io::Result<Self> {
         let (listener, port) = service_kit::bind(&settings.http).await?;
         Ok(Self {
             listener,
@@ -132,12 +141,12 @@ impl Application {
     }
 
     /// The bound port.
-    pub fn port(&self) -> u16 {
+    fn port(&self) -> u16 {
         self.port
     }
 
     /// Serves until `shutdown` is cancelled.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let app = router(self.settings.ledger.capacity)
             .merge(service_kit::operational_routes(Arc::new(
                 service_kit::AlwaysReady,
@@ -148,32 +157,5 @@ impl Application {
             ));
         tracing::info!(port = self.port, "ledger running");
         service_kit::serve(self.listener, app, shutdown).await
-    }
-}
-
-impl service_kit::ServiceApp for Application {
-    const SERVICE: protocol::Service = protocol::Service::Ledger;
-    const ABOUT: &'static str = "Record completed waits and serve them back.";
-    type Settings = Settings;
-    type Error = std::io::Error;
-
-    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-        Ok(Settings::load(file)?)
-    }
-
-    fn variant(_: &Settings) -> &str {
-        protocol::BASELINE
-    }
-
-    async fn build(settings: Settings) -> Result<Self, std::io::Error> {
-        Application::build(settings).await
-    }
-
-    fn port(&self) -> u16 {
-        Application::port(self)
-    }
-
-    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), std::io::Error> {
-        Application::run_until_stopped(self, shutdown).await
     }
 }

@@ -31,6 +31,7 @@ pub use groups::{DeletionOutcome, GroupDeletion, GroupDeletionSettings};
 pub use handlers::Deleted;
 pub use settings::{DEFAULTS, Settings, TenantsSettings};
 
+use service_kit::ServiceApp;
 use std::sync::Arc;
 
 use axum::Router;
@@ -74,57 +75,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds, connects, and reads `tenant-routes` up to its current end.
-    pub async fn build(settings: Settings) -> Result<Self, TenantsError> {
-        let (listener, port) = service_kit::bind(&settings.http).await?;
-        let table = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
-        table.caught_up(settings.routes.catch_up_timeout).await?;
-        let producer: FutureProducer = settings
-            .kafka
-            .producer_config()
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .create()?;
-        let admin: AdminClient<DefaultClientContext> = settings.kafka.client_config().create()?;
-        groups::describe_metrics();
-        Ok(Self {
-            listener,
-            port,
-            registry: Registry {
-                table,
-                producer,
-                groups: groups::GroupDeleter::new(
-                    Arc::new(admin),
-                    settings.tenants.group_deletion.clone(),
-                ),
-                settings: Arc::new(settings.tenants),
-                routes_topic: settings.routes.topic.into(),
-            },
-        })
-    }
-
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The registry's own route table (for tests measuring propagation).
     pub fn route_table(&self) -> RouteTable {
         self.registry.table.clone()
-    }
-
-    /// Serves until `shutdown` is cancelled.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), TenantsError> {
-        let app = router_with(self.registry)
-            .merge(service_kit::operational_routes(Arc::new(
-                service_kit::AlwaysReady,
-            )))
-            .layer(propagation::HttpTraceLayer::new(
-                protocol::Service::Tenants.as_str(),
-                tenancy::BASELINE,
-            ));
-        tracing::info!(port = self.port, "tenants registry running");
-        Ok(service_kit::serve(self.listener, app, shutdown).await?)
     }
 }
 
@@ -157,7 +110,7 @@ pub async fn router(settings: Settings) -> Result<Router, TenantsError> {
     Ok(router_with(Application::build(settings).await?.registry))
 }
 
-impl service_kit::ServiceApp for Application {
+impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Tenants;
     const ABOUT: &'static str = "Manage tenants, their variant mappings and variant endpoints.";
     type Settings = Settings;
@@ -167,19 +120,51 @@ impl service_kit::ServiceApp for Application {
         Ok(Settings::load(file)?)
     }
 
-    fn variant(_: &Settings) -> &str {
-        protocol::BASELINE
-    }
-
+    /// Binds, connects, and reads `tenant-routes` up to its current end.
     async fn build(settings: Settings) -> Result<Self, TenantsError> {
-        Application::build(settings).await
+        let (listener, port) = service_kit::bind(&settings.http).await?;
+        let table = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
+        table.caught_up(settings.routes.catch_up_timeout).await?;
+        let producer: FutureProducer = settings
+            .kafka
+            .producer_config()
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .create()?;
+        let admin: AdminClient<DefaultClientContext> = settings.kafka.client_config().create()?;
+        groups::describe_metrics();
+        Ok(Self {
+            listener,
+            port,
+            registry: Registry {
+                table,
+                producer,
+                groups: groups::GroupDeleter::new(
+                    Arc::new(admin),
+                    settings.tenants.group_deletion.clone(),
+                ),
+                settings: Arc::new(settings.tenants),
+                routes_topic: settings.routes.topic.into(),
+            },
+        })
     }
 
+    /// The bound port.
     fn port(&self) -> u16 {
-        Application::port(self)
+        self.port
     }
 
+    /// Serves until `shutdown` is cancelled.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), TenantsError> {
-        Application::run_until_stopped(self, shutdown).await
+        let app = router_with(self.registry)
+            .merge(service_kit::operational_routes(Arc::new(
+                service_kit::AlwaysReady,
+            )))
+            .layer(propagation::HttpTraceLayer::new(
+                protocol::Service::Tenants.as_str(),
+                tenancy::BASELINE,
+            ));
+        tracing::info!(port = self.port, "tenants registry running");
+        Ok(service_kit::serve(self.listener, app, shutdown).await?)
     }
 }

@@ -47,18 +47,14 @@ pub struct TenantsSettings {
 impl Settings {
     /// Defaults → optional file → environment (and `KAFKA_BOOTSTRAP_SERVERS`).
     pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
-        settings::Loader::new(DEFAULTS)
-            .file(file)
-            .kafka_section("kafka")
-            .load()
+        settings::load_service(DEFAULTS, file)
     }
 
     /// The defaults pointed at `kafka`, HTTP on an ephemeral loopback port.
     pub fn defaults_with(kafka: &KafkaSettings) -> Self {
         let mut settings: Settings = settings::defaults(DEFAULTS);
         settings.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
-        settings.http.host = "127.0.0.1".into();
-        settings.http.port = 0;
+        settings.http = HttpSettings::loopback_ephemeral();
         settings
     }
 }

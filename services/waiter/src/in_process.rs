@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kafka_kit::KafkaSettings;
 use protocol::topics::RequestTopics;
-use service_kit::RunningService;
+use service_kit::{RunningService, ServiceApp};
 
 use crate::{Application, Readiness, Settings, WaiterError};
 
@@ -16,8 +16,7 @@ impl Settings {
     /// consumer (a single group member needs no rebalance to start).
     pub fn in_process(kafka: KafkaSettings, topics: &RequestTopics, group: &str) -> Self {
         let mut settings = Self::defaults_with(kafka);
-        settings.http.host = "127.0.0.1".into();
-        settings.http.port = 0;
+        settings.http = service_kit::HttpSettings::loopback_ephemeral();
         settings.waiter.consumers = std::num::NonZeroUsize::MIN;
         settings.waiter.request_topic = topics.requests.clone();
         settings.waiter.default_response_topic = topics.replies.clone();

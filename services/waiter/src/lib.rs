@@ -23,6 +23,7 @@ pub mod request;
 pub mod settings;
 pub mod waiters;
 
+use service_kit::ServiceApp;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,87 +172,6 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the HTTP port, creates and subscribes the consumers, creates the producers.
-    pub async fn build(settings: Settings) -> Result<Self, WaiterError> {
-        let (listener, port) =
-            service_kit::bind(&settings.http)
-                .await
-                .map_err(|source| WaiterError::Bind {
-                    address: format!("{}:{}", settings.http.host, settings.http.port),
-                    source,
-                })?;
-        let w = &settings.waiter;
-        let group = settings.group_id();
-        let routes = tenancy::RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
-        let stages = Stages::resolve(&settings, routes.clone());
-        let variant = stages.variant().to_string();
-        let assigned = Arc::new(watch::channel(0).0);
-        let mut consumers = Vec::with_capacity(w.consumers.get());
-        for index in 0..w.consumers.get() {
-            let consumer: WaiterConsumer = settings
-                .kafka
-                .consumer_config()
-                .set("group.id", &group)
-                .set("client.id", format!("waiter-{variant}-{index}"))
-                .set("enable.auto.commit", "true")
-                .set("enable.auto.offset.store", "false")
-                .set(
-                    "auto.commit.interval.ms",
-                    w.commit_interval.as_millis().to_string(),
-                )
-                .set("auto.offset.reset", settings.auto_offset_reset().as_str())
-                .set(
-                    "statistics.interval.ms",
-                    w.statistics_interval.as_millis().to_string(),
-                )
-                .set("enable.partition.eof", "false")
-                .create_with_context(WaiterContext::new(&stages.consumer, assigned.clone()))
-                .map_err(|source| WaiterError::Kafka {
-                    role: "consumer",
-                    source,
-                })?;
-            consumer
-                .subscribe(&[&w.request_topic])
-                .map_err(|source| WaiterError::Kafka {
-                    role: "consumer",
-                    source,
-                })?;
-            consumers.push(Arc::new(consumer));
-        }
-        let mut producers = Vec::with_capacity(w.producers.get());
-        for index in 0..w.producers.get() {
-            let producer: FutureProducer = settings
-                .kafka
-                .producer_config()
-                .set("client.id", format!("waiter-{variant}-producer-{index}"))
-                .set("acks", "all")
-                .set(
-                    "message.timeout.ms",
-                    w.delivery_timeout.as_millis().to_string(),
-                )
-                .create()
-                .map_err(|source| WaiterError::Kafka {
-                    role: "producer",
-                    source,
-                })?;
-            producers.push(producer);
-        }
-        Ok(Self {
-            listener,
-            port,
-            stages,
-            consumers,
-            producers,
-            readiness: Readiness { assigned, routes },
-            settings,
-        })
-    }
-
-    /// The bound HTTP port (useful when configured as 0).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// This instance's name, as it appears in replies: the resource's
     /// `service.instance.id`.
     pub fn instance(&self) -> &str {
@@ -266,129 +186,6 @@ impl Application {
     /// A handle telling whether partitions are assigned.
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
-    }
-
-    /// Runs until `shutdown` is cancelled, then drains: consumers stop, the
-    /// channels empty, waits finish, replies are delivered, offsets commit.
-    /// Work still unfinished after `drain_timeout_ms` is abandoned uncommitted
-    /// (it is redelivered to whoever consumes the partition next).
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), WaiterError> {
-        let w = &self.settings.waiter;
-        // Nothing is consumed before the mappings that decide who processes
-        // what are known.
-        self.readiness
-            .routes
-            .caught_up(self.settings.routes.catch_up_timeout)
-            .await?;
-        let registration = self.registration();
-        let (work_tx, work_rx) = mpsc::channel(w.request_channel_capacity.get());
-        let (out_tx, out_rx) = mpsc::channel(w.reply_channel_capacity.get());
-        let out_rx = Arc::new(Mutex::new(out_rx));
-        let abandon = CancellationToken::new();
-        let mut stages = JoinSet::new();
-        for consumer in &self.consumers {
-            stages.spawn(consumer::run(
-                consumer.clone(),
-                self.stages.consumer.clone(),
-                work_tx.clone(),
-                out_tx.clone(),
-                shutdown.clone(),
-            ));
-        }
-        stages.spawn(waiters::run(
-            self.stages.waiter.clone(),
-            work_rx,
-            out_tx.clone(),
-        ));
-        for producer in &self.producers {
-            stages.spawn(producer::run(
-                producer.clone(),
-                self.stages.producer.clone(),
-                out_rx.clone(),
-                abandon.clone(),
-            ));
-        }
-        let sampler = tokio::spawn(sample_channels(
-            self.stages.metrics.clone(),
-            work_tx.clone(),
-            out_tx.clone(),
-            shutdown.clone(),
-        ));
-        // Only the stages hold senders now: the channels close as stages end.
-        drop((work_tx, out_tx));
-
-        let http_stop = CancellationToken::new();
-        let router = service_kit::operational_routes(Arc::new(self.readiness.clone())).layer(
-            propagation::HttpTraceLayer::new(
-                protocol::Service::Waiter.as_str(),
-                self.stages.variant(),
-            ),
-        );
-        let http = tokio::spawn(service_kit::serve(self.listener, router, http_stop.clone()));
-        tracing::info!(
-            port = self.port,
-            variant = %self.stages.variant(),
-            instance = %self.stages.waiter.instance,
-            consumers = w.consumers,
-            waiters = w.waiters,
-            producers = w.producers,
-            "waiter running"
-        );
-
-        let mut outcome = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => Ok(()),
-            // Consumers return when shutdown is cancelled; only a stage that
-            // ends before that is a failure.
-            ended = stages.join_next() => match ended {
-                _ if shutdown.is_cancelled() => Ok(()),
-                Some(Err(e)) => Err(WaiterError::StageFailed(e.to_string())),
-                _ => Err(WaiterError::StageFailed("a stage returned".into())),
-            },
-        };
-        shutdown.cancel();
-        if let Some((registration, registered)) = registration {
-            // Stop new tenant mappings to this variant before draining.
-            registered.abort();
-            registration.deregister().await;
-        }
-        tracing::info!("draining the pipeline");
-        let drain = w.drain_timeout;
-        let drained =
-            tokio::time::timeout(drain, async { while stages.join_next().await.is_some() {} })
-                .await;
-        if drained.is_err() {
-            tracing::warn!(
-                ?drain,
-                "drain timed out; unfinished records stay uncommitted and will be redelivered"
-            );
-            abandon.cancel();
-            stages.shutdown().await;
-        }
-        sampler.abort();
-        for consumer in &self.consumers {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => {}
-                Err(rdkafka::error::KafkaError::ConsumerCommit(
-                    rdkafka::types::RDKafkaErrorCode::NoOffset,
-                )) => {}
-                Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
-            }
-        }
-        for producer in &self.producers {
-            if let Err(e) = producer.flush(Duration::from_secs(5)) {
-                tracing::warn!(error = %e, "producer flush failed");
-            }
-        }
-        close_consumers(self.consumers, CONSUMER_CLOSE_BOUND).await;
-        http_stop.cancel();
-        match http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => outcome = outcome.and(Err(WaiterError::Http(e))),
-            Err(e) => outcome = outcome.and(Err(WaiterError::StageFailed(e.to_string()))),
-        }
-        tracing::info!("waiter stopped");
-        outcome
     }
 }
 
@@ -552,7 +349,7 @@ async fn sample_channels<A, B>(
     }
 }
 
-impl service_kit::ServiceApp for Application {
+impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Waiter;
     const ABOUT: &'static str = "Consume wait requests from Kafka, wait, and reply.";
     type Settings = Settings;
@@ -566,15 +363,207 @@ impl service_kit::ServiceApp for Application {
         settings.service.variant.as_str()
     }
 
+    /// Binds the HTTP port, creates and subscribes the consumers, creates the producers.
     async fn build(settings: Settings) -> Result<Self, WaiterError> {
-        Application::build(settings).await
+        let (listener, port) =
+            service_kit::bind(&settings.http)
+                .await
+                .map_err(|source| WaiterError::Bind {
+                    address: format!("{}:{}", settings.http.host, settings.http.port),
+                    source,
+                })?;
+        let w = &settings.waiter;
+        let group = settings.group_id();
+        let routes = tenancy::RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
+        let stages = Stages::resolve(&settings, routes.clone());
+        let variant = stages.variant().to_string();
+        let assigned = Arc::new(watch::channel(0).0);
+        let mut consumers = Vec::with_capacity(w.consumers.get());
+        for index in 0..w.consumers.get() {
+            let consumer: WaiterConsumer = settings
+                .kafka
+                .consumer_config()
+                .set("group.id", &group)
+                .set("client.id", format!("waiter-{variant}-{index}"))
+                .set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "false")
+                .set(
+                    "auto.commit.interval.ms",
+                    w.commit_interval.as_millis().to_string(),
+                )
+                .set("auto.offset.reset", settings.auto_offset_reset().as_str())
+                .set(
+                    "statistics.interval.ms",
+                    w.statistics_interval.as_millis().to_string(),
+                )
+                .set("enable.partition.eof", "false")
+                .create_with_context(WaiterContext::new(&stages.consumer, assigned.clone()))
+                .map_err(|source| WaiterError::Kafka {
+                    role: "consumer",
+                    source,
+                })?;
+            consumer
+                .subscribe(&[&w.request_topic])
+                .map_err(|source| WaiterError::Kafka {
+                    role: "consumer",
+                    source,
+                })?;
+            consumers.push(Arc::new(consumer));
+        }
+        let mut producers = Vec::with_capacity(w.producers.get());
+        for index in 0..w.producers.get() {
+            let producer: FutureProducer = settings
+                .kafka
+                .producer_config()
+                .set("client.id", format!("waiter-{variant}-producer-{index}"))
+                .set("acks", "all")
+                .set(
+                    "message.timeout.ms",
+                    w.delivery_timeout.as_millis().to_string(),
+                )
+                .create()
+                .map_err(|source| WaiterError::Kafka {
+                    role: "producer",
+                    source,
+                })?;
+            producers.push(producer);
+        }
+        Ok(Self {
+            listener,
+            port,
+            stages,
+            consumers,
+            producers,
+            readiness: Readiness { assigned, routes },
+            settings,
+        })
     }
 
+    /// The bound HTTP port (useful when configured as 0).
     fn port(&self) -> u16 {
-        Application::port(self)
+        self.port
     }
 
+    /// Runs until `shutdown` is cancelled, then drains: consumers stop, the
+    /// channels empty, waits finish, replies are delivered, offsets commit.
+    /// Work still unfinished after `drain_timeout_ms` is abandoned uncommitted
+    /// (it is redelivered to whoever consumes the partition next).
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), WaiterError> {
-        Application::run_until_stopped(self, shutdown).await
+        let w = &self.settings.waiter;
+        // Nothing is consumed before the mappings that decide who processes
+        // what are known.
+        self.readiness
+            .routes
+            .caught_up(self.settings.routes.catch_up_timeout)
+            .await?;
+        let registration = self.registration();
+        let (work_tx, work_rx) = mpsc::channel(w.request_channel_capacity.get());
+        let (out_tx, out_rx) = mpsc::channel(w.reply_channel_capacity.get());
+        let out_rx = Arc::new(Mutex::new(out_rx));
+        let abandon = CancellationToken::new();
+        let mut stages = JoinSet::new();
+        for consumer in &self.consumers {
+            stages.spawn(consumer::run(
+                consumer.clone(),
+                self.stages.consumer.clone(),
+                work_tx.clone(),
+                out_tx.clone(),
+                shutdown.clone(),
+            ));
+        }
+        stages.spawn(waiters::run(
+            self.stages.waiter.clone(),
+            work_rx,
+            out_tx.clone(),
+        ));
+        for producer in &self.producers {
+            stages.spawn(producer::run(
+                producer.clone(),
+                self.stages.producer.clone(),
+                out_rx.clone(),
+                abandon.clone(),
+            ));
+        }
+        let sampler = tokio::spawn(sample_channels(
+            self.stages.metrics.clone(),
+            work_tx.clone(),
+            out_tx.clone(),
+            shutdown.clone(),
+        ));
+        // Only the stages hold senders now: the channels close as stages end.
+        drop((work_tx, out_tx));
+
+        let http_stop = CancellationToken::new();
+        let router = service_kit::operational_routes(Arc::new(self.readiness.clone())).layer(
+            propagation::HttpTraceLayer::new(
+                protocol::Service::Waiter.as_str(),
+                self.stages.variant(),
+            ),
+        );
+        let http = tokio::spawn(service_kit::serve(self.listener, router, http_stop.clone()));
+        tracing::info!(
+            port = self.port,
+            variant = %self.stages.variant(),
+            instance = %self.stages.waiter.instance,
+            consumers = w.consumers,
+            waiters = w.waiters,
+            producers = w.producers,
+            "waiter running"
+        );
+
+        let mut outcome = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Ok(()),
+            // Consumers return when shutdown is cancelled; only a stage that
+            // ends before that is a failure.
+            ended = stages.join_next() => match ended {
+                _ if shutdown.is_cancelled() => Ok(()),
+                Some(Err(e)) => Err(WaiterError::StageFailed(e.to_string())),
+                _ => Err(WaiterError::StageFailed("a stage returned".into())),
+            },
+        };
+        shutdown.cancel();
+        if let Some((registration, registered)) = registration {
+            // Stop new tenant mappings to this variant before draining.
+            registered.abort();
+            registration.deregister().await;
+        }
+        tracing::info!("draining the pipeline");
+        let drain = w.drain_timeout;
+        let drained =
+            tokio::time::timeout(drain, async { while stages.join_next().await.is_some() {} })
+                .await;
+        if drained.is_err() {
+            tracing::warn!(
+                ?drain,
+                "drain timed out; unfinished records stay uncommitted and will be redelivered"
+            );
+            abandon.cancel();
+            stages.shutdown().await;
+        }
+        sampler.abort();
+        for consumer in &self.consumers {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => {}
+                Err(rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset,
+                )) => {}
+                Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+            }
+        }
+        for producer in &self.producers {
+            if let Err(e) = producer.flush(Duration::from_secs(5)) {
+                tracing::warn!(error = %e, "producer flush failed");
+            }
+        }
+        close_consumers(self.consumers, CONSUMER_CLOSE_BOUND).await;
+        http_stop.cancel();
+        match http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => outcome = outcome.and(Err(WaiterError::Http(e))),
+            Err(e) => outcome = outcome.and(Err(WaiterError::StageFailed(e.to_string()))),
+        }
+        tracing::info!("waiter stopped");
+        outcome
     }
 }

@@ -15,14 +15,14 @@ pub const DEFAULTS: &str = include_str!("../config/base.yaml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The pipeline's shape and limits.
+    pub waiter: WaiterSettings,
     /// Who this instance is.
     pub service: ServiceSettings,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub http: HttpSettings,
     /// Broker address and extra client properties.
     pub kafka: KafkaSettings,
-    /// The pipeline's shape and limits.
-    pub waiter: WaiterSettings,
     /// Which records this waiter processes.
     pub tenancy: TenancySettings,
     /// The route table of tenant mappings.
@@ -179,10 +179,7 @@ impl Settings {
 
     /// Loads defaults → optional file → environment, then checks ranges.
     pub fn load(file: Option<&Path>) -> Result<Self, InvalidSettings> {
-        let settings: Settings = settings::Loader::new(DEFAULTS)
-            .file(file)
-            .kafka_section("kafka")
-            .load()?;
+        let settings: Settings = settings::load_service(DEFAULTS, file)?;
         settings.validate()?;
         Ok(settings)
     }

@@ -55,8 +55,11 @@ pub trait ServiceApp: Sized + Send + 'static {
 
     /// Defaults → optional file → environment, checked.
     fn load_settings(file: Option<&Path>) -> anyhow::Result<Self::Settings>;
-    /// `baseline` or the variant label these settings describe.
-    fn variant(settings: &Self::Settings) -> &str;
+    /// `baseline` or the variant label these settings describe; services
+    /// without variants keep the default.
+    fn variant(_settings: &Self::Settings) -> &str {
+        protocol::BASELINE
+    }
     /// Binds its port and connects; does not serve yet.
     fn build(settings: Self::Settings) -> impl Future<Output = Result<Self, Self::Error>> + Send;
     /// The HTTP port actually bound.
@@ -217,6 +220,16 @@ pub struct HttpSettings {
     pub host: String,
     /// Port to bind; 0 picks a free one.
     pub port: u16,
+}
+
+impl HttpSettings {
+    /// An ephemeral port on loopback: a service inside another program.
+    pub fn loopback_ephemeral() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 0,
+        }
+    }
 }
 
 /// Binds `settings`, returning the listener and the port actually bound.

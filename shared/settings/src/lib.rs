@@ -125,6 +125,21 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A service's settings: its checked-in `defaults`, then `file` (or
+/// `WAITER_BUS_CONFIG`), then `WAITER_BUS__…` variables; when the
+/// defaults have a `kafka` section, `KAFKA_BOOTSTRAP_SERVERS` sets its
+/// `bootstrap_servers`.
+pub fn load_service<T: DeserializeOwned>(
+    defaults: &str,
+    file: Option<&Path>,
+) -> Result<T, SettingsError> {
+    let loader = Loader::new(defaults).file(file);
+    match defaults.lines().any(|line| line.starts_with("kafka:")) {
+        true => loader.kafka_section("kafka").load(),
+        false => loader.load(),
+    }
+}
+
 /// Builds one service's settings from its layers.
 #[derive(Debug, Clone)]
 pub struct Loader {

@@ -10,6 +10,7 @@
 //! log lines only when `TEST_LOG` is set. [`otlp::OtlpReceiver`] is a real
 //! OTLP receiver (gRPC and HTTP) for proving what a process exports.
 
+pub mod http;
 pub mod otlp;
 
 use std::future::Future;

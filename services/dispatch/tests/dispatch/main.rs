@@ -1,11 +1,12 @@
 //! Dispatch against the embedded broker and a real waiter, both in process.
 
 use std::time::Duration;
+use testkit::http::RequestExt;
 
 use dispatch::{Application, DispatchResponse, Settings};
 use protocol::topics::RequestTopics;
 use serde_json::json;
-use service_kit::RunningService;
+use service_kit::{RunningService, ServiceApp};
 use testkit::TestKafka;
 use waiter::RunningWaiter;
 
@@ -38,9 +39,8 @@ async fn a_request_is_answered_with_the_waiters_reply() {
         .post(format!("{base}/wait"))
         .header("waiter-bus-hops", "gateway=baseline")
         .json(&json!({"name": "Ada", "wait_ms": 20}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(response.status(), 200);
     let body: DispatchResponse = response.json().await.unwrap();
     assert_eq!(body.reply.name, "Ada");
@@ -61,9 +61,8 @@ async fn no_reply_in_time_is_a_504_that_says_so() {
     let response = reqwest::Client::new()
         .post(format!("{base}/wait"))
         .json(&json!({"name": "Nobody"}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(response.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(5));
     let body: serde_json::Value = response.json().await.unwrap();
@@ -88,16 +87,14 @@ async fn bad_bodies_are_refused_with_a_message() {
         .post(format!("{base}/wait"))
         .header("content-type", "application/json")
         .body("{\"name\": ")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(malformed.status(), 400);
     let empty = client
         .post(format!("{base}/wait"))
         .json(&json!({"name": " "}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(empty.status(), 400);
     let body: serde_json::Value = empty.json().await.unwrap();
     assert_eq!(body["error"], "`name` must not be empty");
@@ -123,12 +120,8 @@ async fn each_dispatch_instance_completes_only_its_own_requests() {
             let response: DispatchResponse = client
                 .post(format!("{base}/wait"))
                 .json(&json!({"name": name, "wait_ms": 5}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .fetch_json()
+                .await;
             assert_eq!(response.reply.name, name, "each caller gets its own reply");
         }));
     }

@@ -1,6 +1,7 @@
 //! The tenants registry against the embedded broker.
 
 use std::time::{Duration, Instant};
+use testkit::http::RequestExt;
 
 use serde_json::json;
 use service_kit::RunningService;
@@ -47,9 +48,8 @@ impl Registry {
             .put(format!("{}{path}", self.base))
             .bearer_auth(TOKEN)
             .json(&body)
-            .send()
+            .sent()
             .await
-            .unwrap()
     }
 
     async fn register(&self, service: &str, label: &str) {
@@ -69,33 +69,30 @@ async fn mutations_need_the_token_and_reads_do_not() {
     let registry = start(&kafka).await;
     let url = format!("{}/tenants/123", registry.base);
     let body = json!({"services": {}});
-    let anonymous = registry.http.put(&url).json(&body).send().await.unwrap();
+    let anonymous = registry.http.put(&url).json(&body).sent().await;
     assert_eq!(anonymous.status(), 401);
     let wrong = registry
         .http
         .put(&url)
         .bearer_auth("guess")
         .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(wrong.status(), 403);
-    let delete = registry.http.delete(&url).send().await.unwrap();
+    let delete = registry.http.delete(&url).sent().await;
     assert_eq!(delete.status(), 401);
     let variant = registry
         .http
         .put(format!("{}/variants/waiter/sbx-1", registry.base))
         .json(&json!({"endpoint": "http://x"}))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(variant.status(), 401);
     let read = registry
         .http
         .get(format!("{}/tenants", registry.base))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(read.status(), 200);
     let tenants: Vec<serde_json::Value> = read.json().await.unwrap();
     assert!(tenants.is_empty(), "nothing was written");
@@ -150,16 +147,14 @@ async fn bad_input_gets_a_4xx_with_a_message() {
         .bearer_auth(TOKEN)
         .header("content-type", "application/json")
         .body("{")
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(malformed.status(), 400);
     let unknown = registry
         .http
         .get(format!("{}/tenants/nobody", registry.base))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(unknown.status(), 404);
 }
 
@@ -177,12 +172,8 @@ async fn a_tenant_is_created_read_replaced_and_deleted() {
     let read: serde_json::Value = registry
         .http
         .get(format!("{}/tenants/123", registry.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(
         read["services"],
         json!({"dispatch": "sbx-123"}),
@@ -201,9 +192,8 @@ async fn a_tenant_is_created_read_replaced_and_deleted() {
         .http
         .delete(format!("{}/tenants/123", registry.base))
         .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(deleted.status(), 200);
     let report: Deleted = deleted.json().await.unwrap();
     assert_eq!(report.tenant, "123");
@@ -215,19 +205,14 @@ async fn a_tenant_is_created_read_replaced_and_deleted() {
     let gone = registry
         .http
         .get(format!("{}/tenants/123", registry.base))
-        .send()
-        .await
-        .unwrap();
+        .sent()
+        .await;
     assert_eq!(gone.status(), 404);
     let variants: Vec<serde_json::Value> = registry
         .http
         .get(format!("{}/variants", registry.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(variants.len(), 2, "variants outlive the tenant");
 }
 
@@ -361,9 +346,8 @@ async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_em
                 .http
                 .delete(format!("{}/tenants/{tenant}", registry.base))
                 .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap();
+                .sent()
+                .await;
             assert_eq!(response.status(), 200);
             let report: Deleted = response.json().await.unwrap();
             assert_eq!(report.consumer_groups.len(), 1, "{report:?}");

@@ -4,6 +4,7 @@
 mod helpers;
 
 use std::time::Duration;
+use testkit::http::RequestExt;
 
 use helpers::{Arrival, start_relay};
 use opentelemetry::KeyValue;
@@ -47,9 +48,8 @@ async fn one_trace_id_and_the_tenant_cross_http_kafka_http() {
         .post(format!("http://{}/send", relay.edge))
         .headers(headers)
         .body("hello")
-        .send()
+        .sent()
         .await
-        .unwrap()
         .status();
     assert_eq!(status, 202);
 
@@ -125,9 +125,8 @@ async fn malformed_and_oversized_http_headers_are_dropped_and_counted_not_fatal(
         .header("traceparent", "00-not-a-trace-01")
         .header("baggage", too_many.join(",") + ",tenant=123")
         .body("still served")
-        .send()
+        .sent()
         .await
-        .unwrap()
         .status();
     assert_eq!(status, 202);
     let arrival = next_arrival(&mut relay).await;
