@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use kafka_kit::assign::{Start, assign_whole_topics};
+use kafka_kit::assign::{Start, assign_topic_off_thread};
 use protocol::headers::{self, timing};
 use protocol::wire::{ReplyStatus, WaitReply, WaitRequestBody};
 use rdkafka::consumer::StreamConsumer;
@@ -306,13 +306,13 @@ async fn kafka_clients(config: &Config) -> Result<(FutureProducer, StreamConsume
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "5");
     let replies: StreamConsumer = with_properties(replies, &config.consumer_properties).create()?;
-    let topic = config.response_topic.clone();
-    let (replies, assigned) = tokio::task::spawn_blocking(move || {
-        assign_whole_topics(&replies, &[&topic], Start::End, Duration::from_secs(10))
-            .map(|assigned| (replies, assigned))
-    })
-    .await
-    .expect("the assignment task does not panic")?;
+    let (replies, assigned) = assign_topic_off_thread(
+        replies,
+        &config.response_topic,
+        Start::End,
+        Duration::from_secs(10),
+    )
+    .await?;
     if assigned.is_empty() {
         return Err(LoadError::NoResponseTopic(config.response_topic.clone()));
     }

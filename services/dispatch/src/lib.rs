@@ -12,7 +12,6 @@
 
 use service_kit::ServiceApp;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
-use kafka_kit::assign::{Start, assign_whole_topics};
+use kafka_kit::assign::{Start, assign_topic_off_thread};
 use protocol::wire::{WaitReply, WaitRequestBody};
 use protocol::{Hops, Service, headers};
 use rdkafka::Message;
@@ -70,11 +69,6 @@ pub struct DispatchSettings {
 }
 
 impl Settings {
-    /// Defaults → optional file → environment (and `KAFKA_BOOTSTRAP_SERVERS`).
-    pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
-        settings::load_service(DEFAULTS, file)
-    }
-
     /// The defaults pointed at `kafka`, HTTP on an ephemeral loopback port.
     pub fn defaults_with(kafka: &KafkaSettings) -> Self {
         let mut settings: Settings = settings::defaults(DEFAULTS);
@@ -290,12 +284,9 @@ async fn wait(
 impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Dispatch;
     const ABOUT: &'static str = "Publish wait requests to Kafka and await their replies.";
+    const DEFAULTS: &'static str = DEFAULTS;
     type Settings = Settings;
     type Error = DispatchError;
-
-    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-        Ok(Settings::load(file)?)
-    }
 
     fn variant(settings: &Settings) -> &str {
         settings.service.variant.as_str()
@@ -322,13 +313,13 @@ impl ServiceApp for Application {
             )
             .set("enable.auto.commit", "false")
             .create()?;
-        let topic = settings.dispatch.response_topic.clone();
-        let (replies, assigned) = tokio::task::spawn_blocking(move || {
-            assign_whole_topics(&replies, &[&topic], Start::End, Duration::from_secs(10))
-                .map(|assigned| (replies, assigned))
-        })
-        .await
-        .expect("the assignment task does not panic")?;
+        let (replies, assigned) = assign_topic_off_thread(
+            replies,
+            &settings.dispatch.response_topic,
+            Start::End,
+            Duration::from_secs(10),
+        )
+        .await?;
         if assigned.is_empty() {
             return Err(DispatchError::NoResponseTopic(
                 settings.dispatch.response_topic.clone(),
@@ -382,16 +373,15 @@ impl ServiceApp for Application {
             self.state.pending.clone(),
             reader_stop.clone(),
         ));
-        let app = Router::new()
+        let api = Router::new()
             .route("/wait", post(wait))
-            .with_state(self.state)
-            .merge(service_kit::operational_routes(Arc::new(
-                service_kit::AlwaysReady,
-            )))
-            .layer(propagation::HttpTraceLayer::new(
-                protocol::Service::Dispatch.as_str(),
-                &variant,
-            ));
+            .with_state(self.state);
+        let app = service_kit::with_operations(
+            api,
+            Service::Dispatch,
+            &variant,
+            Arc::new(service_kit::AlwaysReady),
+        );
         tracing::info!(port = self.port, %variant, "dispatch running");
         let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
         reader_stop.cancel();

@@ -9,7 +9,6 @@
 //! the variant that handled it.
 
 use service_kit::ServiceApp;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,11 +59,6 @@ pub struct GatewaySettings {
 }
 
 impl Settings {
-    /// Defaults → optional file → environment (and `KAFKA_BOOTSTRAP_SERVERS`).
-    pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
-        settings::load_service(DEFAULTS, file)
-    }
-
     /// The defaults pointed at `kafka` and `dispatch_url`, HTTP on an
     /// ephemeral loopback port.
     pub fn defaults_with(kafka: &KafkaSettings, dispatch_url: &str) -> Self {
@@ -238,12 +232,9 @@ async fn wait(
 impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Gateway;
     const ABOUT: &'static str = "Route wait requests to the dispatch variant their tenant maps to.";
+    const DEFAULTS: &'static str = DEFAULTS;
     type Settings = Settings;
     type Error = GatewayError;
-
-    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-        Ok(Settings::load(file)?)
-    }
 
     fn variant(settings: &Settings) -> &str {
         settings.service.variant.as_str()
@@ -281,16 +272,15 @@ impl ServiceApp for Application {
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
         self.state.routes.caught_up(self.catch_up).await?;
         let variant = self.state.variant.to_string();
-        let app = Router::new()
+        let api = Router::new()
             .route("/wait", post(wait))
-            .with_state(self.state)
-            .merge(service_kit::operational_routes(Arc::new(
-                service_kit::AlwaysReady,
-            )))
-            .layer(propagation::HttpTraceLayer::new(
-                protocol::Service::Gateway.as_str(),
-                &variant,
-            ));
+            .with_state(self.state);
+        let app = service_kit::with_operations(
+            api,
+            Service::Gateway,
+            &variant,
+            Arc::new(service_kit::AlwaysReady),
+        );
         tracing::info!(port = self.port, "gateway running");
         Ok(service_kit::serve(self.listener, app, shutdown).await?)
     }

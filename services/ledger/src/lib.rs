@@ -9,7 +9,6 @@
 
 use service_kit::ServiceApp;
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State, rejection::JsonRejection};
@@ -43,11 +42,6 @@ pub struct LedgerSettings {
 }
 
 impl Settings {
-    /// Defaults → optional file → environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
-        settings::load_service(DEFAULTS, file)
-    }
-
     /// The defaults alone, with HTTP on an ephemeral loopback port.
     pub fn for_tests() -> Self {
         let mut settings: Settings = settings::defaults(DEFAULTS);
@@ -123,12 +117,9 @@ pub struct Application {
 impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Ledger;
     const ABOUT: &'static str = "Record completed waits and serve them back.";
+    const DEFAULTS: &'static str = DEFAULTS;
     type Settings = Settings;
     type Error = std::io::Error;
-
-    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-        Ok(Settings::load(file)?)
-    }
 
     /// Binds the port.
     async fn build(settings: Settings) -> std::io::Result<Self> {
@@ -147,14 +138,12 @@ impl ServiceApp for Application {
 
     /// Serves until `shutdown` is cancelled.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let app = router(self.settings.ledger.capacity)
-            .merge(service_kit::operational_routes(Arc::new(
-                service_kit::AlwaysReady,
-            )))
-            .layer(propagation::HttpTraceLayer::new(
-                protocol::Service::Ledger.as_str(),
-                telemetry::BASELINE_VARIANT,
-            ));
+        let app = service_kit::with_operations(
+            router(self.settings.ledger.capacity),
+            protocol::Service::Ledger,
+            protocol::BASELINE,
+            Arc::new(service_kit::AlwaysReady),
+        );
         tracing::info!(port = self.port, "ledger running");
         service_kit::serve(self.listener, app, shutdown).await
     }

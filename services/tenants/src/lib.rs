@@ -113,12 +113,9 @@ pub async fn router(settings: Settings) -> Result<Router, TenantsError> {
 impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Tenants;
     const ABOUT: &'static str = "Manage tenants, their variant mappings and variant endpoints.";
+    const DEFAULTS: &'static str = DEFAULTS;
     type Settings = Settings;
     type Error = TenantsError;
-
-    fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-        Ok(Settings::load(file)?)
-    }
 
     /// Binds, connects, and reads `tenant-routes` up to its current end.
     async fn build(settings: Settings) -> Result<Self, TenantsError> {
@@ -156,14 +153,12 @@ impl ServiceApp for Application {
 
     /// Serves until `shutdown` is cancelled.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), TenantsError> {
-        let app = router_with(self.registry)
-            .merge(service_kit::operational_routes(Arc::new(
-                service_kit::AlwaysReady,
-            )))
-            .layer(propagation::HttpTraceLayer::new(
-                protocol::Service::Tenants.as_str(),
-                tenancy::BASELINE,
-            ));
+        let app = service_kit::with_operations(
+            router_with(self.registry),
+            protocol::Service::Tenants,
+            protocol::BASELINE,
+            Arc::new(service_kit::AlwaysReady),
+        );
         tracing::info!(port = self.port, "tenants registry running");
         Ok(service_kit::serve(self.listener, app, shutdown).await?)
     }

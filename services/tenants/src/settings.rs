@@ -2,7 +2,6 @@
 //! file, then `WAITER_BUS__…` variables.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use kafka_kit::KafkaSettings;
 use serde::Deserialize;
@@ -45,11 +44,6 @@ pub struct TenantsSettings {
 }
 
 impl Settings {
-    /// Defaults → optional file → environment (and `KAFKA_BOOTSTRAP_SERVERS`).
-    pub fn load(file: Option<&Path>) -> Result<Self, settings::SettingsError> {
-        settings::load_service(DEFAULTS, file)
-    }
-
     /// The defaults pointed at `kafka`, HTTP on an ephemeral loopback port.
     pub fn defaults_with(kafka: &KafkaSettings) -> Self {
         let mut settings: Settings = settings::defaults(DEFAULTS);

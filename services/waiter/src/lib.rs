@@ -352,6 +352,7 @@ async fn sample_channels<A, B>(
 impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Waiter;
     const ABOUT: &'static str = "Consume wait requests from Kafka, wait, and reply.";
+    const DEFAULTS: &'static str = settings::DEFAULTS;
     type Settings = Settings;
     type Error = WaiterError;
 
@@ -494,11 +495,11 @@ impl ServiceApp for Application {
         drop((work_tx, out_tx));
 
         let http_stop = CancellationToken::new();
-        let router = service_kit::operational_routes(Arc::new(self.readiness.clone())).layer(
-            propagation::HttpTraceLayer::new(
-                protocol::Service::Waiter.as_str(),
-                self.stages.variant(),
-            ),
+        let router = service_kit::with_operations(
+            axum::Router::new(),
+            protocol::Service::Waiter,
+            self.stages.variant(),
+            Arc::new(self.readiness.clone()),
         );
         let http = tokio::spawn(service_kit::serve(self.listener, router, http_stop.clone()));
         tracing::info!(

@@ -63,28 +63,29 @@ impl WaiterMetrics {
         }
     }
 
+    /// Adds one to counter `name` of this variant, labelled `key=value`.
+    fn count(&self, name: &'static str, key: &'static str, value: &'static str) {
+        metrics::counter!(name, "variant" => self.variant.clone(), key => value).increment(1);
+    }
+
     /// Counts a record moved to the dead-letter topic.
     pub fn dead_lettered(&self, reason: &'static str) {
-        metrics::counter!("waiter_records_dead_lettered_total", "variant" => self.variant.clone(), "reason" => reason)
-            .increment(1);
+        self.count("waiter_records_dead_lettered_total", "reason", reason);
     }
 
     /// Counts a record left for another consumer by the tenancy rules.
     pub fn skipped(&self, reason: &'static str) {
-        metrics::counter!("waiter_records_skipped_total", "variant" => self.variant.clone(), "reason" => reason)
-            .increment(1);
+        self.count("waiter_records_skipped_total", "reason", reason);
     }
 
     /// Counts a failure that did not lose the record (it is retried or redelivered).
     pub fn failed(&self, reason: &'static str) {
-        metrics::counter!("waiter_records_failed_total", "variant" => self.variant.clone(), "reason" => reason)
-            .increment(1);
+        self.count("waiter_records_failed_total", "reason", reason);
     }
 
     /// Counts a rebalance event.
     pub fn rebalanced(&self, kind: &'static str) {
-        metrics::counter!("waiter_rebalances_total", "variant" => self.variant.clone(), "kind" => kind)
-            .increment(1);
+        self.count("waiter_rebalances_total", "kind", kind);
     }
 
     /// Records a channel's depth and capacity.

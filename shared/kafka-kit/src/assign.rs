@@ -72,6 +72,28 @@ where
     Ok(assigned)
 }
 
+/// [`assign_whole_topics`] for one topic from async code: the blocking
+/// requests run on tokio's blocking pool. Returns the consumer with what
+/// was assigned (nothing when the topic does not exist).
+pub async fn assign_topic_off_thread<X, C>(
+    consumer: C,
+    topic: &str,
+    start: Start,
+    timeout: Duration,
+) -> KafkaResult<(C, Vec<Assigned>)>
+where
+    X: ConsumerContext,
+    C: Consumer<X> + Send + 'static,
+{
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        assign_whole_topics(&consumer, &[&topic], start, timeout)
+            .map(|assigned| (consumer, assigned))
+    })
+    .await
+    .expect("the assignment task does not panic")
+}
+
 /// Runs `ask` until it does not fail for want of a partition leader, or
 /// `timeout` passes. A topic just created on a real broker is listed before
 /// its partitions have leaders; asking then is answered "not leader".

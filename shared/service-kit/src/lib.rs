@@ -48,13 +48,19 @@ pub trait ServiceApp: Sized + Send + 'static {
     const SERVICE: protocol::Service;
     /// One line for `--help`.
     const ABOUT: &'static str;
+    /// Its checked-in defaults (`config/base.yaml`).
+    const DEFAULTS: &'static str;
     /// Its typed settings.
-    type Settings: Send + 'static;
+    type Settings: serde::de::DeserializeOwned + Send + 'static;
     /// Why it could not start or stopped with an error.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Defaults → optional file → environment, checked.
-    fn load_settings(file: Option<&Path>) -> anyhow::Result<Self::Settings>;
+    /// Defaults → optional file → environment (see
+    /// [`settings::load_service`]); a service whose settings have values a
+    /// type cannot check overrides it to check them.
+    fn load_settings(file: Option<&Path>) -> anyhow::Result<Self::Settings> {
+        Ok(settings::load_service(Self::DEFAULTS, file)?)
+    }
     /// `baseline` or the variant label these settings describe; services
     /// without variants keep the default.
     fn variant(_settings: &Self::Settings) -> &str {
@@ -198,6 +204,19 @@ pub fn operational_routes(readiness: Arc<dyn Readiness>) -> Router {
                 }
             }),
         )
+}
+
+/// A service's whole HTTP surface: its `api` plus the operational routes,
+/// every request inside a SERVER span that continues the caller's trace
+/// and names `service` and `variant`.
+pub fn with_operations(
+    api: Router,
+    service: protocol::Service,
+    variant: &str,
+    readiness: Arc<dyn Readiness>,
+) -> Router {
+    api.merge(operational_routes(readiness))
+        .layer(propagation::HttpTraceLayer::new(service.as_str(), variant))
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets

@@ -54,8 +54,15 @@ impl RegistryClient {
         }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let builder = self.http.request(method, format!("{}{path}", self.base));
+    /// A request about variant `label` of `service`.
+    fn variant(
+        &self,
+        method: reqwest::Method,
+        service: protocol::Service,
+        label: &str,
+    ) -> reqwest::RequestBuilder {
+        let url = format!("{}/variants/{service}/{label}", self.base);
+        let builder = self.http.request(method, url);
         match &self.token {
             Some(token) => builder.bearer_auth(token.expose()),
             None => builder,
@@ -79,15 +86,11 @@ impl RegistryClient {
         label: &str,
         endpoint: &str,
     ) -> Result<(), RegistryError> {
-        let response = self
-            .request(
-                reqwest::Method::PUT,
-                &format!("/variants/{service}/{label}"),
-            )
-            .json(&serde_json::json!({ "endpoint": endpoint }))
-            .send()
-            .await?;
-        Self::check(response).await
+        let body = serde_json::json!({ "endpoint": endpoint });
+        let request = self
+            .variant(reqwest::Method::PUT, service, label)
+            .json(&body);
+        Self::check(request.send().await?).await
     }
 
     /// Removes the registration of variant `label` of `service`.
@@ -96,14 +99,8 @@ impl RegistryClient {
         service: protocol::Service,
         label: &str,
     ) -> Result<(), RegistryError> {
-        let response = self
-            .request(
-                reqwest::Method::DELETE,
-                &format!("/variants/{service}/{label}"),
-            )
-            .send()
-            .await?;
-        Self::check(response).await
+        let request = self.variant(reqwest::Method::DELETE, service, label);
+        Self::check(request.send().await?).await
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kafka_kit::KafkaSettings;
-use kafka_kit::assign::{Start, assign_whole_topics};
+use kafka_kit::assign::{Start, assign_topic_off_thread};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use tokio::sync::watch;
@@ -86,19 +86,9 @@ impl RouteTable {
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "50")
             .create()?;
-        let topic_name = topic.to_string();
-        // Metadata and watermarks are blocking librdkafka calls.
-        let (consumer, assigned) = tokio::task::spawn_blocking(move || {
-            let assigned = assign_whole_topics(
-                &consumer,
-                &[&topic_name],
-                Start::Beginning,
-                Duration::from_secs(10),
-            )?;
-            Ok::<_, rdkafka::error::KafkaError>((consumer, assigned))
-        })
-        .await
-        .expect("the metadata task does not panic")?;
+        let (consumer, assigned) =
+            assign_topic_off_thread(consumer, topic, Start::Beginning, Duration::from_secs(10))
+                .await?;
         if assigned.is_empty() {
             return Err(RouteTableError::NoTopic(topic.to_string()));
         }

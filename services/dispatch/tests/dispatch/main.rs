@@ -22,6 +22,14 @@ async fn start_dispatch(
     RunningService::spawn(build_dispatch(kafka, topics, reply_timeout).await)
 }
 
+/// A dispatch that waits 300 ms for a reply, with no waiter behind it.
+async fn impatient_dispatch() -> (TestKafka, RunningService) {
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let dispatch = start_dispatch(&kafka, &topics, Duration::from_millis(300)).await;
+    (kafka, dispatch)
+}
+
 async fn start_waiter(kafka: &TestKafka, topics: &RequestTopics) -> RunningWaiter {
     let settings =
         waiter::Settings::in_process(kafka.settings(), topics, &testkit::unique_name("waiter"));
@@ -53,9 +61,7 @@ async fn a_request_is_answered_with_the_waiters_reply() {
 
 #[tokio::test]
 async fn no_reply_in_time_is_a_504_that_says_so() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = topics(&kafka).await;
-    let dispatch = start_dispatch(&kafka, &topics, Duration::from_millis(300)).await;
+    let (_kafka, dispatch) = impatient_dispatch().await;
     let base = dispatch.url();
     let started = std::time::Instant::now();
     let response = reqwest::Client::new()
@@ -78,9 +84,7 @@ async fn no_reply_in_time_is_a_504_that_says_so() {
 
 #[tokio::test]
 async fn bad_bodies_are_refused_with_a_message() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = topics(&kafka).await;
-    let dispatch = start_dispatch(&kafka, &topics, Duration::from_millis(300)).await;
+    let (_kafka, dispatch) = impatient_dispatch().await;
     let base = dispatch.url();
     let client = reqwest::Client::new();
     let malformed = client

@@ -70,6 +70,15 @@ pub struct TestWaiter {
     running: RunningWaiter,
 }
 
+/// A broker, fresh one-partition topics, and a waiter on them with the
+/// test settings: what most tests start with.
+pub async fn started() -> (TestKafka, Topics, TestWaiter) {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    (kafka, topics, waiter)
+}
+
 pub async fn spawn_waiter(settings: Settings) -> TestWaiter {
     testkit::telemetry();
     let running = RunningWaiter::start(settings).await.expect("waiter builds");
@@ -101,6 +110,12 @@ impl TestWaiter {
         })
         .await;
         self.metric(name, labels)
+    }
+
+    /// Asserts that `name` settles at `expected` (see [`Self::settled_metric`]).
+    pub async fn expect_metric(&self, name: &str, labels: &[(&str, &str)], expected: f64) {
+        let settled = self.settled_metric(name, labels, expected).await;
+        assert_eq!(settled, expected, "{name} {labels:?}");
     }
 
     /// The value of `name` for this waiter's variant (and `labels`), 0 if absent.

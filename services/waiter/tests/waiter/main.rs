@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use helpers::{
     Client, DEADLINE, Request, Topics, count, count_by_correlation, header, records_in, reply_body,
-    settings, spawn_waiter,
+    settings, spawn_waiter, started,
 };
 use opentelemetry::trace::{SpanKind, TraceId};
 use protocol::wire::ReplyStatus;
@@ -74,12 +74,9 @@ async fn a_thousand_requests_get_exactly_a_thousand_replies_each_in_its_trace() 
         1000,
         "nothing extra was produced"
     );
-    assert_eq!(
-        waiter
-            .settled_metric("waiter_replies_total", &[("status", "ok")], 1000.0)
-            .await,
-        1000.0
-    );
+    waiter
+        .expect_metric("waiter_replies_total", &[("status", "ok")], 1000.0)
+        .await;
     waiter.stop().await;
 }
 
@@ -123,9 +120,7 @@ async fn replies_go_to_the_topic_named_in_response_topic() {
 
 #[tokio::test]
 async fn poison_records_are_dead_lettered_and_later_records_are_still_served() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = Topics::create(&kafka, 1).await;
-    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let (kafka, topics, waiter) = started().await;
     let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
     let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
 
@@ -193,12 +188,9 @@ async fn poison_records_are_dead_lettered_and_later_records_are_still_served() {
             .unwrap()
             .starts_with(&topics.requests)
     );
-    assert_eq!(
-        waiter
-            .settled_metric("waiter_records_dead_lettered_total", &[], 4.0)
-            .await,
-        4.0
-    );
+    waiter
+        .expect_metric("waiter_records_dead_lettered_total", &[], 4.0)
+        .await;
     waiter.stop().await;
 }
 
@@ -244,21 +236,16 @@ async fn a_wait_over_the_maximum_gets_an_error_reply_and_a_missing_correlation_i
         "{}",
         generated.correlation
     );
-    assert_eq!(
-        waiter
-            .settled_metric("waiter_replies_total", &[("status", "error")], 1.0)
-            .await,
-        1.0
-    );
+    waiter
+        .expect_metric("waiter_replies_total", &[("status", "error")], 1.0)
+        .await;
     waiter.stop().await;
 }
 
 #[tokio::test]
 async fn spans_follow_the_messaging_conventions() {
     let telemetry = testkit::telemetry();
-    let kafka = TestKafka::start().unwrap();
-    let topics = Topics::create(&kafka, 1).await;
-    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let (kafka, topics, waiter) = started().await;
     let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
 
     let trace_id = client.send_json("traced", 5).await;
@@ -392,9 +379,7 @@ async fn a_saturated_pool_blocks_the_consumer_instead_of_buffering() {
 
 #[tokio::test]
 async fn graceful_stop_finishes_in_flight_waits_and_commits() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = Topics::create(&kafka, 1).await;
-    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let (kafka, topics, waiter) = started().await;
     let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
     for i in 0..20 {
         client.send_json(&format!("inflight-{i}"), 300).await;
@@ -621,9 +606,7 @@ fn an_unknown_setting_stops_the_binary_with_the_key_named() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served_on_the_http_port() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = Topics::create(&kafka, 1).await;
-    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let (_kafka, _topics, waiter) = started().await;
     let base = format!("http://127.0.0.1:{}", waiter.port);
     assert_eq!(
         reqwest::get(format!("{base}/healthz"))
@@ -742,12 +725,9 @@ async fn a_ledger_that_is_down_or_too_slow_costs_no_reply() {
             .unwrap();
         assert_eq!(reply.status, ReplyStatus::Ok, "ledger at {url}");
         assert_eq!(reply.ledger_recorded, Some(false), "ledger at {url}");
-        assert_eq!(
-            waiter
-                .settled_metric("waiter_records_failed_total", &[("reason", "ledger")], 1.0)
-                .await,
-            1.0
-        );
+        waiter
+            .expect_metric("waiter_records_failed_total", &[("reason", "ledger")], 1.0)
+            .await;
         waiter.stop().await;
     }
 }
