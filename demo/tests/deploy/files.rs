@@ -703,6 +703,14 @@ impl Kustomization {
         objects
     }
 
+    /// The container of the workload named `owner`.
+    pub fn container_of(&self, owner: &str) -> Container {
+        self.containers()
+            .into_iter()
+            .find(|c| c.owner == owner)
+            .unwrap_or_else(|| panic!("no workload `{owner}`"))
+    }
+
     /// Containers of every workload it renders.
     pub fn containers(&self) -> Vec<Container> {
         let suffix = self.suffix();

@@ -461,22 +461,14 @@ fn a_tenant_overlay_sets_the_label_the_group_and_registers_the_tenant() {
                 );
             }
         }
-        let waiter = kustomization
-            .containers()
-            .into_iter()
-            .find(|c| c.owner == format!("waiter-{label}"))
-            .unwrap();
+        let waiter = kustomization.container_of(&format!("waiter-{label}"));
         let environment = waiter.environment();
         assert_eq!(environment["WAITER_BUS__SERVICE__VARIANT"], label);
         assert_eq!(
             environment["WAITER_BUS__WAITER__GROUP_ID"],
             format!("waiter-{label}")
         );
-        let register = kustomization
-            .containers()
-            .into_iter()
-            .find(|c| c.owner == format!("register-tenant-{label}"))
-            .unwrap();
+        let register = kustomization.container_of(&format!("register-tenant-{label}"));
         let register_environment = register.environment();
         assert_eq!(register_environment["TENANT"], tenant);
         assert!(

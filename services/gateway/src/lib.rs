@@ -62,9 +62,7 @@ impl Settings {
     /// The defaults pointed at `kafka` and `dispatch_url`, HTTP on an
     /// ephemeral loopback port.
     pub fn defaults_with(kafka: &KafkaSettings, dispatch_url: &str) -> Self {
-        let mut settings: Settings = settings::defaults(DEFAULTS);
-        settings.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
-        settings.http = HttpSettings::loopback_ephemeral();
+        let mut settings: Settings = settings::in_process(DEFAULTS, &kafka.bootstrap_servers);
         settings.gateway.dispatch_url = dispatch_url.to_string();
         settings
     }

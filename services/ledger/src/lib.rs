@@ -44,9 +44,7 @@ pub struct LedgerSettings {
 impl Settings {
     /// The defaults alone, with HTTP on an ephemeral loopback port.
     pub fn for_tests() -> Self {
-        let mut settings: Settings = settings::defaults(DEFAULTS);
-        settings.http = HttpSettings::loopback_ephemeral();
-        settings
+        settings::in_process(DEFAULTS, "")
     }
 }
 

@@ -46,9 +46,6 @@ pub struct TenantsSettings {
 impl Settings {
     /// The defaults pointed at `kafka`, HTTP on an ephemeral loopback port.
     pub fn defaults_with(kafka: &KafkaSettings) -> Self {
-        let mut settings: Settings = settings::defaults(DEFAULTS);
-        settings.kafka.bootstrap_servers = kafka.bootstrap_servers.clone();
-        settings.http = HttpSettings::loopback_ephemeral();
-        settings
+        settings::in_process(DEFAULTS, &kafka.bootstrap_servers)
     }
 }

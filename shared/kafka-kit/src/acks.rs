@@ -174,13 +174,19 @@ mod tests {
             .collect()
     }
 
+    /// A tracker with `partition` assigned and a record of it in flight at
+    /// each of `offsets`.
+    fn in_flight(partition: i32, offsets: [i64; 2]) -> (OffsetTracker, [Ack; 2], AckStream) {
+        let tracker = OffsetTracker::new();
+        tracker.assign([partition]);
+        let (sender, stream) = ack_channel();
+        let acks = offsets.map(|offset| tracker.begin(&sender, "t", partition, offset));
+        (tracker, acks, stream)
+    }
+
     #[test]
     fn acknowledgements_come_back_and_release_the_finished_prefix() {
-        let tracker = OffsetTracker::new();
-        tracker.assign([0]);
-        let (sender, mut stream) = ack_channel();
-        let first = tracker.begin(&sender, "t", 0, 7);
-        let second = tracker.begin(&sender, "t", 0, 8);
+        let (_tracker, [first, second], mut stream) = in_flight(0, [7, 8]);
         second.finish();
         assert_eq!(settle_all(&mut stream), Vec::<i64>::new(), "7 is in flight");
         first.finish();
@@ -189,12 +195,10 @@ mod tests {
 
     #[test]
     fn a_revoked_partition_ignores_late_acknowledgements() {
-        let tracker = OffsetTracker::new();
-        tracker.assign([3]);
-        let (sender, mut stream) = ack_channel();
-        let ack = tracker.begin(&sender, "t", 3, 1);
-        assert_eq!(tracker.revoke([3]), vec![(3, 1)]);
-        ack.finish();
+        let (tracker, [first, second], mut stream) = in_flight(3, [1, 2]);
+        assert_eq!(tracker.revoke([3]), vec![(3, 2)]);
+        first.finish();
+        second.finish();
         assert_eq!(settle_all(&mut stream), Vec::<i64>::new());
     }
 

@@ -273,6 +273,29 @@ pub fn defaults<T: DeserializeOwned>(defaults_yaml: &str) -> T {
         .unwrap_or_else(|e| panic!("the checked-in defaults do not load: {e}"))
 }
 
+/// The checked-in defaults of a service run inside another program (tests,
+/// the demo, `load --embedded`): HTTP on an ephemeral loopback port and,
+/// for a service with a `kafka` section, `bootstrap` as its broker. The
+/// process environment is not read.
+///
+/// # Panics
+/// As [`defaults`].
+pub fn in_process<T: DeserializeOwned>(defaults_yaml: &str, bootstrap: &str) -> T {
+    let mut vars = vec![
+        (format!("{ENV_PREFIX}__HTTP__HOST"), "127.0.0.1".to_string()),
+        (format!("{ENV_PREFIX}__HTTP__PORT"), "0".to_string()),
+    ];
+    let mut loader = Loader::new(defaults_yaml);
+    if defaults_yaml.lines().any(|line| line.starts_with("kafka:")) {
+        vars.push((BOOTSTRAP_ENV.to_string(), bootstrap.to_string()));
+        loader = loader.kafka_section("kafka");
+    }
+    loader
+        .environment(vars)
+        .load()
+        .unwrap_or_else(|e| panic!("the checked-in defaults do not load: {e}"))
+}
+
 /// serde reports an unknown field at the path of the struct holding it;
 /// append the field's own name so the message names the exact key.
 fn unknown_field_key(path: &str, reason: &str) -> String {

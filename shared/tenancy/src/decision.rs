@@ -300,64 +300,59 @@ mod tests {
         routes
     }
 
+    /// Who decides what for one record of `tenant` under `mapped`: the
+    /// baseline waiter, variant `sbx-123`, variant `sbx-456`.
+    fn decisions(mapped: &[(&str, &str)], tenant: Option<&str>) -> [Decision; 3] {
+        let routes = mapping("123", mapped);
+        [
+            ConsumerTenancy::baseline("waiter"),
+            ConsumerTenancy::variant("waiter", "sbx-123"),
+            ConsumerTenancy::variant("waiter", "sbx-456"),
+        ]
+        .map(|consumer| decide(&consumer, tenant, &routes))
+    }
+
+    use Decision::{Process, Skip};
+    use SkipReason::*;
+
     #[test]
     fn a_tenant_forking_only_dispatch_is_served_by_the_baseline_waiter() {
-        let routes = mapping("123", &[("dispatch", "sbx-123")]);
-        let baseline = ConsumerTenancy::baseline("waiter");
-        let variant = ConsumerTenancy::variant("waiter", "sbx-123");
-        assert_eq!(decide(&baseline, Some("123"), &routes), Decision::Process);
         assert_eq!(
-            decide(&variant, Some("123"), &routes),
-            Decision::Skip(SkipReason::NotRoutedToVariants)
+            decisions(&[("dispatch", "sbx-123")], Some("123")),
+            [
+                Process,
+                Skip(NotRoutedToVariants),
+                Skip(NotRoutedToVariants)
+            ]
         );
     }
 
     #[test]
     fn a_tenant_forking_the_waiter_is_served_only_by_its_variant() {
-        let routes = mapping("123", &[("dispatch", "sbx-123"), ("waiter", "sbx-123")]);
-        let baseline = ConsumerTenancy::baseline("waiter");
-        let mine = ConsumerTenancy::variant("waiter", "sbx-123");
-        let other = ConsumerTenancy::variant("waiter", "sbx-456");
+        let mapped = [("dispatch", "sbx-123"), ("waiter", "sbx-123")];
         assert_eq!(
-            decide(&baseline, Some("123"), &routes),
-            Decision::Skip(SkipReason::RoutedToVariant)
-        );
-        assert_eq!(decide(&mine, Some("123"), &routes), Decision::Process);
-        assert_eq!(
-            decide(&other, Some("123"), &routes),
-            Decision::Skip(SkipReason::RoutedToOtherVariant)
+            decisions(&mapped, Some("123")),
+            [Skip(RoutedToVariant), Process, Skip(RoutedToOtherVariant)]
         );
     }
 
     #[test]
     fn an_unknown_tenant_goes_to_the_baseline() {
-        let routes = mapping("123", &[("waiter", "sbx-123")]);
-        let baseline = ConsumerTenancy::baseline("waiter");
-        let variant = ConsumerTenancy::variant("waiter", "sbx-123");
         assert_eq!(
-            decide(&baseline, Some("unknown"), &routes),
-            Decision::Process
-        );
-        assert_eq!(
-            decide(&variant, Some("unknown"), &routes),
-            Decision::Skip(SkipReason::NotRoutedToVariants)
+            decisions(&[("waiter", "sbx-123")], Some("unknown")),
+            [
+                Process,
+                Skip(NotRoutedToVariants),
+                Skip(NotRoutedToVariants)
+            ]
         );
     }
 
     #[test]
     fn production_records_never_reach_a_variant() {
-        let routes = mapping("123", &[("waiter", "sbx-123")]);
         assert_eq!(
-            decide(&ConsumerTenancy::baseline("waiter"), None, &routes),
-            Decision::Process
-        );
-        assert_eq!(
-            decide(
-                &ConsumerTenancy::variant("waiter", "sbx-123"),
-                None,
-                &routes
-            ),
-            Decision::Skip(SkipReason::ProductionRecord)
+            decisions(&[("waiter", "sbx-123")], None),
+            [Process, Skip(ProductionRecord), Skip(ProductionRecord)]
         );
     }
 

@@ -176,54 +176,54 @@ async fn tracked() -> Tracked {
     }
 }
 
+/// Waits until `count` calls are waiting for their replies.
+async fn pending_becomes(pending: &dispatch::PendingRequests, count: usize, within: Duration) {
+    testkit::eventually(&format!("{count} calls pending"), within, || {
+        std::future::ready((pending.count() == count).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+impl Tracked {
+    /// Stops dispatch (it must drain cleanly), then the waiter.
+    async fn stop(self) {
+        self.dispatch
+            .stop()
+            .await
+            .expect("dispatch stops cleanly after draining");
+        self.waiter.stop().await.unwrap();
+    }
+}
+
 /// A graceful stop lets the calls in flight get their replies: the reply
 /// reader stops after the HTTP server has finished them, not with it (when
 /// it stopped with it, every call in flight ended in a 504).
 #[tokio::test]
 async fn a_graceful_stop_answers_the_calls_in_flight() {
-    let Tracked {
-        _kafka,
-        waiter,
-        base,
-        pending,
-        dispatch,
-    } = tracked().await;
+    let tracked = tracked().await;
+    let (base, pending) = (tracked.base.clone(), tracked.pending.clone());
     let call = tokio::spawn(
         reqwest::Client::new()
             .post(format!("{base}/wait"))
             .json(&json!({"name": "in-flight", "wait_ms": 500}))
             .send(),
     );
-    testkit::eventually(
-        "the call is waiting for its reply",
-        Duration::from_secs(10),
-        || std::future::ready((pending.count() == 1).then_some(())),
-    )
-    .await
-    .unwrap();
-    dispatch.begin_stop();
+    pending_becomes(&pending, 1, Duration::from_secs(10)).await;
+    tracked.dispatch.begin_stop();
     let response = call.await.unwrap().unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     let body: DispatchResponse = response.json().await.unwrap();
     assert_eq!(body.reply.name, "in-flight");
-    dispatch
-        .stop()
-        .await
-        .expect("dispatch stops cleanly after draining");
-    waiter.stop().await.unwrap();
+    tracked.stop().await;
 }
 
 /// A client that gives up mid-wait leaves nothing behind: its pending entry
 /// goes with the dropped call, not when (or if) the reply comes.
 #[tokio::test]
 async fn a_client_that_goes_away_leaves_no_pending_request() {
-    let Tracked {
-        _kafka,
-        waiter,
-        base,
-        pending,
-        dispatch,
-    } = tracked().await;
+    let tracked = tracked().await;
+    let (base, pending) = (tracked.base.clone(), tracked.pending.clone());
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
@@ -235,13 +235,6 @@ async fn a_client_that_goes_away_leaves_no_pending_request() {
         .await;
     assert!(gave_up.is_err(), "the client timed out first");
     // The reply comes after 5 s; the entry must be gone long before.
-    testkit::eventually(
-        "the pending entry is removed",
-        Duration::from_secs(2),
-        || std::future::ready((pending.count() == 0).then_some(())),
-    )
-    .await
-    .unwrap();
-    dispatch.stop().await.unwrap();
-    waiter.stop().await.unwrap();
+    pending_becomes(&pending, 0, Duration::from_secs(2)).await;
+    tracked.stop().await;
 }

@@ -43,6 +43,24 @@ async fn start_with(kafka: &TestKafka, adjust: impl FnOnce(&mut Settings)) -> Re
 }
 
 impl Registry {
+    /// `method path` without a token.
+    fn anonymous(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// `GET path` (reads need no token).
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.anonymous(reqwest::Method::GET, path).sent().await
+    }
+
+    /// `DELETE path` with the token.
+    async fn delete(&self, path: &str) -> reqwest::Response {
+        self.anonymous(reqwest::Method::DELETE, path)
+            .bearer_auth(TOKEN)
+            .sent()
+            .await
+    }
+
     async fn put(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
         self.http
             .put(format!("{}{path}", self.base))
@@ -82,17 +100,12 @@ async fn mutations_need_the_token_and_reads_do_not() {
     let delete = registry.http.delete(&url).sent().await;
     assert_eq!(delete.status(), 401);
     let variant = registry
-        .http
-        .put(format!("{}/variants/waiter/sbx-1", registry.base))
+        .anonymous(reqwest::Method::PUT, "/variants/waiter/sbx-1")
         .json(&json!({"endpoint": "http://x"}))
         .sent()
         .await;
     assert_eq!(variant.status(), 401);
-    let read = registry
-        .http
-        .get(format!("{}/tenants", registry.base))
-        .sent()
-        .await;
+    let read = registry.get("/tenants").await;
     assert_eq!(read.status(), 200);
     let tenants: Vec<serde_json::Value> = read.json().await.unwrap();
     assert!(tenants.is_empty(), "nothing was written");
@@ -142,19 +155,14 @@ async fn bad_input_gets_a_4xx_with_a_message() {
         assert!(text.contains(message), "{path}: {text}");
     }
     let malformed = registry
-        .http
-        .put(format!("{}/tenants/123", registry.base))
+        .anonymous(reqwest::Method::PUT, "/tenants/123")
         .bearer_auth(TOKEN)
         .header("content-type", "application/json")
         .body("{")
         .sent()
         .await;
     assert_eq!(malformed.status(), 400);
-    let unknown = registry
-        .http
-        .get(format!("{}/tenants/nobody", registry.base))
-        .sent()
-        .await;
+    let unknown = registry.get("/tenants/nobody").await;
     assert_eq!(unknown.status(), 404);
 }
 
@@ -169,11 +177,7 @@ async fn a_tenant_is_created_read_replaced_and_deleted() {
         .put("/tenants/123", json!({"services": {"dispatch": "sbx-123"}}))
         .await;
     assert_eq!(created.status(), 200);
-    let read: serde_json::Value = registry
-        .http
-        .get(format!("{}/tenants/123", registry.base))
-        .fetch_json()
-        .await;
+    let read: serde_json::Value = registry.get("/tenants/123").await.json().await.unwrap();
     assert_eq!(
         read["services"],
         json!({"dispatch": "sbx-123"}),
@@ -188,12 +192,7 @@ async fn a_tenant_is_created_read_replaced_and_deleted() {
         .await;
     assert_eq!(replaced.status(), 200);
 
-    let deleted = registry
-        .http
-        .delete(format!("{}/tenants/123", registry.base))
-        .bearer_auth(TOKEN)
-        .sent()
-        .await;
+    let deleted = registry.delete("/tenants/123").await;
     assert_eq!(deleted.status(), 200);
     let report: Deleted = deleted.json().await.unwrap();
     assert_eq!(report.tenant, "123");
@@ -202,17 +201,9 @@ async fn a_tenant_is_created_read_replaced_and_deleted() {
     assert_eq!(group.group, "waiter-sbx-123");
     // The embedded broker may not support group deletion; it must be said.
     assert!(group.deleted || group.reason.is_some(), "{report:?}");
-    let gone = registry
-        .http
-        .get(format!("{}/tenants/123", registry.base))
-        .sent()
-        .await;
+    let gone = registry.get("/tenants/123").await;
     assert_eq!(gone.status(), 404);
-    let variants: Vec<serde_json::Value> = registry
-        .http
-        .get(format!("{}/variants", registry.base))
-        .fetch_json()
-        .await;
+    let variants: Vec<serde_json::Value> = registry.get("/variants").await.json().await.unwrap();
     assert_eq!(variants.len(), 2, "variants outlive the tenant");
 }
 
@@ -342,12 +333,7 @@ async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_em
     let delete = |tenant: &'static str| {
         let registry = &registry;
         async move {
-            let response = registry
-                .http
-                .delete(format!("{}/tenants/{tenant}", registry.base))
-                .bearer_auth(TOKEN)
-                .sent()
-                .await;
+            let response = registry.delete(&format!("/tenants/{tenant}")).await;
             assert_eq!(response.status(), 200);
             let report: Deleted = response.json().await.unwrap();
             assert_eq!(report.consumer_groups.len(), 1, "{report:?}");
