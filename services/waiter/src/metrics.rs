@@ -150,6 +150,10 @@ fn describe() {
             "Records moved to the dead-letter topic, by reason."
         );
         metrics::describe_counter!(
+            "waiter_records_skipped_total",
+            "Records left to another consumer by the tenancy rules, by reason."
+        );
+        metrics::describe_counter!(
             "waiter_records_failed_total",
             "Failures that were retried or left for redelivery, by reason."
         );
