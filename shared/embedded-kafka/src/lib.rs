@@ -20,6 +20,9 @@
 //! commits are refused while a group rebalances.
 
 pub mod apache;
+pub mod broker;
+
+pub use broker::{Broker, BrokerError};
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;

@@ -16,59 +16,31 @@ pub mod otlp;
 use std::future::Future;
 use std::time::Duration;
 
-use embedded_kafka::apache::{ApacheKafka, ApacheKafkaOptions};
-use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
+use embedded_kafka::EmbeddedKafkaOptions;
+use embedded_kafka::apache::ApacheKafkaOptions;
+use embedded_kafka::broker::{Broker, bootstrap_from_environment};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::FutureProducer;
 
 pub use kafka_kit::KafkaSettings;
 
 /// Why the test broker could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TestKafkaError {
-    /// The embedded broker failed.
-    #[error(transparent)]
-    Embedded(#[from] embedded_kafka::EmbeddedKafkaError),
-    /// The test's own Apache Kafka broker failed.
-    #[error(transparent)]
-    Apache(#[from] embedded_kafka::apache::ApacheKafkaError),
-    /// The real broker refused a client or a topic.
-    #[error("Kafka at {bootstrap}: {reason}")]
-    External {
-        /// The broker's address.
-        bootstrap: String,
-        /// What went wrong.
-        reason: String,
-    },
-}
+pub type TestKafkaError = embedded_kafka::BrokerError;
 
 /// A broker for one test (or one test binary).
 #[derive(Debug)]
 pub struct TestKafka {
     bootstrap_servers: String,
-    broker: Broker,
-}
-
-#[derive(Debug)]
-enum Broker {
-    /// librdkafka's mock cluster, owned by this test.
-    Embedded(EmbeddedKafka),
-    /// The broker `KAFKA_BOOTSTRAP_SERVERS` names, shared by every test.
-    Shared,
-    /// An Apache Kafka broker of this test's own, for faults that must not
-    /// touch the shared broker (see [`TestKafka::start_own`]).
-    Apache(std::sync::Arc<std::sync::Mutex<ApacheKafka>>),
+    // Shared with the blocking-pool tasks that create topics and restart it.
+    broker: std::sync::Arc<Broker>,
 }
 
 impl TestKafka {
     /// Starts an embedded broker with the project's topics, or connects to
     /// the broker in `KAFKA_BOOTSTRAP_SERVERS`.
     pub fn start() -> Result<Self, TestKafkaError> {
-        match shared_bootstrap() {
-            Some(bootstrap) => Ok(Self {
-                bootstrap_servers: bootstrap,
-                broker: Broker::Shared,
-            }),
+        match bootstrap_from_environment() {
+            Some(bootstrap) => Ok(Self::on(Broker::external(bootstrap))),
             None => Self::embedded(),
         }
     }
@@ -79,71 +51,40 @@ impl TestKafka {
     /// `kafka-dev --apache` runs, from the same cache), so killing it leaves
     /// the shared broker and the other tests alone.
     pub fn start_own() -> Result<Self, TestKafkaError> {
-        if shared_bootstrap().is_none() {
-            return Self::embedded();
+        match bootstrap_from_environment() {
+            Some(_) => Ok(Self::on(Broker::apache(ApacheKafkaOptions::default())?)),
+            None => Self::embedded(),
         }
-        let broker = ApacheKafka::start(ApacheKafkaOptions::default())?;
-        Ok(Self {
-            bootstrap_servers: broker.bootstrap_servers(),
-            broker: Broker::Apache(std::sync::Arc::new(std::sync::Mutex::new(broker))),
-        })
     }
 
     fn embedded() -> Result<Self, TestKafkaError> {
-        let embedded = EmbeddedKafka::start(EmbeddedKafkaOptions::default())?;
-        Ok(Self {
-            bootstrap_servers: embedded.bootstrap_servers().to_string(),
-            broker: Broker::Embedded(embedded),
-        })
+        Ok(Self::on(Broker::embedded(EmbeddedKafkaOptions::default())?))
+    }
+
+    fn on(broker: Broker) -> Self {
+        Self {
+            bootstrap_servers: broker.bootstrap_servers(),
+            broker: std::sync::Arc::new(broker),
+        }
     }
 
     /// Whether the tests run against a real broker (`KAFKA_BOOTSTRAP_SERVERS`).
     pub fn is_real_broker() -> bool {
-        shared_bootstrap().is_some()
+        bootstrap_from_environment().is_some()
     }
 
     /// Takes the broker away, as a crash would: the embedded broker closes
     /// its connections and refuses new ones; an Apache broker is killed with
     /// SIGKILL. Only for a broker from [`Self::start_own`].
     pub async fn take_down(&self) -> Result<(), TestKafkaError> {
-        match &self.broker {
-            Broker::Embedded(embedded) => Ok(embedded.broker_down(1)?),
-            Broker::Apache(apache) => {
-                apache.lock().expect("broker lock").kill();
-                Ok(())
-            }
-            Broker::Shared => {
-                Err(self
-                    .external("the shared broker cannot be taken down; use TestKafka::start_own"))
-            }
-        }
+        self.broker.take_down()
     }
 
     /// Brings the broker back after [`Self::take_down`]: an Apache broker
     /// restarts on the same data directory and port, and this returns once
     /// it answers.
     pub async fn bring_back(&self) -> Result<(), TestKafkaError> {
-        match &self.broker {
-            Broker::Embedded(embedded) => Ok(embedded.broker_up(1)?),
-            Broker::Apache(apache) => {
-                let apache = apache.clone();
-                tokio::task::spawn_blocking(move || apache.lock().expect("broker lock").restart())
-                    .await
-                    .expect("restarting the broker does not panic")?;
-                Ok(())
-            }
-            Broker::Shared => {
-                Err(self
-                    .external("the shared broker cannot be brought back; use TestKafka::start_own"))
-            }
-        }
-    }
-
-    fn external(&self, reason: &str) -> TestKafkaError {
-        TestKafkaError::External {
-            bootstrap: self.bootstrap_servers.clone(),
-            reason: reason.to_string(),
-        }
+        self.off_thread(|broker| broker.bring_back()).await
     }
 
     /// The broker's `bootstrap.servers`.
@@ -176,17 +117,20 @@ impl TestKafka {
 
     /// Creates `name` with `partitions` partitions; an existing topic is fine.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), TestKafkaError> {
-        if let Broker::Embedded(embedded) = &self.broker {
-            return Ok(embedded.create_topic(name, partitions)?);
-        }
-        let bootstrap = self.bootstrap_servers.clone();
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            embedded_kafka::apache::create_topics(&bootstrap, &[&name], partitions)
-        })
-        .await
-        .expect("topic creation does not panic")?;
-        Ok(())
+        self.off_thread(move |broker| broker.create_topic(&name, partitions))
+            .await
+    }
+
+    /// Runs a blocking broker call on tokio's blocking pool.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Broker) -> T + Send + 'static,
+    ) -> T {
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || call(&broker))
+            .await
+            .expect("a broker call does not panic")
     }
 
     /// A producer tuned for tests (acks=all, no lingering).
@@ -228,13 +172,6 @@ pub fn reader(kafka: &TestKafka, topics: &[&str]) -> StreamConsumer {
     assign_whole_topics(&consumer, topics, Start::Beginning, Duration::from_secs(10))
         .expect("the topics can be assigned");
     consumer
-}
-
-/// The real broker the suite runs against, if `KAFKA_BOOTSTRAP_SERVERS` names one.
-fn shared_bootstrap() -> Option<String> {
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-        .ok()
-        .filter(|b| !b.trim().is_empty())
 }
 
 /// A name no other test in this run uses, for topics and consumer groups.

@@ -1,0 +1,349 @@
+//! `bench`: the performance figures of waiter-bus, each a ratio taken in one
+//! run on this machine with the embedded broker:
+//!
+//! 1. concurrency efficiency: waiter throughput ÷ (W / wait) at W = 10,000, wait = 1 s;
+//! 2. pipeline overhead: waiter throughput at wait 0 ÷ a bare rdkafka echo's;
+//! 3. latency overhead: p99 at half the maximum rate, waiter − echo;
+//! 4. tracing cost: throughput with spans exported over OTLP ÷ without;
+//! 5. memory under overload: waiter RSS at 10× capacity − RSS at steady state;
+//! 6. generator accuracy: p99 of (actual − intended send time) at 5,000 req/s.
+//!
+//! Waiters run as `waiter` processes (built beside this binary), so tracing
+//! and memory are measured per process. Build both first:
+//! `cargo build --release -p waiter -p load`, then `target/release/bench`.
+//! With `KAFKA_BOOTSTRAP_SERVERS` set, the figures are taken on that broker
+//! instead; the topics each measurement creates are deleted at the end.
+
+// The services' allocator (see `service_kit::global_allocator!`): the
+// generator allocates per request on one thread and frees on another too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use embedded_kafka::EmbeddedKafkaOptions;
+use embedded_kafka::apache::ApacheKafkaOptions;
+use embedded_kafka::broker::bootstrap_from_environment;
+use load::{Config, LoadModel, Report, WaitSpec};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+mod broker;
+mod broker_loss;
+mod responder;
+
+use broker::*;
+use broker_loss::*;
+use responder::*;
+
+/// Measure the waiter's performance figures on this machine.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Seconds per throughput or latency phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of overload in the memory phase.
+    #[arg(long, default_value_t = 60)]
+    overload_seconds: u64,
+    /// Closed-loop user counts tried for each maximum throughput; the best
+    /// is the maximum (past the knee, more users only add queueing).
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 3000])]
+    users: Vec<usize>,
+    /// Write the figures to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Take the figures on a real Apache Kafka this run starts (the broker
+    /// `kafka-dev --apache` runs; needs Java) instead of the embedded one.
+    #[arg(long, conflicts_with = "broker_loss")]
+    apache: bool,
+    /// Instead of the figures: broker loss on a real Apache Kafka this run
+    /// starts. Open-loop load through a waiter; the broker is killed with
+    /// SIGKILL mid-load and restarted on its data directory; prints replies
+    /// lost, duplicates and the time to recover.
+    #[arg(long)]
+    broker_loss: bool,
+    /// Broker loss: offered rate (req/s).
+    #[arg(long, default_value_t = 500.0, requires = "broker_loss")]
+    loss_rate: f64,
+    /// Broker loss: seconds the broker stays down.
+    #[arg(long, default_value_t = 5, requires = "broker_loss")]
+    outage_seconds: u64,
+    /// Internal: be the bare echo, configured like a waiter by this file and
+    /// the `WAITER_BUS__…` environment.
+    #[arg(long, hide = true, value_name = "CONFIG")]
+    echo: Option<PathBuf>,
+}
+
+/// The client settings the waiter and the echo share.
+const CLIENT_YAML: &str = r#"
+kafka:
+  consumer:
+    heartbeat.interval.ms: "500"
+    session.timeout.ms: "6000"
+    fetch.wait.max.ms: "5"
+  producer:
+    linger.ms: "1"
+"#;
+
+#[derive(Debug, Default, Serialize)]
+struct Figures {
+    echo_max_per_s: f64,
+    waiter_max_per_s: f64,
+    pipeline_overhead_ratio: f64,
+    half_rate_per_s: f64,
+    echo_p99_ms: f64,
+    waiter_p99_ms: f64,
+    latency_overhead_ms: f64,
+    concurrency_throughput_per_s: f64,
+    concurrency_efficiency: f64,
+    concurrency_efficiency_vs_pipeline_limit: f64,
+    traced_max_per_s: f64,
+    tracing_cost_ratio: f64,
+    steady_rss_mb: f64,
+    overload_max_rss_mb: f64,
+    overload_rss_growth_mb: f64,
+    generator_send_delay_p99_ms: f64,
+}
+
+fn config(
+    bootstrap: &str,
+    topics: &Topics,
+    model: LoadModel,
+    duration: Duration,
+    wait_ms: u64,
+) -> Config {
+    let mut config = Config::new(bootstrap);
+    config.request_topic = topics.requests.clone();
+    config.response_topic = topics.replies.clone();
+    config.model = model;
+    config.duration = duration;
+    config.wait = WaitSpec::Fixed(wait_ms);
+    config.timeout = Duration::from_secs(10);
+    config
+}
+
+async fn measure(label: &str, config: Config) -> anyhow::Result<Report> {
+    let report = load::run(config).await?;
+    let c = &report.counts;
+    eprintln!(
+        "  {label}: {:.0} replies/s, p50 {:.2} ms, p99 {:.2} ms, send delay p99 {:.2} ms, timed out {}, counts add up: {}",
+        report.throughput_per_s,
+        report.latency.p50_ms,
+        report.latency.p99_ms,
+        report.send_delay.p99_ms,
+        c.timed_out,
+        c.add_up()
+    );
+    Ok(report)
+}
+
+/// Mean replies per second over whole seconds `from..to` of the run.
+fn steady_throughput(report: &Report, from: u64, to: u64) -> f64 {
+    let seconds = to.saturating_sub(from).max(1);
+    let received: u64 = report
+        .timeline
+        .iter()
+        .filter(|s| (from..to).contains(&s.second))
+        .map(|s| s.received)
+        .sum();
+    received as f64 / seconds as f64
+}
+
+/// Accepts OTLP/HTTP exports and discards them: the exporter's full cost, no collector.
+async fn otlp_sink() -> anyhow::Result<String> {
+    let router = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(url)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(config) = &args.echo {
+        return echo(config).await;
+    }
+    let phase = Duration::from_secs(args.seconds);
+    let broker = Broker::start(args.apache || args.broker_loss)?;
+    let bootstrap = broker.bootstrap_servers().to_string();
+    eprintln!("broker: {}", broker.describe());
+    if args.broker_loss {
+        let result = broker_loss(&broker, &args).await;
+        broker.clean_up().await;
+        return result;
+    }
+    let mut f = Figures::default();
+    let waiter = Responder::Waiter {
+        waiters: 10_000,
+        env: &[],
+    };
+    eprintln!(
+        "2. pipeline overhead (wait 0, best of {:?} users, {} s each)",
+        args.users, args.seconds
+    );
+    f.echo_max_per_s =
+        max_throughput("bare echo", &broker, Responder::Echo, &args.users, phase).await?;
+    f.waiter_max_per_s = max_throughput("waiter", &broker, waiter, &args.users, phase).await?;
+    f.pipeline_overhead_ratio = f.waiter_max_per_s / f.echo_max_per_s;
+
+    f.half_rate_per_s = (f.echo_max_per_s.min(f.waiter_max_per_s) / 2.0)
+        .floor()
+        .max(1.0);
+    eprintln!(
+        "3. latency overhead (open loop at {:.0} req/s)",
+        f.half_rate_per_s
+    );
+    let open = |t: &Topics, rate: f64| config(&bootstrap, t, LoadModel::Open { rate }, phase, 0);
+    let echo = Responder::Echo.start(&broker, "echo").await?;
+    f.echo_p99_ms = measure("bare echo", open(&echo.topics, f.half_rate_per_s))
+        .await?
+        .latency
+        .p99_ms;
+    drop(echo);
+    let running = waiter.start(&broker, "waiter").await?;
+    f.waiter_p99_ms = measure("waiter", open(&running.topics, f.half_rate_per_s))
+        .await?
+        .latency
+        .p99_ms;
+    f.latency_overhead_ms = f.waiter_p99_ms - f.echo_p99_ms;
+    drop(running);
+
+    eprintln!("6. generator accuracy (open loop at 5000 req/s against a fresh echo)");
+    let echo = Responder::Echo.start(&broker, "accuracy").await?;
+    f.generator_send_delay_p99_ms = measure("generator", open(&echo.topics, 5000.0))
+        .await?
+        .send_delay
+        .p99_ms;
+    drop(echo);
+
+    // Offered 10 % above W / wait, so the waits, not the generator, set the
+    // pace: a closed loop would add each reply's round trip to every
+    // user's cycle and never reach W / wait however good the pipeline.
+    let concurrency_phase = phase.max(Duration::from_secs(10));
+    let offered = 11_000.0;
+    eprintln!(
+        "1. concurrency efficiency (W = 10,000, wait 1 s, open loop at {offered:.0} req/s for {} s; replies/s over seconds 3..{})",
+        concurrency_phase.as_secs(),
+        concurrency_phase.as_secs()
+    );
+    let running = waiter.start(&broker, "concurrency").await?;
+    let mut concurrency = config(
+        &bootstrap,
+        &running.topics,
+        LoadModel::Open { rate: offered },
+        concurrency_phase,
+        1000,
+    );
+    concurrency.timeout = Duration::from_secs(30);
+    // The first second has no replies and the second carries the first
+    // second's burst; from the third on, every permit is busy.
+    f.concurrency_throughput_per_s = steady_throughput(
+        &measure("waiter", concurrency).await?,
+        3,
+        concurrency_phase.as_secs(),
+    );
+    f.concurrency_efficiency = f.concurrency_throughput_per_s / 10_000.0;
+    f.concurrency_efficiency_vs_pipeline_limit =
+        f.concurrency_throughput_per_s / (10_000f64).min(f.waiter_max_per_s);
+    drop(running);
+
+    eprintln!("4. tracing cost (wait 0, spans exported over OTLP/HTTP to a local sink)");
+    let sink = otlp_sink().await?;
+    let traced = Responder::Waiter {
+        waiters: 10_000,
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    };
+    f.traced_max_per_s =
+        max_throughput("traced waiter", &broker, traced, &args.users, phase).await?;
+    f.tracing_cost_ratio = f.traced_max_per_s / f.waiter_max_per_s;
+
+    eprintln!("5. memory under overload (W = 100, wait 100 ms: capacity 1,000 req/s)");
+    let small = Responder::Waiter {
+        waiters: 100,
+        env: &[],
+    }
+    .start(&broker, "memory")
+    .await?;
+    measure(
+        "steady, 500 req/s",
+        config(
+            &bootstrap,
+            &small.topics,
+            LoadModel::Open { rate: 500.0 },
+            phase,
+            100,
+        ),
+    )
+    .await?;
+    f.steady_rss_mb = small.process.rss_mb();
+    let mut overload = config(
+        &bootstrap,
+        &small.topics,
+        LoadModel::Open { rate: 10_000.0 },
+        Duration::from_secs(args.overload_seconds),
+        100,
+    );
+    overload.timeout = Duration::from_secs(2);
+    let sampler = {
+        let pid = small.process.child.id();
+        tokio::spawn(async move {
+            let mut max: f64 = 0.0;
+            let end = Instant::now() + Duration::from_secs(args.overload_seconds);
+            while Instant::now() < end {
+                max = max.max(rss_mb(pid));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            max
+        })
+    };
+    measure("overload, 10,000 req/s", overload).await?;
+    f.overload_max_rss_mb = sampler.await?;
+    f.overload_rss_growth_mb = f.overload_max_rss_mb - f.steady_rss_mb;
+    drop(small);
+
+    println!("figure                                   value        target");
+    println!(
+        "1. concurrency efficiency (W=10k, 1 s)   {:>8.3}      ≥ 0.95 up to the pipeline limit ({:.3} of min(W/wait, pipeline max))",
+        f.concurrency_efficiency, f.concurrency_efficiency_vs_pipeline_limit
+    );
+    println!(
+        "2. pipeline overhead (waiter ÷ echo)     {:>8.3}      ≥ 0.9   ({:.0} vs {:.0} replies/s)",
+        f.pipeline_overhead_ratio, f.waiter_max_per_s, f.echo_max_per_s
+    );
+    println!(
+        "3. latency overhead (p99, waiter − echo) {:>8.2} ms   ≤ 2 ms  (at {:.0} req/s: {:.2} vs {:.2} ms)",
+        f.latency_overhead_ms, f.half_rate_per_s, f.waiter_p99_ms, f.echo_p99_ms
+    );
+    println!(
+        "4. tracing cost (OTLP ÷ none)            {:>8.3}      ≥ 0.9   ({:.0} replies/s traced)",
+        f.tracing_cost_ratio, f.traced_max_per_s
+    );
+    println!(
+        "5. RSS growth under 10× overload         {:>8.1} MB   ≤ 50 MB ({:.1} → {:.1} MB)",
+        f.overload_rss_growth_mb, f.steady_rss_mb, f.overload_max_rss_mb
+    );
+    println!(
+        "6. generator send delay p99 @ 5k/s       {:>8.3} ms   < 1 ms",
+        f.generator_send_delay_p99_ms
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&f)?)?;
+    }
+    broker.clean_up().await;
+    drop(broker);
+    Ok(())
+}

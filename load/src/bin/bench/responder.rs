@@ -1,0 +1,250 @@
+//! What answers a measurement's requests: a `waiter` process, or this
+//! binary as the bare echo.
+
+use crate::*;
+
+/// A responder process (a `waiter`, or this binary as the bare echo),
+/// killed on drop.
+pub(crate) struct ResponderProcess {
+    pub(crate) child: Child,
+    pub(crate) _config: tempfile::NamedTempFile,
+}
+
+impl ResponderProcess {
+    /// Starts `responder` with the same configuration file and environment
+    /// whichever it is, so both use the same client settings.
+    pub(crate) fn start(
+        responder: Responder<'_>,
+        bootstrap: &str,
+        topics: &Topics,
+    ) -> anyhow::Result<Self> {
+        let here = std::env::current_exe()?;
+        let config_file = tempfile::Builder::new()
+            .prefix("bench-responder-")
+            .suffix(".yaml")
+            .tempfile()?;
+        std::fs::write(config_file.path(), CLIENT_YAML)?;
+        let config = config_file.path();
+        let (mut command, waiters, env) = match responder {
+            Responder::Echo => {
+                let mut command = Command::new(&here);
+                command.arg("--echo").arg(config);
+                (command, 1, &[][..])
+            }
+            Responder::Waiter { waiters, env } => {
+                let binary = here
+                    .parent()
+                    .context("the bench binary has a folder")?
+                    .join("waiter");
+                if !binary.exists() {
+                    bail!(
+                        "{} not found: build it first with `cargo build --release -p waiter -p load`",
+                        binary.display()
+                    );
+                }
+                let mut command = Command::new(binary);
+                command.arg("--config").arg(config);
+                (command, waiters, env)
+            }
+        };
+        let child = command
+            .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+            .env("RUST_LOG", "error")
+            .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
+            .env("WAITER_BUS__HTTP__PORT", "0")
+            .env("WAITER_BUS__WAITER__REQUEST_TOPIC", &topics.requests)
+            .env(
+                "WAITER_BUS__WAITER__DEFAULT_RESPONSE_TOPIC",
+                &topics.replies,
+            )
+            .env(
+                "WAITER_BUS__WAITER__GROUP_ID",
+                format!("bench-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .env("WAITER_BUS__WAITER__CONSUMERS", "1")
+            .env("WAITER_BUS__WAITER__PRODUCERS", "1")
+            .env("WAITER_BUS__WAITER__WAITERS", waiters.to_string())
+            .env("WAITER_BUS__WAITER__REQUEST_CHANNEL_CAPACITY", "1000")
+            .env("WAITER_BUS__WAITER__REPLY_CHANNEL_CAPACITY", "1000")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Self {
+            child,
+            _config: config_file,
+        })
+    }
+
+    pub(crate) fn rss_mb(&self) -> f64 {
+        rss_mb(self.child.id())
+    }
+}
+
+/// A process's resident set in MB, 0 when it cannot be read.
+pub(crate) fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+impl Drop for ResponderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends single requests until one is answered: the responder is ready.
+pub(crate) async fn until_answering(bootstrap: &str, topics: &Topics) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let mut probe = config(
+            bootstrap,
+            topics,
+            LoadModel::Closed { users: 1 },
+            Duration::from_millis(200),
+            0,
+        );
+        probe.timeout = Duration::from_secs(2);
+        if load::run(probe).await?.counts.received > 0 {
+            return Ok(());
+        }
+    }
+    bail!("the responder on {} never answered", topics.requests)
+}
+
+/// What answers the requests of one measurement.
+#[derive(Clone, Copy)]
+pub(crate) enum Responder<'a> {
+    /// The bare rdkafka echo.
+    Echo,
+    /// A `waiter` with `waiters` permits and extra environment.
+    Waiter {
+        waiters: usize,
+        env: &'a [(&'a str, &'a str)],
+    },
+}
+
+/// A responder answering on its own fresh topics; stopped on drop.
+pub(crate) struct Running {
+    pub(crate) topics: Topics,
+    pub(crate) process: ResponderProcess,
+}
+
+impl Responder<'_> {
+    pub(crate) async fn start(self, broker: &Broker, name: &str) -> anyhow::Result<Running> {
+        let bootstrap = broker.bootstrap_servers();
+        let topics = topics(broker, name).await?;
+        let process = ResponderProcess::start(self, bootstrap, &topics)?;
+        until_answering(bootstrap, &topics).await?;
+        Ok(Running { topics, process })
+    }
+}
+
+/// The best closed-loop throughput over `users`, each at wait 0 against a
+/// fresh responder.
+pub(crate) async fn max_throughput(
+    label: &str,
+    broker: &Broker,
+    responder: Responder<'_>,
+    users: &[usize],
+    phase: Duration,
+) -> anyhow::Result<f64> {
+    let mut best: f64 = 0.0;
+    for &n in users {
+        let running = responder.start(broker, &label.replace(' ', "-")).await?;
+        let load = config(
+            broker.bootstrap_servers(),
+            &running.topics,
+            LoadModel::Closed { users: n },
+            phase,
+            0,
+        );
+        best = best.max(
+            measure(&format!("{label}, {n} users"), load)
+                .await?
+                .throughput_per_s,
+        );
+    }
+    Ok(best)
+}
+
+/// The echo reads the waiter's settings file and environment, but only the
+/// parts a bare client needs (the rest, such as pool sizes, is ignored).
+#[derive(serde::Deserialize)]
+pub(crate) struct EchoSettings {
+    pub(crate) kafka: kafka_kit::KafkaSettings,
+    pub(crate) waiter: EchoTopics,
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct EchoTopics {
+    pub(crate) request_topic: String,
+    pub(crate) default_response_topic: String,
+    pub(crate) group_id: Option<String>,
+}
+
+pub(crate) const ECHO_DEFAULTS: &str = r#"
+kafka: {bootstrap_servers: "localhost:9092", client: {}, consumer: {}, producer: {}}
+waiter: {request_topic: Waiter-Requests, default_response_topic: Waiter-Responses, group_id: null}
+"#;
+
+/// The bare echo: consume a request, produce a reply with its correlation,
+/// in one loop, with the clients a waiter would build from the same settings.
+/// The floor any pipeline sits on. Runs until killed.
+pub(crate) async fn echo(config: &std::path::Path) -> anyhow::Result<()> {
+    let settings: EchoSettings = settings::Loader::new(ECHO_DEFAULTS)
+        .file(Some(config))
+        .kafka_section("kafka")
+        .load()?;
+    let consumer: StreamConsumer = settings
+        .kafka
+        .consumer_config()
+        .set(
+            "group.id",
+            settings.waiter.group_id.as_deref().unwrap_or("bench-echo"),
+        )
+        .set("auto.offset.reset", "latest")
+        .create()?;
+    consumer.subscribe(&[&settings.waiter.request_topic])?;
+    let producer: FutureProducer = settings
+        .kafka
+        .producer_config()
+        .set("acks", "all")
+        .create()?;
+    let replies = settings.waiter.default_response_topic;
+    let mut stream = consumer.stream();
+    let mut deliveries = tokio::task::JoinSet::new();
+    // Never cancelled: the echo runs until the benchmark kills it.
+    let forever = CancellationToken::new();
+    while let Some(message) = kafka_kit::stream::next_message(&mut stream, &forever, "echo").await {
+        let Some(correlation) =
+            propagation::kafka_header(message.headers(), "correlation").map(str::to_string)
+        else {
+            continue;
+        };
+        let producer = producer.clone();
+        let replies = replies.clone();
+        deliveries.spawn(async move {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "correlation",
+                value: Some(&correlation),
+            });
+            let _ = producer
+                .send(
+                    FutureRecord::<str, str>::to(&replies)
+                        .key(&correlation)
+                        .payload("{}")
+                        .headers(headers),
+                    Duration::from_secs(10),
+                )
+                .await;
+        });
+        while deliveries.try_join_next().is_some() {}
+    }
+    anyhow::bail!("the echo's consumer stream ended")
+}

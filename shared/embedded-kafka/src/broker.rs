@@ -1,0 +1,150 @@
+//! One handle on whichever broker a program runs against: the embedded one,
+//! an Apache Kafka this process started, or one named by an address
+//! (`KAFKA_BOOTSTRAP_SERVERS`). The test kit's `TestKafka` and `bench` both
+//! stand on it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+
+use crate::apache::{ApacheKafka, ApacheKafkaError, ApacheKafkaOptions};
+use crate::{EmbeddedKafka, EmbeddedKafkaError, EmbeddedKafkaOptions};
+
+/// The variable naming a broker to use instead of starting one.
+pub const BOOTSTRAP_ENV: &str = "KAFKA_BOOTSTRAP_SERVERS";
+
+/// `KAFKA_BOOTSTRAP_SERVERS`, when it names something.
+pub fn bootstrap_from_environment() -> Option<String> {
+    std::env::var(BOOTSTRAP_ENV)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Why a broker could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The embedded broker failed.
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedKafkaError),
+    /// An Apache Kafka of this process failed.
+    #[error(transparent)]
+    Apache(#[from] ApacheKafkaError),
+    /// The broker refused, or cannot do what was asked.
+    #[error("Kafka at {bootstrap}: {reason}")]
+    Refused {
+        /// The broker's address.
+        bootstrap: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A broker and what this process may do with it.
+#[derive(Debug)]
+pub enum Broker {
+    /// librdkafka's mock cluster, in this process.
+    Embedded(EmbeddedKafka),
+    /// An Apache Kafka JVM this process started (and stops when dropped).
+    Apache(Arc<Mutex<ApacheKafka>>),
+    /// A broker someone else runs, by address.
+    External(String),
+}
+
+impl Broker {
+    /// Starts an embedded broker.
+    pub fn embedded(options: EmbeddedKafkaOptions) -> Result<Self, BrokerError> {
+        Ok(Self::Embedded(EmbeddedKafka::start(options)?))
+    }
+
+    /// Starts an Apache Kafka of this process's own.
+    pub fn apache(options: ApacheKafkaOptions) -> Result<Self, BrokerError> {
+        Ok(Self::Apache(Arc::new(Mutex::new(ApacheKafka::start(
+            options,
+        )?))))
+    }
+
+    /// The broker at `bootstrap`.
+    pub fn external(bootstrap: impl Into<String>) -> Self {
+        Self::External(bootstrap.into())
+    }
+
+    /// Its `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        match self {
+            Self::Embedded(embedded) => embedded.bootstrap_servers().to_string(),
+            Self::Apache(apache) => lock(apache).bootstrap_servers(),
+            Self::External(bootstrap) => bootstrap.clone(),
+        }
+    }
+
+    /// Creates `name` with `partitions` partitions and returns once it can
+    /// be used; an existing topic is fine. Blocking.
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), BrokerError> {
+        match self {
+            Self::Embedded(embedded) => Ok(embedded.create_topic(name, partitions)?),
+            _ => Ok(crate::apache::create_topics(
+                &self.bootstrap_servers(),
+                &[name],
+                partitions,
+            )?),
+        }
+    }
+
+    /// Deletes `names` (the embedded broker's topics go with it). Blocking.
+    pub fn delete_topics(&self, names: &[&str]) -> Result<(), BrokerError> {
+        if names.is_empty() || matches!(self, Self::Embedded(_)) {
+            return Ok(());
+        }
+        let bootstrap = self.bootstrap_servers();
+        let refused = |reason: String| BrokerError::Refused {
+            bootstrap: bootstrap.clone(),
+            reason,
+        };
+        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .map_err(|e| refused(e.to_string()))?;
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        futures_lite::future::block_on(admin.delete_topics(names, &options))
+            .map_err(|e| refused(format!("deleting {names:?}: {e}")))?;
+        Ok(())
+    }
+
+    /// Takes the broker away, as a crash would: the embedded broker refuses
+    /// connections, an Apache broker is killed with SIGKILL. Not for a
+    /// broker someone else runs.
+    pub fn take_down(&self) -> Result<(), BrokerError> {
+        match self {
+            Self::Embedded(embedded) => Ok(embedded.broker_down(1)?),
+            Self::Apache(apache) => {
+                lock(apache).kill();
+                Ok(())
+            }
+            Self::External(_) => Err(self.not_ours("taken down")),
+        }
+    }
+
+    /// Brings it back after [`Self::take_down`]: an Apache broker restarts on
+    /// the same data directory and port. Blocking until it answers.
+    pub fn bring_back(&self) -> Result<(), BrokerError> {
+        match self {
+            Self::Embedded(embedded) => Ok(embedded.broker_up(1)?),
+            Self::Apache(apache) => Ok(lock(apache).restart()?),
+            Self::External(_) => Err(self.not_ours("brought back")),
+        }
+    }
+
+    fn not_ours(&self, what: &str) -> BrokerError {
+        BrokerError::Refused {
+            bootstrap: self.bootstrap_servers(),
+            reason: format!("a broker this process did not start cannot be {what}"),
+        }
+    }
+}
+
+fn lock(apache: &Mutex<ApacheKafka>) -> std::sync::MutexGuard<'_, ApacheKafka> {
+    apache.lock().unwrap_or_else(|e| e.into_inner())
+}
