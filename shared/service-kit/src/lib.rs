@@ -29,14 +29,19 @@ macro_rules! global_allocator {
 #[doc(hidden)]
 pub use mimalloc;
 
+mod api_error;
+mod running;
+
+pub use api_error::ApiError;
+pub use running::RunningService;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::Router;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -265,173 +270,11 @@ pub async fn bind(settings: &HttpSettings) -> std::io::Result<(TcpListener, u16)
     Ok((listener, port))
 }
 
-/// A handler's failure: a status and a message for the client, as
-/// `{"error": "..."}`. The message says what went wrong in the client's
-/// terms; the cause (internal addresses, broker errors) goes only to the
-/// log, with every server-side failure.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-    cause: Option<String>,
-}
-
-impl ApiError {
-    /// An error with `status` and `message`.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            cause: None,
-        }
-    }
-
-    /// Adds the internal cause: logged, never sent to the client.
-    pub fn caused_by(mut self, cause: impl std::fmt::Display) -> Self {
-        self.cause = Some(cause.to_string());
-        self
-    }
-
-    /// 400: the request itself is wrong.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    /// 404.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-
-    /// The status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.status, self.message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            let cause = self.cause.as_deref().unwrap_or_default();
-            tracing::error!(status = %self.status, error = %self.message, cause, "request failed");
-        }
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
-    }
-}
-
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        Self::new(rejection.status(), rejection.body_text())
-    }
-}
-
 /// Always ready; for services with nothing to wait for.
 pub struct AlwaysReady;
 
 impl Readiness for AlwaysReady {
     fn check(&self) -> Result<(), String> {
         Ok(())
-    }
-}
-
-/// A service running on this process's runtime (the demo, `load
-/// --embedded`, tests): started on its bound port, told to stop when
-/// dropped, and whose own result [`RunningService::stop`] returns, so a
-/// shutdown error is never hidden.
-pub struct RunningService {
-    service: protocol::Service,
-    port: u16,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl RunningService {
-    /// Builds the service from `settings` and runs it.
-    pub async fn start<A: ServiceApp>(settings: A::Settings) -> Result<Self, A::Error> {
-        Ok(Self::spawn(A::build(settings).await?))
-    }
-
-    /// Runs an already built service (for callers that take something from
-    /// it first, such as its route table or readiness).
-    pub fn spawn<A: ServiceApp>(app: A) -> Self {
-        let port = app.port();
-        let stop = CancellationToken::new();
-        let service = A::SERVICE;
-        let running = app.run_until_stopped(stop.clone());
-        let task = tokio::spawn(async move {
-            use anyhow::Context;
-            let result = running
-                .await
-                .with_context(|| format!("{service} stopped with an error"));
-            if let Err(e) = &result {
-                tracing::error!(error = format!("{e:#}"), "service failed");
-            }
-            result
-        });
-        Self {
-            service,
-            port,
-            stop,
-            task: Some(task),
-        }
-    }
-
-    /// Which service this is.
-    pub fn service(&self) -> protocol::Service {
-        self.service
-    }
-
-    /// The HTTP port it bound.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Its base URL on loopback.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Whether it has stopped (on its own, or after [`Self::stop`]).
-    pub fn is_finished(&self) -> bool {
-        self.task.as_ref().is_none_or(|task| task.is_finished())
-    }
-
-    /// Tells it to stop without waiting (a graceful stop begins).
-    pub fn begin_stop(&self) {
-        self.stop.cancel();
-    }
-
-    /// Stops it and waits for it to drain: its own result, or the panic
-    /// that ended it.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        let task = self.task.take().expect("a running service has its task");
-        match task.await {
-            Ok(result) => result,
-            Err(e) => Err(anyhow::anyhow!("{} panicked: {e}", self.service)),
-        }
-    }
-
-    /// [`Self::stop`], giving up (and naming the service) after `within`.
-    pub async fn stop_within(self, within: std::time::Duration) -> anyhow::Result<()> {
-        let service = self.service;
-        tokio::time::timeout(within, self.stop())
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("{service} did not drain within {within:?}")))
-    }
-}
-
-impl Drop for RunningService {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }

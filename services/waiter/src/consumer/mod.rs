@@ -7,16 +7,14 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use kafka_kit::acks::{Ack, Finished, OffsetTracker, ack_channel};
+use kafka_kit::acks::{Ack, Finished, ack_channel};
 use kafka_kit::handoff::send_timed;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use protocol::headers;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::TopicPartitionList;
-use rdkafka::{ClientContext, Message, Timestamp};
+use rdkafka::{Message, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -25,132 +23,12 @@ use crate::metrics::{WaiterMetrics, handed_off};
 use crate::pipeline::{Outgoing, OutgoingKind, Work, carried_headers};
 use crate::request::{self, RequestLimits, WaitRequest};
 
+mod context;
+
+pub use context::WaiterContext;
+
 /// The consumer type every stage refers to.
 pub type WaiterConsumer = StreamConsumer<WaiterContext>;
-
-/// Per-consumer state librdkafka calls back into: offset bookkeeping on
-/// rebalance, lag from statistics, commit failures.
-pub struct WaiterContext {
-    metrics: WaiterMetrics,
-    variant: String,
-    group: String,
-    // Offsets in flight per assigned partition (see `kafka_kit::acks`).
-    offsets: OffsetTracker,
-    // Partitions assigned across all of this instance's consumers; readiness.
-    assigned: Arc<tokio::sync::watch::Sender<usize>>,
-}
-
-impl WaiterContext {
-    pub(crate) fn new(
-        config: &ConsumerConfig,
-        assigned: Arc<tokio::sync::watch::Sender<usize>>,
-    ) -> Self {
-        Self {
-            metrics: config.metrics.clone(),
-            variant: config.variant.clone(),
-            group: config.group.clone(),
-            offsets: OffsetTracker::new(),
-            assigned,
-        }
-    }
-
-    fn rebalance_event(&self, kind: &'static str, list: &TopicPartitionList) {
-        let described = describe(list);
-        tracing::info!(variant = %self.variant, group = %self.group, partitions = %described, "partitions {kind}");
-        self.metrics.rebalanced(kind);
-        let span = tracing::info_span!(
-            "rebalance",
-            otel.kind = "internal",
-            service = protocol::Service::Waiter.as_str(),
-            variant = %self.variant,
-            messaging.consumer.group.name = %self.group,
-        );
-        span.add_event(
-            format!("partitions.{kind}"),
-            vec![KeyValue::new("messaging.kafka.partitions", described)],
-        );
-    }
-}
-
-fn describe(list: &TopicPartitionList) -> String {
-    list.elements()
-        .iter()
-        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-impl ClientContext for WaiterContext {
-    fn stats(&self, statistics: Statistics) {
-        for (name, topic) in &statistics.topics {
-            for (partition, stats) in &topic.partitions {
-                // -1 marks partitions this client does not consume.
-                if *partition >= 0 && stats.consumer_lag >= 0 {
-                    self.metrics.lag(name, *partition, stats.consumer_lag);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for WaiterContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let revoked = list
-                .elements()
-                .iter()
-                .map(|e| e.partition())
-                .collect::<Vec<_>>();
-            for (partition, in_flight) in self.offsets.revoke(revoked) {
-                tracing::info!(
-                    partition,
-                    in_flight,
-                    "revoked with work in flight: its replies still go out, its offsets are left for the next owner"
-                );
-            }
-            self.assigned
-                .send_modify(|n| *n = n.saturating_sub(list.count()));
-            self.rebalance_event("revoked", list);
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(list) => {
-                self.offsets
-                    .assign(list.elements().iter().map(|e| e.partition()));
-                self.assigned.send_modify(|n| *n += list.count());
-                self.rebalance_event("assigned", list);
-            }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => {
-                tracing::warn!(error = %e, "rebalance failed");
-                self.metrics.rebalanced("error");
-            }
-        }
-    }
-
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        _offsets: &TopicPartitionList,
-    ) {
-        use rdkafka::error::KafkaError;
-        use rdkafka::types::RDKafkaErrorCode;
-        match result {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            // Routine while the group settles; the stored offsets are
-            // committed by the next owner's first commit or ours after it.
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)) => {
-                tracing::debug!("offset commit deferred: rebalance in progress");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "offset commit failed; it is retried at the next interval");
-                self.metrics.failed("commit");
-            }
-        }
-    }
-}
 
 /// What the consumer stage reads, resolved once from the settings.
 pub(crate) struct ConsumerConfig {

@@ -1,0 +1,139 @@
+//! The consumer's librdkafka context: offset bookkeeping on rebalance (the
+//! `kafka_kit::acks` tracker), lag from statistics, commit failures.
+
+use std::sync::Arc;
+
+use kafka_kit::acks::OffsetTracker;
+use opentelemetry::KeyValue;
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::ConsumerConfig;
+use crate::metrics::WaiterMetrics;
+
+/// Per-consumer state librdkafka calls back into: offset bookkeeping on
+/// rebalance, lag from statistics, commit failures.
+pub struct WaiterContext {
+    metrics: WaiterMetrics,
+    variant: String,
+    group: String,
+    // Offsets in flight per assigned partition (see `kafka_kit::acks`).
+    pub(super) offsets: OffsetTracker,
+    // Partitions assigned across all of this instance's consumers; readiness.
+    assigned: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl WaiterContext {
+    pub(crate) fn new(
+        config: &ConsumerConfig,
+        assigned: Arc<tokio::sync::watch::Sender<usize>>,
+    ) -> Self {
+        Self {
+            metrics: config.metrics.clone(),
+            variant: config.variant.clone(),
+            group: config.group.clone(),
+            offsets: OffsetTracker::new(),
+            assigned,
+        }
+    }
+
+    fn rebalance_event(&self, kind: &'static str, list: &TopicPartitionList) {
+        let described = describe(list);
+        tracing::info!(variant = %self.variant, group = %self.group, partitions = %described, "partitions {kind}");
+        self.metrics.rebalanced(kind);
+        let span = tracing::info_span!(
+            "rebalance",
+            otel.kind = "internal",
+            service = protocol::Service::Waiter.as_str(),
+            variant = %self.variant,
+            messaging.consumer.group.name = %self.group,
+        );
+        span.add_event(
+            format!("partitions.{kind}"),
+            vec![KeyValue::new("messaging.kafka.partitions", described)],
+        );
+    }
+}
+
+fn describe(list: &TopicPartitionList) -> String {
+    list.elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl ClientContext for WaiterContext {
+    fn stats(&self, statistics: Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (partition, stats) in &topic.partitions {
+                // -1 marks partitions this client does not consume.
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    self.metrics.lag(name, *partition, stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WaiterContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked = list
+                .elements()
+                .iter()
+                .map(|e| e.partition())
+                .collect::<Vec<_>>();
+            for (partition, in_flight) in self.offsets.revoke(revoked) {
+                tracing::info!(
+                    partition,
+                    in_flight,
+                    "revoked with work in flight: its replies still go out, its offsets are left for the next owner"
+                );
+            }
+            self.assigned
+                .send_modify(|n| *n = n.saturating_sub(list.count()));
+            self.rebalance_event("revoked", list);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                self.offsets
+                    .assign(list.elements().iter().map(|e| e.partition()));
+                self.assigned.send_modify(|n| *n += list.count());
+                self.rebalance_event("assigned", list);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance failed");
+                self.metrics.rebalanced("error");
+            }
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            // Routine while the group settles; the stored offsets are
+            // committed by the next owner's first commit or ours after it.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)) => {
+                tracing::debug!("offset commit deferred: rebalance in progress");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "offset commit failed; it is retried at the next interval");
+                self.metrics.failed("commit");
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Each stage's own configuration, resolved once from the settings.
+
+use super::*;
+
+/// Each stage's own configuration, resolved once from the settings.
+pub(crate) struct Stages {
+    pub(crate) consumer: Arc<ConsumerConfig>,
+    pub(crate) waiter: Arc<WaiterConfig>,
+    pub(crate) producer: Arc<ProducerConfig>,
+    pub(crate) metrics: WaiterMetrics,
+}
+
+impl Stages {
+    pub(crate) fn resolve(settings: &Settings, routes: tenancy::RouteTable) -> Self {
+        let w = &settings.waiter;
+        let variant = settings.service.variant.clone();
+        let metrics = WaiterMetrics::new(&variant);
+        Self {
+            consumer: Arc::new(ConsumerConfig {
+                variant: variant.clone(),
+                group: settings.group_id(),
+                tenancy: settings.consumer_tenancy(),
+                routes,
+                limits: RequestLimits {
+                    default_wait: w.default_wait,
+                    max_wait: w.max_wait,
+                },
+                default_response_topic: w.default_response_topic.clone(),
+                dead_letter_topic: w.dead_letter_topic.clone(),
+                metrics: metrics.clone(),
+            }),
+            waiter: Arc::new(WaiterConfig {
+                variant: variant.clone(),
+                instance: telemetry::instance_id().to_string(),
+                waiters: w.waiters.get(),
+                wait_scale: w.wait_scale,
+                behaviour: (w.wait_scale != 1.0).then(|| format!("wait_scale={}", w.wait_scale)),
+                ledger: settings
+                    .ledger
+                    .url
+                    .as_deref()
+                    .map(|url| ledger::LedgerClient::new(url, settings.ledger.timeout)),
+                metrics: metrics.clone(),
+            }),
+            producer: Arc::new(ProducerConfig {
+                variant,
+                max_in_flight: w.producer_max_in_flight.get(),
+                metrics: metrics.clone(),
+            }),
+            metrics,
+        }
+    }
+
+    pub(crate) fn variant(&self) -> &str {
+        &self.consumer.variant
+    }
+}
