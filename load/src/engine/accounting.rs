@@ -1,7 +1,17 @@
 //! The run's books: every request pending, answered, timed out or never
 //! sent, and the histograms its outcomes feed.
 
-use super::*;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::report::{Counts, new_histogram};
 
 /// A request awaiting its reply.
 pub(super) struct Pending {

@@ -10,24 +10,12 @@ mod pacing;
 mod progress;
 mod transport;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use kafka_kit::assign::{Start, assign_topic_off_thread};
-use protocol::headers::{self, timing};
-use protocol::wire::{ReplyStatus, WaitReply, WaitRequestBody};
-use rdkafka::consumer::StreamConsumer;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Timestamp};
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::report::{Counts, Hops, Percentiles, Report, Second, new_histogram};
+use crate::report::{Hops, Percentiles, Report, Second};
 use crate::{Config, LoadError, LoadModel, Target};
 
 use accounting::*;

@@ -1,6 +1,14 @@
 //! When requests leave: an open loop on a schedule, or closed-loop users.
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Config;
+
+use super::accounting::*;
+use super::transport::*;
 
 /// Sends on schedule; returns how long sending lasted.
 ///

@@ -1,6 +1,10 @@
 //! The spinner on stderr while a run goes on.
 
-use super::*;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::accounting::*;
 
 pub(super) async fn show_progress(shared: Shared, stop: CancellationToken) {
     let bar = indicatif::ProgressBar::new_spinner();

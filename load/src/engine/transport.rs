@@ -1,6 +1,22 @@
 //! How requests leave and replies come back: Kafka records or HTTP calls.
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_kit::assign::{Start, assign_topic_off_thread};
+use protocol::headers::{self, timing};
+use protocol::wire::{ReplyStatus, WaitReply, WaitRequestBody};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Timestamp};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::{Config, LoadError};
+
+use super::accounting::*;
 
 /// How requests leave the generator.
 #[derive(Clone)]

@@ -29,7 +29,6 @@ use service_kit::ServiceApp;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_kit::handoff::depth;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio::net::TcpListener;
@@ -37,13 +36,9 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{ConsumerConfig, WaiterConsumer, WaiterContext};
+use crate::consumer::{WaiterConsumer, WaiterContext};
 pub use crate::in_process::RunningWaiter;
-use crate::metrics::{REPLIES_CHANNEL, REQUESTS_CHANNEL, WaiterMetrics};
-use crate::producer::ProducerConfig;
-use crate::request::RequestLimits;
 pub use crate::settings::Settings;
-use crate::waiters::WaiterConfig;
 use lifecycle::*;
 use stages::Stages;
 
@@ -136,6 +131,35 @@ impl Application {
     /// A handle telling whether partitions are assigned.
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
+    }
+}
+
+impl Application {
+    /// A variant registers with the tenants registry once it has partitions,
+    /// so a tenant is never mapped to a variant that is not yet reading.
+    fn registration(&self) -> Option<(tenancy::Registration, tokio::task::JoinHandle<()>)> {
+        let registration = tenancy::Registration::for_variant(
+            &self.settings.registry,
+            protocol::Service::Waiter,
+            self.stages.variant(),
+            self.port,
+        )?;
+        let readiness = self.readiness.clone();
+        let consumers = self.consumers.clone();
+        let topic = self.settings.waiter.request_topic.clone();
+        let registering = registration.clone();
+        let task = tokio::spawn(async move {
+            readiness.assigned().await;
+            let pinned =
+                tokio::task::spawn_blocking(move || pin_start_positions(&consumers, &topic)).await;
+            if let Ok(Err(e)) = pinned {
+                tracing::warn!(error = %e, "could not pin start positions; records produced right after registration may be missed");
+            }
+            if let Err(e) = registering.register().await {
+                tracing::error!(error = %e, "registration failed; tenants cannot be mapped to this variant");
+            }
+        });
+        Some((registration, task))
     }
 }
 

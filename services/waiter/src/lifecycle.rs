@@ -1,39 +1,18 @@
-//! Joining and leaving: a variant's registration once it reads, start
-//! positions pinned for it, the consumers' bounded close, and the channel
-//! depth sampler.
+//! Joining and leaving: start positions pinned for a variant before it
+//! registers, the consumers' bounded close, and the channel depth
+//! sampler.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
 
-impl Application {
-    /// A variant registers with the tenants registry once it has partitions,
-    /// so a tenant is never mapped to a variant that is not yet reading.
-    pub(crate) fn registration(
-        &self,
-    ) -> Option<(tenancy::Registration, tokio::task::JoinHandle<()>)> {
-        let registration = tenancy::Registration::for_variant(
-            &self.settings.registry,
-            protocol::Service::Waiter,
-            self.stages.variant(),
-            self.port,
-        )?;
-        let readiness = self.readiness.clone();
-        let consumers = self.consumers.clone();
-        let topic = self.settings.waiter.request_topic.clone();
-        let registering = registration.clone();
-        let task = tokio::spawn(async move {
-            readiness.assigned().await;
-            let pinned =
-                tokio::task::spawn_blocking(move || pin_start_positions(&consumers, &topic)).await;
-            if let Ok(Err(e)) = pinned {
-                tracing::warn!(error = %e, "could not pin start positions; records produced right after registration may be missed");
-            }
-            if let Err(e) = registering.register().await {
-                tracing::error!(error = %e, "registration failed; tenants cannot be mapped to this variant");
-            }
-        });
-        Some((registration, task))
-    }
-}
+use kafka_kit::handoff::depth;
+use rdkafka::consumer::Consumer;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::WaiterConsumer;
+use crate::metrics::{REPLIES_CHANNEL, REQUESTS_CHANNEL, WaiterMetrics};
 
 /// How long shutdown waits for the consumers to leave their group.
 pub(crate) const CONSUMER_CLOSE_BOUND: Duration = Duration::from_secs(10);

@@ -1,6 +1,14 @@
 //! Each stage's own configuration, resolved once from the settings.
 
-use super::*;
+use std::sync::Arc;
+
+use crate::consumer::ConsumerConfig;
+use crate::ledger;
+use crate::metrics::WaiterMetrics;
+use crate::producer::ProducerConfig;
+use crate::request::RequestLimits;
+use crate::settings::Settings;
+use crate::waiters::WaiterConfig;
 
 /// Each stage's own configuration, resolved once from the settings.
 pub(crate) struct Stages {

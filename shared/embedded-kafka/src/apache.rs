@@ -123,7 +123,7 @@ impl Default for ApacheKafkaOptions {
             data_dir: None,
             port: None,
             partitions: 4,
-            topics: crate::project_topics(),
+            topics: protocol::topics::ALL.map(String::from).to_vec(),
             group_initial_rebalance_delay_ms: 0,
             die_with_parent: false,
         }

@@ -90,7 +90,7 @@ where
             variant = %self.layer.variant,
         );
         // The parent must be set before the span is first entered.
-        let _ = span.set_parent(crate::extract_http(request.headers()));
+        let _ = span.set_parent(crate::carriers::extract_http(request.headers()));
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Service;
+use crate::service::Service;
 
 /// One hop and the variant that handled it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

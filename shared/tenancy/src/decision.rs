@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::Routes;
+use crate::routes::Routes;
 
 /// Where a consumer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -99,7 +99,7 @@ impl ConsumerTenancy {
     pub fn baseline(service: &str) -> Self {
         Self {
             service: service.into(),
-            label: crate::BASELINE.into(),
+            label: protocol::BASELINE.into(),
             environment: Environment::Production,
             allowed: AllowedTenancies::BOTH,
             tenant_routing: true,
@@ -191,7 +191,7 @@ pub fn decide(consumer: &ConsumerTenancy, tenant: Option<&str>, routes: &Routes)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TenantRoutes;
+    use crate::routes::TenantRoutes;
 
     const PROD: AllowedTenancies = AllowedTenancies {
         production: true,

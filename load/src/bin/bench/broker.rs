@@ -1,6 +1,11 @@
 //! The broker the figures are taken on, and fresh topics for each measurement.
 
-use crate::*;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use embedded_kafka::EmbeddedKafkaOptions;
+use embedded_kafka::apache::ApacheKafkaOptions;
+use embedded_kafka::broker::bootstrap_from_environment;
 
 pub(crate) struct Topics {
     pub(crate) requests: String,

@@ -1,6 +1,14 @@
 //! `--broker-loss`: a real broker killed and restarted under load.
 
-use crate::*;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use load::LoadModel;
+
+use crate::args::Args;
+use crate::broker::*;
+use crate::measure::*;
+use crate::responder::*;
 
 /// Broker loss on a real Apache Kafka this run owns: open-loop load through
 /// a waiter; after `--seconds` the broker is killed with SIGKILL,

@@ -19,81 +19,23 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use clap::Parser;
-use embedded_kafka::EmbeddedKafkaOptions;
-use embedded_kafka::apache::ApacheKafkaOptions;
-use embedded_kafka::broker::bootstrap_from_environment;
-use load::{Config, LoadModel, Report, WaitSpec};
-use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use load::LoadModel;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
+mod args;
 mod broker;
 mod broker_loss;
+mod measure;
 mod responder;
 
+use args::Args;
 use broker::*;
 use broker_loss::*;
+use measure::*;
 use responder::*;
-
-/// Measure the waiter's performance figures on this machine.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// Seconds per throughput or latency phase.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Seconds of overload in the memory phase.
-    #[arg(long, default_value_t = 60)]
-    overload_seconds: u64,
-    /// Closed-loop user counts tried for each maximum throughput; the best
-    /// is the maximum (past the knee, more users only add queueing).
-    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 3000])]
-    users: Vec<usize>,
-    /// Write the figures to this JSON file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Take the figures on a real Apache Kafka this run starts (the broker
-    /// `kafka-dev --apache` runs; needs Java) instead of the embedded one.
-    #[arg(long, conflicts_with = "broker_loss")]
-    apache: bool,
-    /// Instead of the figures: broker loss on a real Apache Kafka this run
-    /// starts. Open-loop load through a waiter; the broker is killed with
-    /// SIGKILL mid-load and restarted on its data directory; prints replies
-    /// lost, duplicates and the time to recover.
-    #[arg(long)]
-    broker_loss: bool,
-    /// Broker loss: offered rate (req/s).
-    #[arg(long, default_value_t = 500.0, requires = "broker_loss")]
-    loss_rate: f64,
-    /// Broker loss: seconds the broker stays down.
-    #[arg(long, default_value_t = 5, requires = "broker_loss")]
-    outage_seconds: u64,
-    /// Internal: be the bare echo, configured like a waiter by this file and
-    /// the `WAITER_BUS__…` environment.
-    #[arg(long, hide = true, value_name = "CONFIG")]
-    echo: Option<PathBuf>,
-}
-
-/// The client settings the waiter and the echo share.
-const CLIENT_YAML: &str = r#"
-kafka:
-  consumer:
-    heartbeat.interval.ms: "500"
-    session.timeout.ms: "6000"
-    fetch.wait.max.ms: "5"
-  producer:
-    linger.ms: "1"
-"#;
 
 #[derive(Debug, Default, Serialize)]
 struct Figures {
@@ -113,50 +55,6 @@ struct Figures {
     overload_max_rss_mb: f64,
     overload_rss_growth_mb: f64,
     generator_send_delay_p99_ms: f64,
-}
-
-fn config(
-    bootstrap: &str,
-    topics: &Topics,
-    model: LoadModel,
-    duration: Duration,
-    wait_ms: u64,
-) -> Config {
-    let mut config = Config::new(bootstrap);
-    config.request_topic = topics.requests.clone();
-    config.response_topic = topics.replies.clone();
-    config.model = model;
-    config.duration = duration;
-    config.wait = WaitSpec::Fixed(wait_ms);
-    config.timeout = Duration::from_secs(10);
-    config
-}
-
-async fn measure(label: &str, config: Config) -> anyhow::Result<Report> {
-    let report = load::run(config).await?;
-    let c = &report.counts;
-    eprintln!(
-        "  {label}: {:.0} replies/s, p50 {:.2} ms, p99 {:.2} ms, send delay p99 {:.2} ms, timed out {}, counts add up: {}",
-        report.throughput_per_s,
-        report.latency.p50_ms,
-        report.latency.p99_ms,
-        report.send_delay.p99_ms,
-        c.timed_out,
-        c.add_up()
-    );
-    Ok(report)
-}
-
-/// Mean replies per second over whole seconds `from..to` of the run.
-fn steady_throughput(report: &Report, from: u64, to: u64) -> f64 {
-    let seconds = to.saturating_sub(from).max(1);
-    let received: u64 = report
-        .timeline
-        .iter()
-        .filter(|s| (from..to).contains(&s.second))
-        .map(|s| s.received)
-        .sum();
-    received as f64 / seconds as f64
 }
 
 /// Accepts OTLP/HTTP exports and discards them: the exporter's full cost, no collector.

@@ -1,7 +1,19 @@
 //! What answers a measurement's requests: a `waiter` process, or this
 //! binary as the bare echo.
 
-use crate::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use load::LoadModel;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::*;
+use crate::measure::*;
 
 /// A responder process (a `waiter`, or this binary as the bare echo),
 /// killed on drop.

@@ -1,0 +1,44 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Measure the waiter's performance figures on this machine.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub(crate) struct Args {
+    /// Seconds per throughput or latency phase.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) seconds: u64,
+    /// Seconds of overload in the memory phase.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) overload_seconds: u64,
+    /// Closed-loop user counts tried for each maximum throughput; the best
+    /// is the maximum (past the knee, more users only add queueing).
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 3000])]
+    pub(crate) users: Vec<usize>,
+    /// Write the figures to this JSON file.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Take the figures on a real Apache Kafka this run starts (the broker
+    /// `kafka-dev --apache` runs; needs Java) instead of the embedded one.
+    #[arg(long, conflicts_with = "broker_loss")]
+    pub(crate) apache: bool,
+    /// Instead of the figures: broker loss on a real Apache Kafka this run
+    /// starts. Open-loop load through a waiter; the broker is killed with
+    /// SIGKILL mid-load and restarted on its data directory; prints replies
+    /// lost, duplicates and the time to recover.
+    #[arg(long)]
+    pub(crate) broker_loss: bool,
+    /// Broker loss: offered rate (req/s).
+    #[arg(long, default_value_t = 500.0, requires = "broker_loss")]
+    pub(crate) loss_rate: f64,
+    /// Broker loss: seconds the broker stays down.
+    #[arg(long, default_value_t = 5, requires = "broker_loss")]
+    pub(crate) outage_seconds: u64,
+    /// Internal: be the bare echo, configured like a waiter by this file and
+    /// the `WAITER_BUS__…` environment.
+    #[arg(long, hide = true, value_name = "CONFIG")]
+    pub(crate) echo: Option<PathBuf>,
+}
