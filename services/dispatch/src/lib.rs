@@ -21,7 +21,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
 use kafka_kit::assign::{Start, assign_topic_off_thread};
-use protocol::wire::{WaitReply, WaitRequestBody};
+use protocol::wire::{NameRefusal, WaitReply, WaitRequestBody};
 use protocol::{Hops, Service, headers};
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
@@ -203,8 +203,15 @@ async fn wait(
     body: Result<Json<WaitRequestBody>, JsonRejection>,
 ) -> Result<Json<DispatchResponse>, ApiError> {
     let Json(body) = body?;
-    if body.name.trim().is_empty() {
-        return Err(ApiError::bad_request("`name` must not be empty"));
+    match WaitRequestBody::check_name(&body.name) {
+        Ok(()) => {}
+        Err(refused @ NameRefusal::TooLong) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                refused.to_string(),
+            ));
+        }
+        Err(refused) => return Err(ApiError::bad_request(refused.to_string())),
     }
     let correlation = uuid::Uuid::new_v4().to_string();
     let (_pending, reply_rx) = PendingGuard::register(&state.pending, &correlation);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use protocol::headers;
-use protocol::wire::WaitRequestBody;
+use protocol::wire::{MAX_NAME_BYTES, WaitRequestBody};
 use rdkafka::message::Headers;
 
 /// A request the waiter can answer.
@@ -39,6 +39,14 @@ pub enum Unusable {
     /// `responseTopic` names no legal topic.
     #[error("header `responseTopic` is not a legal topic name: {0:?}")]
     BadResponseTopic(String),
+    /// `responseTopic` names the topic the request came from: its reply
+    /// would come straight back as a request.
+    #[error("header `responseTopic` names the request topic `{0}`; a reply there would loop")]
+    ReplyWouldLoop(String),
+    /// The record is a waiter's reply (it carries `waiter-bus-reply`):
+    /// serving it would answer a reply, and so on for ever.
+    #[error("the record is a reply (header `waiter-bus-reply`), not a request")]
+    IsAReply,
 }
 
 impl Unusable {
@@ -50,6 +58,8 @@ impl Unusable {
             Unusable::MalformedJson(_) => "malformed_json",
             Unusable::HeaderNotUtf8(_) => "header_not_utf8",
             Unusable::BadResponseTopic(_) => "bad_response_topic",
+            Unusable::ReplyWouldLoop(_) => "reply_would_loop",
+            Unusable::IsAReply => "is_a_reply",
         }
     }
 }
@@ -63,13 +73,25 @@ pub struct RequestLimits {
     pub max_wait: Duration,
 }
 
+/// Where a record came from and where its reply goes by default.
+#[derive(Debug, Clone, Copy)]
+pub struct Topics<'a> {
+    /// The topic the record was consumed from.
+    pub request: &'a str,
+    /// Where a reply goes when the record names no `responseTopic`.
+    pub default_response: &'a str,
+}
+
 /// Reads a record's headers and payload.
 pub fn parse<H: Headers>(
     headers: Option<&H>,
     payload: Option<&[u8]>,
-    default_response_topic: &str,
+    topics: Topics<'_>,
     limits: RequestLimits,
 ) -> Result<WaitRequest, Unusable> {
+    if protocol::headers::last(headers, headers::REPLY).is_some() {
+        return Err(Unusable::IsAReply);
+    }
     let header = |name: &'static str| -> Result<Option<&str>, Unusable> {
         match protocol::headers::last(headers, name) {
             None => Ok(None),
@@ -80,7 +102,10 @@ pub fn parse<H: Headers>(
     };
     let correlation = header(headers::CORRELATION)?.map(str::to_string);
     let response_topic = match header(headers::RESPONSE_TOPIC)? {
-        None => default_response_topic.to_string(),
+        None => topics.default_response.to_string(),
+        Some(topic) if topic == topics.request => {
+            return Err(Unusable::ReplyWouldLoop(topic.to_string()));
+        }
         Some(topic) if is_legal_topic(topic) => topic.to_string(),
         Some(topic) => return Err(Unusable::BadResponseTopic(topic.to_string())),
     };
@@ -97,20 +122,37 @@ pub fn parse<H: Headers>(
         (text.trim().to_string(), None)
     };
     let requested = requested_ms.map_or(limits.default_wait, Duration::from_millis);
-    let refusal = (requested > limits.max_wait).then(|| {
-        format!(
-            "wait_ms {} exceeds the maximum of {} ms",
-            requested.as_millis(),
-            limits.max_wait.as_millis()
-        )
-    });
+    // The same name rule as the HTTP edge; the reply then names only the
+    // start of an overlong name, so it stays small.
+    let refusal = match WaitRequestBody::check_name(&name) {
+        Err(refused) => Some(refused.to_string()),
+        Ok(()) => (requested > limits.max_wait).then(|| {
+            format!(
+                "wait_ms {} exceeds the maximum of {} ms",
+                requested.as_millis(),
+                limits.max_wait.as_millis()
+            )
+        }),
+    };
     Ok(WaitRequest {
         correlation: correlation.unwrap_or_default(),
         response_topic,
-        name,
+        name: truncated(name, MAX_NAME_BYTES),
         requested,
         refusal,
     })
+}
+
+/// `text` cut to at most `limit` bytes, on a character boundary.
+fn truncated(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// Kafka's rule: 1–249 characters of ASCII letters, digits, `.`, `_`, `-`,
@@ -135,6 +177,35 @@ mod tests {
         max_wait: Duration::from_millis(1000),
     };
 
+    const TOPICS: Topics<'static> = Topics {
+        request: "Waiter-Requests",
+        default_response: "Waiter-Responses",
+    };
+
+    #[test]
+    fn a_reply_is_never_served_as_a_request() {
+        let reply = br#"{"name":"Ada","wait_ms":1}"#;
+        assert_eq!(
+            parse_with(&[("waiter-bus-reply", b"baseline")], reply),
+            Err(Unusable::IsAReply)
+        );
+        assert_eq!(
+            parse_with(&[("responseTopic", b"Waiter-Requests")], reply),
+            Err(Unusable::ReplyWouldLoop("Waiter-Requests".into()))
+        );
+    }
+
+    #[test]
+    fn names_follow_the_http_rule_and_replies_stay_small() {
+        let empty = parse_with(&[], br#"{"name":" ","wait_ms":1}"#).unwrap();
+        assert_eq!(empty.refusal.as_deref(), Some("`name` must not be empty"));
+        let long = "é".repeat(MAX_NAME_BYTES);
+        let body = format!(r#"{{"name":"{long}","wait_ms":1}}"#);
+        let request = parse_with(&[], body.as_bytes()).unwrap();
+        assert!(request.refusal.unwrap().contains("longer than 1024 bytes"));
+        assert!(request.name.len() <= MAX_NAME_BYTES && request.name.starts_with('é'));
+    }
+
     fn headers(pairs: &[(&str, &[u8])]) -> OwnedHeaders {
         pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
             h.insert(Header {
@@ -145,12 +216,7 @@ mod tests {
     }
 
     fn parse_with(pairs: &[(&str, &[u8])], body: &[u8]) -> Result<WaitRequest, Unusable> {
-        parse(
-            Some(&headers(pairs)),
-            Some(body),
-            "Waiter-Responses",
-            LIMITS,
-        )
+        parse(Some(&headers(pairs)), Some(body), TOPICS, LIMITS)
     }
 
     #[test]

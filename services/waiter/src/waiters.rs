@@ -142,6 +142,11 @@ async fn serve(config: &WaiterConfig, work: Work) -> Outgoing {
         protocol::headers::CORRELATION.into(),
         request.correlation.clone().into_bytes(),
     ));
+    // Marks the record as a reply, so no waiter ever serves it.
+    headers.push((
+        protocol::headers::REPLY.into(),
+        config.variant.clone().into_bytes(),
+    ));
     Outgoing {
         topic: request.response_topic.clone(),
         key: Some(request.correlation.clone().into_bytes()),

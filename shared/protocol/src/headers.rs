@@ -15,6 +15,10 @@ pub const DEAD_LETTER_REASON: &str = "dlt.reason";
 /// Which variant handled each hop so far, as `service=label,service=label`;
 /// the same name is used as an HTTP header and a Kafka header.
 pub const HOPS: &str = "waiter-bus-hops";
+/// Marks a record as a waiter's reply (its value: the variant that
+/// replied). A waiter never serves a record that carries it, so a reply
+/// that reaches a request topic cannot loop.
+pub const REPLY: &str = "waiter-bus-reply";
 /// Where a dead-lettered record came from: `topic/partition@offset`.
 pub const DEAD_LETTER_ORIGIN: &str = "dlt.origin";
 

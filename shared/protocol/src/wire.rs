@@ -18,6 +18,40 @@ pub struct WaitRequestBody {
     pub padding: Option<String>,
 }
 
+/// The longest `name` a request may carry, in bytes. The reply repeats the
+/// name; bounding it keeps every reply far below the broker's record limit
+/// (1 MB by default), so no reply can be refused for its size.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// Why a request's `name` is refused, the same on the HTTP and Kafka paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRefusal {
+    /// Empty or only white space.
+    Empty,
+    /// Longer than [`MAX_NAME_BYTES`].
+    TooLong,
+}
+
+impl std::fmt::Display for NameRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameRefusal::Empty => f.write_str("`name` must not be empty"),
+            NameRefusal::TooLong => write!(f, "`name` is longer than {MAX_NAME_BYTES} bytes"),
+        }
+    }
+}
+
+impl WaitRequestBody {
+    /// Checks the name both paths accept.
+    pub fn check_name(name: &str) -> Result<(), NameRefusal> {
+        match name {
+            n if n.trim().is_empty() => Err(NameRefusal::Empty),
+            n if n.len() > MAX_NAME_BYTES => Err(NameRefusal::TooLong),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Whether a request was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -229,7 +229,10 @@ fn decode(
     let mut request = request::parse(
         message.headers(),
         message.payload(),
-        &config.default_response_topic,
+        request::Topics {
+            request: message.topic(),
+            default_response: &config.default_response_topic,
+        },
         config.limits,
     )?;
     if request.correlation.is_empty() {

@@ -167,32 +167,39 @@ impl Client {
     }
 
     pub async fn send(&self, request: Request<'_>) {
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in [
+        let headers: Vec<(&str, &[u8])> = [
             ("correlation", request.correlation),
             ("responseTopic", request.response_topic),
             ("traceparent", request.traceparent),
-        ] {
-            if let Some(value) = value {
-                headers = headers.insert(Header {
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?.as_bytes())))
+        .collect();
+        self.send_with_headers(&headers, request.body).await;
+    }
+
+    /// Produces `body` with exactly `headers`, keyed by its correlation.
+    pub async fn send_with_headers(&self, headers: &[(&str, &[u8])], body: &[u8]) {
+        let record_headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |acc, (key, value)| {
+                acc.insert(Header {
                     key,
-                    value: Some(value),
-                });
-            }
-        }
+                    value: Some(*value),
+                })
+            });
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.requests_topic)
-            .payload(request.body)
-            .headers(headers);
-        if let Some(correlation) = request.correlation {
-            record = record.key(correlation.as_bytes());
+            .payload(body)
+            .headers(record_headers);
+        if let Some((_, correlation)) = headers.iter().find(|(key, _)| *key == "correlation") {
+            record = record.key(*correlation);
         }
         self.producer
             .send(record, Duration::from_secs(10))
             .await
-            .expect("request delivered");
+            .expect("the request is produced");
     }
 
-    /// Sends a JSON request with a fresh trace; returns its trace id.
     pub async fn send_json(&self, correlation: &str, wait_ms: u64) -> String {
         let trace_id = uuid::Uuid::new_v4().simple().to_string();
         let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];

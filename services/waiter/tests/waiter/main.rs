@@ -194,6 +194,65 @@ async fn poison_records_are_dead_lettered_and_later_records_are_still_served() {
     waiter.stop().await;
 }
 
+/// A request whose `responseTopic` is the request topic, once, must not
+/// become an endless loop of replies served as requests: it is dead-lettered,
+/// and a reply that reaches the request topic anyway is never served.
+#[tokio::test]
+async fn a_reply_can_never_loop_back_as_a_request() {
+    let (kafka, topics, waiter) = started().await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+    client
+        .send(Request {
+            correlation: Some("loop"),
+            response_topic: Some(&topics.requests),
+            traceparent: None,
+            body: br#"{"name":"Ada","wait_ms":1}"#,
+        })
+        .await;
+    client.send_json("served", 1).await;
+    let reply = client
+        .collect(|r| !r.is_empty())
+        .await
+        .into_iter()
+        .next()
+        .unwrap();
+    assert_eq!(
+        header(&reply, "waiter-bus-reply").as_deref(),
+        Some(waiter.variant.as_str()),
+        "replies are marked"
+    );
+    // A marked reply produced to the request topic (a misrouted reply).
+    client
+        .send_with_headers(
+            &[("correlation", b"misrouted"), ("waiter-bus-reply", b"x")],
+            reply.payload().unwrap(),
+        )
+        .await;
+    let letters = dead_letters.collect(|r| r.len() >= 2).await;
+    let reasons: HashSet<String> = letters
+        .iter()
+        .map(|l| header(l, "dlt.reason").unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("would loop")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("is a reply")),
+        "{reasons:?}"
+    );
+    waiter
+        .expect_metric("waiter_records_dead_lettered_total", &[], 2.0)
+        .await;
+    assert_eq!(
+        records_in(&kafka, &topics.requests),
+        3,
+        "nothing was produced back to the request topic"
+    );
+    waiter.stop().await;
+}
+
 #[tokio::test]
 async fn a_wait_over_the_maximum_gets_an_error_reply_and_a_missing_correlation_is_generated() {
     let kafka = TestKafka::start().unwrap();
