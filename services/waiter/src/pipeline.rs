@@ -34,6 +34,8 @@ pub(crate) struct Work {
     pub tenant: Option<String>,
     /// `waiter-bus-hops` from the request: who handled the earlier hops.
     pub hops: protocol::Hops,
+    /// The request record: `topic/partition@offset`.
+    pub origin: String,
 }
 
 /// A record on its way to a producer.
@@ -47,6 +49,8 @@ pub(crate) struct Outgoing {
     pub ack: Ack,
     pub consumed_at: Instant,
     pub kind: OutgoingKind,
+    /// The request record it answers: `topic/partition@offset`.
+    pub origin: String,
 }
 
 /// What an outgoing record is.

@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
+use protocol::headers;
 use protocol::headers::timing;
 use rdkafka::Timestamp;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +27,12 @@ use crate::pipeline::{Outgoing, OutgoingKind};
 /// What the producer stage reads, resolved once from the settings.
 pub(crate) struct ProducerConfig {
     pub variant: String,
+    /// Where records go that cannot be delivered where they were bound.
+    pub dead_letter_topic: String,
+    /// Attempts a reply gets at transient failures before it is dead-lettered.
+    pub delivery_attempts: u32,
+    /// The topics that exist, for refusing replies to any other.
+    pub topics: TopicCatalog,
     /// Deliveries one producer awaits at once before it stops taking records.
     pub max_in_flight: usize,
     pub metrics: WaiterMetrics,
@@ -75,6 +84,7 @@ async fn deliver(
         ack,
         consumed_at,
         kind,
+        origin,
     } = outgoing;
     if let OutgoingKind::Reply {
         consumed_wall_us,
@@ -95,77 +105,34 @@ async fn deliver(
             headers.push((name.into(), value.to_string().into_bytes()));
         }
     }
-    let key_text = key
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default()
-        .into_owned();
-    let send_span = tracing::info_span!(
-        parent: &span,
-        "send",
-        otel.name = format!("send {topic}"),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.operation.name = "send",
-        messaging.destination.name = %topic,
-        messaging.kafka.message.key = %key_text,
-        service = protocol::Service::Waiter.as_str(),
-        variant = %config.variant,
-    );
-    let record_headers = headers.iter().fold(
-        propagation::inject_kafka(
-            &send_span.context(),
-            OwnedHeaders::new_with_capacity(headers.len() + 3),
-        ),
-        |acc, (name, value)| {
-            acc.insert(Header {
-                key: name,
-                value: Some(value),
-            })
-        },
-    );
-
+    let mut record = Record {
+        topic,
+        key,
+        payload,
+        headers,
+        kind,
+    };
+    // A reply goes only to a topic that exists: on a broker that creates
+    // topics on first use, any `responseTopic` would otherwise become one.
+    if record.is_reply() && !config.topics.exists(&producer, &record.topic).await {
+        let reason = format!("responseTopic `{}` does not exist", record.topic);
+        record = record.into_dead_letter(
+            &config,
+            "unknown_response_topic",
+            &reason,
+            &origin,
+            DEAD_LETTER_PAYLOAD_LIMIT,
+        );
+    }
     let sent_at = Instant::now();
-    let mut backoff = Duration::from_millis(100);
     loop {
-        let mut record = FutureRecord::to(&topic)
-            .payload(&payload)
-            .headers(record_headers.clone());
-        if let Some(key) = &key {
-            record = record.key(key);
-        }
-        let result = tokio::select! {
-            result = producer.send(record, Duration::from_secs(5)) => result,
-            () = abandon.cancelled() => {
-                send_span.add_event("delivery.abandoned", vec![]);
-                tracing::warn!(topic = %topic, "shutdown abandoned an undelivered record; it will be redelivered");
-                return;
-            }
-        };
-        match result {
-            Ok(delivery) => {
-                let (timestamp_type, timestamp_ms) = match delivery.timestamp {
-                    Timestamp::CreateTime(ms) => ("CreateTime", ms),
-                    Timestamp::LogAppendTime(ms) => ("LogAppendTime", ms),
-                    Timestamp::NotAvailable => ("NotAvailable", -1),
-                };
-                send_span.add_event(
-                    "delivery.ack",
-                    vec![
-                        KeyValue::new(
-                            "messaging.destination.partition.id",
-                            delivery.partition.to_string(),
-                        ),
-                        KeyValue::new("messaging.kafka.offset", delivery.offset),
-                        KeyValue::new("messaging.kafka.timestamp.type", timestamp_type),
-                        KeyValue::new("messaging.kafka.timestamp.ms", timestamp_ms),
-                    ],
-                );
+        let send_span = send_span(&span, &config, &record);
+        match send_with_retries(&producer, &config, &record, &send_span, &abandon).await {
+            Sent::Delivered(delivery) => {
+                record_delivery(&send_span, &delivery);
                 observe(&config.metrics.stage_delivery, sent_at.elapsed());
                 observe(&config.metrics.stage_total, consumed_at.elapsed());
-                match kind {
+                match record.kind {
                     OutgoingKind::Reply { ok: true, .. } => config.metrics.replied_ok.increment(1),
                     OutgoingKind::Reply { ok: false, .. } => {
                         config.metrics.replied_error.increment(1)
@@ -175,19 +142,348 @@ async fn deliver(
                 ack.finish();
                 return;
             }
-            Err((e, _)) => {
-                tracing::warn!(error = %e, topic = %topic, retry_in = ?backoff, "delivery failed; retrying");
-                config.metrics.failed("delivery");
-                send_span.add_event(
-                    "delivery.failed",
-                    vec![KeyValue::new("error.message", e.to_string())],
-                );
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = abandon.cancelled() => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            Sent::Abandoned => return,
+            Sent::Refused(error) if record.is_reply() => {
+                let reason = format!("reply to `{}` not deliverable: {error}", record.topic);
+                tracing::warn!(parent: &span, %reason, "moving the reply to the dead-letter topic");
+                let keep = match classify_size(&error) {
+                    true => DEAD_LETTER_PAYLOAD_AFTER_SIZE_REFUSAL,
+                    false => DEAD_LETTER_PAYLOAD_LIMIT,
+                };
+                record =
+                    record.into_dead_letter(&config, "undeliverable_reply", &reason, &origin, keep);
             }
+            Sent::Refused(error) => {
+                // The dead-letter topic itself refuses the record for good
+                // (it does not exist, or this client may not write there):
+                // nothing is left to try, and holding the partition would
+                // stop every record behind it.
+                tracing::error!(parent: &span, %error, topic = %record.topic, %origin, "the dead-letter topic refused a record; it is dropped");
+                config.metrics.failed("dead_letter_refused");
+                ack.finish();
+                return;
+            }
+        }
+    }
+}
+
+/// One record as it is produced.
+struct Record {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    /// Headers other than trace context, which each send span injects.
+    headers: Vec<(String, Vec<u8>)>,
+    kind: OutgoingKind,
+}
+
+/// How much of an undeliverable reply a dead letter keeps: enough to read,
+/// never so much that the dead-letter topic refuses it as well.
+const DEAD_LETTER_PAYLOAD_LIMIT: usize = 64 * 1024;
+/// What it keeps of a reply refused for its size: its start only.
+const DEAD_LETTER_PAYLOAD_AFTER_SIZE_REFUSAL: usize = 512;
+
+/// Whether the broker (or the client) refused the record for its size.
+fn classify_size(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+    )
+}
+
+impl Record {
+    fn is_reply(&self) -> bool {
+        matches!(self.kind, OutgoingKind::Reply { .. })
+    }
+
+    /// The same record, bound for the dead-letter topic with `reason`.
+    fn into_dead_letter(
+        mut self,
+        config: &ProducerConfig,
+        label: &'static str,
+        reason: &str,
+        origin: &str,
+        keep: usize,
+    ) -> Self {
+        if self.payload.len() > keep {
+            self.headers.push((
+                headers::DEAD_LETTER_TRUNCATED.into(),
+                self.payload.len().to_string().into_bytes(),
+            ));
+            self.payload.truncate(keep);
+        }
+        self.headers.push((
+            headers::DEAD_LETTER_REASON.into(),
+            reason.as_bytes().to_vec(),
+        ));
+        self.headers.push((
+            headers::DEAD_LETTER_ORIGIN.into(),
+            origin.as_bytes().to_vec(),
+        ));
+        Self {
+            topic: config.dead_letter_topic.clone(),
+            kind: OutgoingKind::DeadLetter { reason: label },
+            ..self
+        }
+    }
+}
+
+fn send_span(parent: &tracing::Span, config: &ProducerConfig, record: &Record) -> tracing::Span {
+    let key_text = record
+        .key
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default()
+        .into_owned();
+    tracing::info_span!(
+        parent: parent,
+        "send",
+        otel.name = format!("send {}", record.topic),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = %record.topic,
+        messaging.kafka.message.key = %key_text,
+        service = protocol::Service::Waiter.as_str(),
+        variant = %config.variant,
+    )
+}
+
+/// How a delivery ended.
+enum Sent {
+    Delivered(rdkafka::producer::future_producer::Delivery),
+    /// Refused for good: permanently, or transiently more often than allowed.
+    Refused(KafkaError),
+    /// Shutdown gave up on it; it stays uncommitted.
+    Abandoned,
+}
+
+/// Sends `record`, retrying transient failures with backoff: a reply up to
+/// `delivery_attempts` times, a dead letter for as long as it takes (it is
+/// the last place a record can go). A permanent failure is not retried.
+async fn send_with_retries(
+    producer: &FutureProducer,
+    config: &ProducerConfig,
+    record: &Record,
+    send_span: &tracing::Span,
+    abandon: &CancellationToken,
+) -> Sent {
+    let record_headers = record.headers.iter().fold(
+        propagation::inject_kafka(
+            &send_span.context(),
+            OwnedHeaders::new_with_capacity(record.headers.len() + 3),
+        ),
+        |acc, (name, value)| {
+            acc.insert(Header {
+                key: name,
+                value: Some(value),
+            })
+        },
+    );
+    let mut backoff = Duration::from_millis(100);
+    let mut attempts = 0;
+    loop {
+        let mut kafka_record = FutureRecord::to(&record.topic)
+            .payload(&record.payload)
+            .headers(record_headers.clone());
+        if let Some(key) = &record.key {
+            kafka_record = kafka_record.key(key);
+        }
+        let result = tokio::select! {
+            result = producer.send(kafka_record, Duration::from_secs(5)) => result,
+            () = abandon.cancelled() => {
+                send_span.add_event("delivery.abandoned", vec![]);
+                tracing::warn!(topic = %record.topic, "shutdown abandoned an undelivered record; it will be redelivered");
+                return Sent::Abandoned;
+            }
+        };
+        let error = match result {
+            Ok(delivery) => return Sent::Delivered(delivery),
+            Err((error, _)) => error,
+        };
+        attempts += 1;
+        let class = classify(&error);
+        config.metrics.failed("delivery");
+        send_span.add_event(
+            "delivery.failed",
+            vec![
+                KeyValue::new("error.message", error.to_string()),
+                KeyValue::new("delivery.failure", class.label()),
+            ],
+        );
+        let out_of_attempts = record.is_reply() && attempts >= config.delivery_attempts;
+        if class == FailureClass::Permanent || out_of_attempts {
+            send_span.record("otel.status_code", "ERROR");
+            return Sent::Refused(error);
+        }
+        tracing::warn!(%error, topic = %record.topic, retry_in = ?backoff, attempts, "delivery failed; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = abandon.cancelled() => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn record_delivery(
+    send_span: &tracing::Span,
+    delivery: &rdkafka::producer::future_producer::Delivery,
+) {
+    let (timestamp_type, timestamp_ms) = match delivery.timestamp {
+        Timestamp::CreateTime(ms) => ("CreateTime", ms),
+        Timestamp::LogAppendTime(ms) => ("LogAppendTime", ms),
+        Timestamp::NotAvailable => ("NotAvailable", -1),
+    };
+    send_span.add_event(
+        "delivery.ack",
+        vec![
+            KeyValue::new(
+                "messaging.destination.partition.id",
+                delivery.partition.to_string(),
+            ),
+            KeyValue::new("messaging.kafka.offset", delivery.offset),
+            KeyValue::new("messaging.kafka.timestamp.type", timestamp_type),
+            KeyValue::new("messaging.kafka.timestamp.ms", timestamp_ms),
+        ],
+    );
+}
+
+/// What a failed delivery means for its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Retrying cannot help: the record is too large, or the topic is
+    /// unknown, invalid or forbidden. It is dead-lettered at once.
+    Permanent,
+    /// The broker may take it later (it is away, slow, electing a leader).
+    Transient,
+}
+
+impl FailureClass {
+    fn label(self) -> &'static str {
+        match self {
+            FailureClass::Permanent => "permanent",
+            FailureClass::Transient => "transient",
+        }
+    }
+}
+
+/// Classifies a delivery error (see the table in the tests).
+pub fn classify(error: &KafkaError) -> FailureClass {
+    use RDKafkaErrorCode::*;
+    match error.rdkafka_error_code() {
+        Some(
+            MessageSizeTooLarge
+            | InvalidMessageSize
+            | InvalidMessage
+            | InvalidRecord
+            | UnknownTopic
+            | UnknownTopicOrPartition
+            | InvalidTopic
+            | TopicAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | PolicyViolation,
+        ) => FailureClass::Permanent,
+        _ => FailureClass::Transient,
+    }
+}
+
+/// The topics that exist, as the broker last said, for the reply check.
+#[derive(Default)]
+pub(crate) struct TopicCatalog {
+    known: std::sync::Mutex<CatalogState>,
+}
+
+#[derive(Default)]
+struct CatalogState {
+    topics: std::collections::HashSet<String>,
+    // A topic found missing, and when: asked again within a second, the
+    // answer stands without another metadata request.
+    missing: std::collections::HashMap<String, Instant>,
+}
+
+impl TopicCatalog {
+    /// Whether `topic` exists; a topic not seen before costs one metadata
+    /// request for every topic (which never creates one).
+    pub(crate) async fn exists(&self, producer: &FutureProducer, topic: &str) -> bool {
+        {
+            let state = self.lock();
+            if state.topics.contains(topic) {
+                return true;
+            }
+            if state
+                .missing
+                .get(topic)
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+            {
+                return false;
+            }
+        }
+        let client = producer.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .map(|t| t.name().to_string())
+                        .collect::<Vec<_>>()
+                })
+        })
+        .await;
+        let mut state = self.lock();
+        match listed {
+            Ok(Ok(topics)) => state.topics.extend(topics),
+            // Unknown is not "missing": let the delivery itself decide.
+            _ => return true,
+        }
+        let found = state.topics.contains(topic);
+        if !found {
+            state.missing.insert(topic.to_string(), Instant::now());
+        }
+        found
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CatalogState> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The classification table: what each delivery error means.
+    #[test]
+    fn delivery_errors_are_classified() {
+        use RDKafkaErrorCode::*;
+        let table = [
+            (MessageSizeTooLarge, FailureClass::Permanent),
+            (InvalidMessageSize, FailureClass::Permanent),
+            (InvalidRecord, FailureClass::Permanent),
+            (UnknownTopic, FailureClass::Permanent),
+            (UnknownTopicOrPartition, FailureClass::Permanent),
+            (InvalidTopic, FailureClass::Permanent),
+            (TopicAuthorizationFailed, FailureClass::Permanent),
+            (ClusterAuthorizationFailed, FailureClass::Permanent),
+            (PolicyViolation, FailureClass::Permanent),
+            (MessageTimedOut, FailureClass::Transient),
+            (BrokerTransportFailure, FailureClass::Transient),
+            (AllBrokersDown, FailureClass::Transient),
+            (NotLeaderForPartition, FailureClass::Transient),
+            (LeaderNotAvailable, FailureClass::Transient),
+            (RequestTimedOut, FailureClass::Transient),
+            (NotEnoughReplicas, FailureClass::Transient),
+            (QueueFull, FailureClass::Transient),
+        ];
+        for (code, expected) in table {
+            assert_eq!(
+                classify(&KafkaError::MessageProduction(code)),
+                expected,
+                "{code:?}"
+            );
         }
     }
 }

@@ -162,6 +162,7 @@ async fn serve(config: &WaiterConfig, work: Work) -> Outgoing {
             service,
             serviced_at,
         },
+        origin: work.origin,
     }
 }
 

@@ -19,6 +19,8 @@ pub const HOPS: &str = "waiter-bus-hops";
 /// replied). A waiter never serves a record that carries it, so a reply
 /// that reaches a request topic cannot loop.
 pub const REPLY: &str = "waiter-bus-reply";
+/// On a dead letter whose payload was cut: the original length in bytes.
+pub const DEAD_LETTER_TRUNCATED: &str = "dlt.truncated";
 /// Where a dead-lettered record came from: `topic/partition@offset`.
 pub const DEAD_LETTER_ORIGIN: &str = "dlt.origin";
 

@@ -151,6 +151,7 @@ async fn handle(
                 hops: propagation::kafka_header(message.headers(), headers::HOPS)
                     .map(protocol::Hops::parse)
                     .unwrap_or_default(),
+                origin: origin(message),
             };
             let span = item.span.clone();
             match send_timed(work, item).await {
@@ -281,13 +282,7 @@ fn dead_letter(
     ));
     headers.push((
         headers::DEAD_LETTER_ORIGIN.into(),
-        format!(
-            "{}/{}@{}",
-            message.topic(),
-            message.partition(),
-            message.offset()
-        )
-        .into_bytes(),
+        origin(message).into_bytes(),
     ));
     for name in [headers::CORRELATION, headers::RESPONSE_TOPIC] {
         if let Some(value) = raw_header(message.headers(), name) {
@@ -305,7 +300,18 @@ fn dead_letter(
         kind: OutgoingKind::DeadLetter {
             reason: unusable.label(),
         },
+        origin: origin(message),
     }
+}
+
+/// Where a record came from, as dead letters name it: `topic/partition@offset`.
+fn origin(message: &BorrowedMessage<'_>) -> String {
+    format!(
+        "{}/{}@{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    )
 }
 
 fn raw_header<H: Headers>(headers: Option<&H>, name: &str) -> Option<Vec<u8>> {

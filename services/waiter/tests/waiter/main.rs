@@ -15,6 +15,7 @@ use helpers::{
 use opentelemetry::trace::{SpanKind, TraceId};
 use protocol::wire::ReplyStatus;
 use rdkafka::Message;
+use rdkafka::consumer::Consumer;
 use testkit::TestKafka;
 
 #[tokio::test]
@@ -250,6 +251,82 @@ async fn a_reply_can_never_loop_back_as_a_request() {
         3,
         "nothing was produced back to the request topic"
     );
+    waiter.stop().await;
+}
+
+/// A reply the broker refuses for good (here: larger than the producer may
+/// send) goes to the dead-letter topic with the reason and the start of its
+/// payload, and the records behind it are served: nothing blocks the
+/// partition. A reply to a topic that does not exist goes there too, and
+/// the topic is not created.
+#[tokio::test]
+async fn an_undeliverable_reply_is_dead_lettered_and_the_partition_moves_on() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let mut s = settings(&kafka, &topics);
+    s.kafka
+        .producer
+        .insert("message.max.bytes".into(), "1500".into());
+    let waiter = spawn_waiter(s).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+    let big_name = "x".repeat(1000);
+    let body = format!(r#"{{"name":"{big_name}","wait_ms":1}}"#);
+    let nowhere = testkit::unique_name("nowhere");
+    for (correlation, response_topic) in [("too-big", None), ("nowhere", Some(nowhere.as_str()))] {
+        let body = match correlation {
+            "too-big" => body.as_bytes(),
+            _ => br#"{"name":"Ada","wait_ms":1}"#.as_slice(),
+        };
+        client
+            .send(Request {
+                correlation: Some(correlation),
+                response_topic,
+                traceparent: None,
+                body,
+            })
+            .await;
+    }
+    client.send_json("after", 1).await;
+    let replies = client.collect(|r| !r.is_empty()).await;
+    assert_eq!(header(&replies[0], "correlation").as_deref(), Some("after"));
+    let letters = dead_letters.collect(|r| r.len() >= 2).await;
+    let letter = |correlation: &str| {
+        letters
+            .iter()
+            .find(|l| header(l, "correlation").as_deref() == Some(correlation))
+            .unwrap_or_else(|| panic!("no dead letter for {correlation}"))
+    };
+    let too_big = letter("too-big");
+    assert!(
+        header(too_big, "dlt.reason")
+            .unwrap()
+            .contains("not deliverable"),
+        "{:?}",
+        header(too_big, "dlt.reason")
+    );
+    assert!(header(too_big, "dlt.truncated").is_some());
+    assert!(too_big.payload().unwrap().len() <= 512);
+    assert!(
+        header(letter("nowhere"), "dlt.reason")
+            .unwrap()
+            .contains("does not exist")
+    );
+    let metadata = kafka
+        .consumer(&testkit::unique_name("metadata"))
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        !metadata.topics().iter().any(|t| t.name() == nowhere),
+        "the waiter created the topic a request named"
+    );
+    waiter
+        .expect_metric(
+            "waiter_records_dead_lettered_total",
+            &[("reason", "undeliverable_reply")],
+            1.0,
+        )
+        .await;
     waiter.stop().await;
 }
 
