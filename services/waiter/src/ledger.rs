@@ -1,6 +1,16 @@
 //! The optional call to service D, recording each completed wait.
+//!
+//! The call is off the waiter's critical path: it runs after the wait has
+//! given its permit back, at most `max_concurrent_calls` at once (beyond
+//! that the wait is not recorded), and behind a circuit breaker: after
+//! `breaker_failures` failures in a row no call is made for
+//! `breaker_open_for`, so a hung or dead ledger costs each reply
+//! `ledger_recorded: false` and nothing else.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use http::HeaderMap;
 use protocol::wire::LedgerEntry;
@@ -14,6 +24,42 @@ pub enum LedgerError {
     /// The ledger answered with an error status.
     #[error("ledger answered {0}")]
     Status(http::StatusCode),
+    /// `max_concurrent_calls` calls are already waiting on the ledger.
+    #[error("ledger busy: every call slot is taken")]
+    Busy,
+    /// The ledger failed repeatedly; calls are paused for a while.
+    #[error("ledger paused after repeated failures")]
+    CircuitOpen,
+}
+
+impl LedgerError {
+    /// A short, bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LedgerError::Unreachable(_) | LedgerError::Status(_) => "ledger",
+            LedgerError::Busy => "ledger_busy",
+            LedgerError::CircuitOpen => "ledger_paused",
+        }
+    }
+}
+
+/// How hard the waiter leans on the ledger (the `ledger` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerLimits {
+    /// Each call's bound.
+    pub timeout: Duration,
+    /// Calls in flight at once.
+    pub max_concurrent_calls: usize,
+    /// Failures in a row that pause calls.
+    pub breaker_failures: u32,
+    /// How long calls stay paused.
+    pub breaker_open_for: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    failures_in_a_row: u32,
+    open_until: Option<Instant>,
 }
 
 /// Posts completed waits to `{base}/records` with the trace context.
@@ -21,22 +67,60 @@ pub enum LedgerError {
 pub struct LedgerClient {
     client: reqwest::Client,
     records_url: String,
+    limits: LedgerLimits,
+    calls: Arc<Semaphore>,
+    breaker: Arc<Mutex<Breaker>>,
 }
 
 impl LedgerClient {
-    /// A client for the ledger at `base_url`, each call bounded by `timeout`.
-    pub fn new(base_url: &str, timeout: Duration) -> Self {
+    /// A client for the ledger at `base_url` within `limits`.
+    pub fn new(base_url: &str, limits: LedgerLimits) -> Self {
         Self {
             client: reqwest::Client::builder()
-                .timeout(timeout)
+                .timeout(limits.timeout)
                 .build()
                 .expect("a TLS-free reqwest client always builds"),
             records_url: format!("{}/records", base_url.trim_end_matches('/')),
+            calls: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
+            limits,
+            breaker: Arc::default(),
         }
     }
 
-    /// Records `entry`, carrying the current span's context and baggage.
+    /// Records `entry`, carrying the current span's context and baggage;
+    /// refuses at once when every call slot is taken or the breaker is open.
     pub async fn record(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
+        if self.paused() {
+            return Err(LedgerError::CircuitOpen);
+        }
+        let _slot = self.calls.try_acquire().map_err(|_| LedgerError::Busy)?;
+        let result = self.post(entry).await;
+        self.count(result.is_ok());
+        result
+    }
+
+    fn paused(&self) -> bool {
+        let breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        breaker
+            .open_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn count(&self, succeeded: bool) {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        if succeeded {
+            *breaker = Breaker::default();
+            return;
+        }
+        breaker.failures_in_a_row += 1;
+        if breaker.failures_in_a_row >= self.limits.breaker_failures {
+            breaker.failures_in_a_row = 0;
+            breaker.open_until = Some(Instant::now() + self.limits.breaker_open_for);
+            tracing::warn!(paused_for = ?self.limits.breaker_open_for, "the ledger keeps failing; calls are paused");
+        }
+    }
+
+    async fn post(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
         let mut headers = HeaderMap::new();
         propagation::inject_http(&propagation::current_context(), &mut headers);
         let response = self

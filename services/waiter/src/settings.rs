@@ -126,6 +126,25 @@ pub struct LedgerSettings {
     /// Time allowed for one call.
     #[serde(with = "settings::duration")]
     pub timeout: Duration,
+    /// Calls in flight at once; beyond that a wait is not recorded.
+    pub max_concurrent_calls: NonZeroUsize,
+    /// Failures in a row after which calls pause.
+    pub breaker_failures: std::num::NonZeroU32,
+    /// How long calls pause.
+    #[serde(with = "settings::duration")]
+    pub breaker_open_for: Duration,
+}
+
+impl LedgerSettings {
+    /// The client's limits.
+    pub fn limits(&self) -> crate::ledger::LedgerLimits {
+        crate::ledger::LedgerLimits {
+            timeout: self.timeout,
+            max_concurrent_calls: self.max_concurrent_calls.get(),
+            breaker_failures: self.breaker_failures.get(),
+            breaker_open_for: self.breaker_open_for,
+        }
+    }
 }
 
 /// Why the settings cannot run a waiter.

@@ -47,7 +47,7 @@ impl Stages {
                     .ledger
                     .url
                     .as_deref()
-                    .map(|url| ledger::LedgerClient::new(url, settings.ledger.timeout)),
+                    .map(|url| ledger::LedgerClient::new(url, settings.ledger.limits())),
                 metrics: metrics.clone(),
             }),
             producer: Arc::new(ProducerConfig {

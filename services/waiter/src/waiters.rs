@@ -10,7 +10,7 @@ use std::time::Instant;
 use kafka_kit::handoff::send_timed;
 use opentelemetry::KeyValue;
 use protocol::wire::{ReplyStatus, WaitReply};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -47,13 +47,11 @@ pub(crate) async fn run(
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        config.metrics.waits_in_flight.increment(1.0);
+        let slot = WaitSlot::take(permit, &config.metrics);
         let config = config.clone();
         let replies = replies.clone();
         tasks.spawn(async move {
-            let outgoing = serve(&config, work).await;
-            drop(permit);
-            config.metrics.waits_in_flight.decrement(1.0);
+            let outgoing = serve(&config, work, slot).await;
             let span = outgoing.span.clone();
             match send_timed(&replies, outgoing).await {
                 Ok(blocked) => {
@@ -73,7 +71,31 @@ pub(crate) async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn serve(config: &WaiterConfig, work: Work) -> Outgoing {
+/// One of the pool's `waiters` permits, held for the wait only: whatever
+/// comes after (the ledger call, the hand-off to a producer) runs without
+/// it, so a slow downstream never shrinks the pool.
+struct WaitSlot {
+    _permit: OwnedSemaphorePermit,
+    in_flight: metrics::Gauge,
+}
+
+impl WaitSlot {
+    fn take(permit: OwnedSemaphorePermit, metrics: &WaiterMetrics) -> Self {
+        metrics.waits_in_flight.increment(1.0);
+        Self {
+            _permit: permit,
+            in_flight: metrics.waits_in_flight.clone(),
+        }
+    }
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        self.in_flight.decrement(1.0);
+    }
+}
+
+async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Outgoing {
     let dequeued_at = Instant::now();
     let queue = dequeued_at - work.consumed_at;
     observe(&config.metrics.stage_queue, queue);
@@ -84,6 +106,7 @@ async fn serve(config: &WaiterConfig, work: Work) -> Outgoing {
     let request = &work.request;
     let (status, waited, error, ledger_recorded) = match &request.refusal {
         Some(refusal) => {
+            drop(slot);
             tracing::info!(parent: &work.span, correlation = %request.correlation, reason = %refusal, "refusing request");
             (
                 ReplyStatus::Error,
@@ -104,6 +127,7 @@ async fn serve(config: &WaiterConfig, work: Work) -> Outgoing {
                 let started = Instant::now();
                 tokio::time::sleep(request.requested.mul_f64(config.wait_scale)).await;
                 let waited = started.elapsed();
+                drop(slot);
                 let recorded = match &config.ledger {
                     None => None,
                     Some(ledger) => Some(record_in_ledger(config, ledger, &work, waited).await),
@@ -192,7 +216,7 @@ async fn record_in_ledger(
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, correlation = %work.request.correlation, "ledger did not record the wait");
-            config.metrics.failed("ledger");
+            config.metrics.failed(e.label());
             tracing::Span::current().add_event(
                 "ledger.failed",
                 vec![KeyValue::new("error.message", e.to_string())],

@@ -95,6 +95,12 @@ impl TestWaiter {
         self.running.stop().await.expect("waiter stops cleanly");
     }
 
+    /// Tells it to stop without waiting for the drain (its last calls may
+    /// still be hanging on a downstream).
+    pub fn begin_stop(&self) {
+        self.running.begin_stop();
+    }
+
     /// Partitions, route table.
     pub fn readiness(&self) -> &waiter::Readiness {
         self.running.readiness()

@@ -822,6 +822,53 @@ async fn each_completed_wait_is_posted_to_the_ledger_in_the_requests_trace() {
     waiter.stop().await;
 }
 
+/// A ledger that accepts every request and never answers; its base URL.
+async fn hanging_ledger() -> String {
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", hanging.local_addr().unwrap());
+    let hang = axum::Router::new().route(
+        "/records",
+        axum::routing::post(std::future::pending::<&'static str>),
+    );
+    tokio::spawn(async move { axum::serve(hanging, hang).await.unwrap() });
+    url
+}
+
+/// The ledger call never holds a wait permit: with two permits and a ledger
+/// that hangs for 20 s per call, a hundred 5 ms waits are all answered long
+/// before one permit could have been given back (held through the call,
+/// they would take 100 / 2 × 20 s). Calls beyond the ledger's slots are not
+/// made at all.
+#[tokio::test]
+async fn a_hung_ledger_does_not_stall_the_waiter() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let mut s = settings(&kafka, &topics);
+    s.waiter.waiters = count(2);
+    s.ledger.url = Some(hanging_ledger().await);
+    s.ledger.timeout = Duration::from_secs(20);
+    s.ledger.max_concurrent_calls = count(4);
+    let waiter = spawn_waiter(s).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    for i in 0..100 {
+        client.send_json(&format!("r-{i}"), 5).await;
+    }
+    let replies = client.collect(|r| r.len() >= 96).await;
+    assert!(replies.len() >= 96, "{} replies", replies.len());
+    assert!(
+        replies
+            .iter()
+            .map(reply_body)
+            .all(|b| b.ledger_recorded == Some(false)),
+        "every early reply says the wait was not recorded"
+    );
+    assert!(
+        waiter.metric("waiter_records_failed_total", &[("reason", "ledger_busy")]) >= 96.0,
+        "calls beyond the slots are not made"
+    );
+    waiter.begin_stop();
+}
+
 #[tokio::test]
 async fn a_ledger_that_is_down_or_too_slow_costs_no_reply() {
     let kafka = TestKafka::start().unwrap();
@@ -831,14 +878,7 @@ async fn a_ledger_that_is_down_or_too_slow_costs_no_reply() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    // A ledger that accepts the request and never answers.
-    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
-    let hang = axum::Router::new().route(
-        "/records",
-        axum::routing::post(std::future::pending::<&'static str>),
-    );
-    tokio::spawn(async move { axum::serve(hanging, hang).await.unwrap() });
+    let hanging_url = hanging_ledger().await;
 
     for url in [format!("http://127.0.0.1:{closed_port}"), hanging_url] {
         let mut s = settings(&kafka, &topics);
