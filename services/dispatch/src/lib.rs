@@ -28,9 +28,9 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
+use service_kit::HttpListener;
 use service_kit::{ApiError, HttpSettings, ServiceSettings};
 use tenancy::RegistrySettings;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -156,7 +156,7 @@ struct AppState {
 
 /// A built, not yet running, dispatch.
 pub struct Application {
-    listener: TcpListener,
+    listener: HttpListener,
     port: u16,
     state: AppState,
     replies: StreamConsumer,
@@ -298,7 +298,8 @@ impl ServiceApp for Application {
 
     /// Binds, creates the producer, assigns the reply reader at the current end.
     async fn build(settings: Settings) -> Result<Self, DispatchError> {
-        let (listener, port) = service_kit::bind(&settings.http).await?;
+        let listener = service_kit::bind(&settings.http).await?;
+        let port = listener.port();
         let producer: FutureProducer = settings
             .kafka
             .producer_config()

@@ -21,9 +21,9 @@ use opentelemetry::trace::TraceContextExt;
 use protocol::wire::{DispatchResponse, WaitReply, WaitRequestBody};
 use protocol::{Hops, Service, headers};
 use serde::{Deserialize, Serialize};
+use service_kit::HttpListener;
 use service_kit::{ApiError, HttpSettings, ServiceSettings};
 use tenancy::RouteTable;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Checked-in defaults.
@@ -104,7 +104,7 @@ struct AppState {
 
 /// A built, not yet running, gateway.
 pub struct Application {
-    listener: TcpListener,
+    listener: HttpListener,
     port: u16,
     state: AppState,
     catch_up: Duration,
@@ -240,7 +240,8 @@ impl ServiceApp for Application {
 
     /// Binds and starts the route table.
     async fn build(settings: Settings) -> Result<Self, GatewayError> {
-        let (listener, port) = service_kit::bind(&settings.http).await?;
+        let listener = service_kit::bind(&settings.http).await?;
+        let port = listener.port();
         let routes = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
         let timeout = settings.gateway.timeout;
         Ok(Self {

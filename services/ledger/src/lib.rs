@@ -16,8 +16,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
+use service_kit::HttpListener;
 use service_kit::{ApiError, HttpSettings};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Checked-in defaults.
@@ -107,7 +107,7 @@ async fn list(State(store): State<Store>, Query(filter): Query<Filter>) -> Json<
 
 /// A built, not yet running, ledger.
 pub struct Application {
-    listener: TcpListener,
+    listener: HttpListener,
     port: u16,
     settings: Settings,
 }
@@ -121,7 +121,8 @@ impl ServiceApp for Application {
 
     /// Binds the port.
     async fn build(settings: Settings) -> std::io::Result<Self> {
-        let (listener, port) = service_kit::bind(&settings.http).await?;
+        let listener = service_kit::bind(&settings.http).await?;
+        let port = listener.port();
         Ok(Self {
             listener,
             port,

@@ -39,8 +39,8 @@ use axum::routing::{get, put};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
+use service_kit::HttpListener;
 use tenancy::RouteTable;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Why the registry could not start.
@@ -69,7 +69,7 @@ struct Registry {
 
 /// A built, not yet running, registry.
 pub struct Application {
-    listener: TcpListener,
+    listener: HttpListener,
     port: u16,
     registry: Registry,
 }
@@ -119,7 +119,8 @@ impl ServiceApp for Application {
 
     /// Binds, connects, and reads `tenant-routes` up to its current end.
     async fn build(settings: Settings) -> Result<Self, TenantsError> {
-        let (listener, port) = service_kit::bind(&settings.http).await?;
+        let listener = service_kit::bind(&settings.http).await?;
+        let port = listener.port();
         let table = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
         table.caught_up(settings.routes.catch_up_timeout).await?;
         let producer: FutureProducer = settings

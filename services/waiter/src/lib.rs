@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
-use tokio::net::TcpListener;
+use service_kit::HttpListener;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -107,7 +107,7 @@ impl service_kit::Readiness for Readiness {
 
 /// A built, not yet running, waiter.
 pub struct Application {
-    listener: TcpListener,
+    listener: HttpListener,
     port: u16,
     settings: Settings,
     stages: Stages,
@@ -180,13 +180,14 @@ impl ServiceApp for Application {
 
     /// Binds the HTTP port, creates and subscribes the consumers, creates the producers.
     async fn build(settings: Settings) -> Result<Self, WaiterError> {
-        let (listener, port) =
+        let listener =
             service_kit::bind(&settings.http)
                 .await
                 .map_err(|source| WaiterError::Bind {
                     address: format!("{}:{}", settings.http.host, settings.http.port),
                     source,
                 })?;
+        let port = listener.port();
         let w = &settings.waiter;
         let group = settings.group_id();
         let routes = tenancy::RouteTable::start(&settings.kafka, &settings.routes.topic).await?;

@@ -30,9 +30,11 @@ macro_rules! global_allocator {
 pub use mimalloc;
 
 mod api_error;
+mod http;
 mod running;
 
 pub use api_error::ApiError;
+pub use http::{HttpLimits, HttpListener, HttpSettings, bind, serve};
 pub use running::RunningService;
 
 use std::future::Future;
@@ -43,7 +45,6 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// A service the kit can run: what its binary's `main` and the tests'
@@ -222,52 +223,6 @@ pub fn with_operations(
 ) -> Router {
     api.merge(operational_routes(readiness))
         .layer(propagation::HttpTraceLayer::new(service.as_str(), variant))
-}
-
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets
-/// in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-}
-
-/// The `http` section of a service's settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSettings {
-    /// Interface to bind.
-    pub host: String,
-    /// Port to bind; 0 picks a free one.
-    pub port: u16,
-}
-
-impl HttpSettings {
-    /// An ephemeral port on loopback: a service inside another program.
-    pub fn loopback_ephemeral() -> Self {
-        Self {
-            host: "127.0.0.1".into(),
-            port: 0,
-        }
-    }
-}
-
-/// Binds `settings`, returning the listener and the port actually bound.
-pub async fn bind(settings: &HttpSettings) -> std::io::Result<(TcpListener, u16)> {
-    let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-        .await
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot bind {}:{}: {e}", settings.host, settings.port),
-            )
-        })?;
-    let port = listener.local_addr()?.port();
-    Ok((listener, port))
 }
 
 /// Always ready; for services with nothing to wait for.

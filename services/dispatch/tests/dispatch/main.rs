@@ -102,6 +102,21 @@ async fn bad_bodies_are_refused_with_a_message() {
     assert_eq!(empty.status(), 400);
     let body: serde_json::Value = empty.json().await.unwrap();
     assert_eq!(body["error"], "`name` must not be empty");
+    // Too large for the reply to carry: refused before anything is published.
+    let long_name = client
+        .post(format!("{base}/wait"))
+        .json(&json!({"name": "x".repeat(2000)}))
+        .sent()
+        .await;
+    assert_eq!(long_name.status(), 413);
+    let body: serde_json::Value = long_name.json().await.unwrap();
+    assert_eq!(body["error"], "`name` is longer than 1024 bytes");
+    let huge_body = client
+        .post(format!("{base}/wait"))
+        .json(&json!({"name": "x", "padding": "p".repeat(200_000)}))
+        .sent()
+        .await;
+    assert_eq!(huge_body.status(), 413, "over the body limit");
     dispatch.stop().await.unwrap();
 }
 

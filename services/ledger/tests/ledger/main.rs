@@ -107,3 +107,85 @@ async fn the_oldest_entries_are_dropped_at_capacity() {
     assert_eq!(ids, ["b", "c"]);
     ledger.stop().await.unwrap();
 }
+
+/// A ledger process with only 256 file descriptors, flooded with 1,000
+/// connections that never finish their headers: it keeps answering normal
+/// requests, because half-sent requests are closed after the header read
+/// timeout and connections beyond the cap wait in the backlog instead of
+/// exhausting descriptors (before, `accept` failed with "Too many open
+/// files" and normal requests timed out).
+#[tokio::test]
+async fn half_sent_requests_cannot_exhaust_the_server() {
+    use std::os::unix::process::CommandExt;
+    use tokio::io::AsyncWriteExt;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"));
+    command
+        .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
+        .env("WAITER_BUS__HTTP__PORT", port.to_string())
+        .env("WAITER_BUS__HTTP__LIMITS__HEADER_READ_TIMEOUT", "1s")
+        .env("WAITER_BUS__HTTP__LIMITS__MAX_CONNECTIONS", "128")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    testkit::eventually(
+        "the ledger answers",
+        std::time::Duration::from_secs(30),
+        || {
+            let request = client.get(format!("{base}/healthz")).send();
+            async move { request.await.ok().filter(|r| r.status().is_success()) }
+        },
+    )
+    .await
+    .unwrap();
+
+    let mut half_open = Vec::new();
+    for _ in 0..1000 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /records HTTP/1.1\r\nHost: x")
+            .await
+            .unwrap();
+        half_open.push(stream);
+    }
+    for i in 0..5 {
+        let status = client
+            .post(format!("{base}/records"))
+            .json(&entry(&format!("normal-{i}"), None))
+            .sent()
+            .await
+            .status();
+        assert_eq!(
+            status, 201,
+            "normal request {i} while 1,000 half-open connections sit there"
+        );
+    }
+    drop(half_open);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
