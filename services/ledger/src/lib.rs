@@ -3,9 +3,12 @@
 //! back, filtered by tenant, for the demo and the tests.
 //!
 //! Start with [`Application`]; [`router`] is the HTTP API:
-//! `POST /records` takes a [`LedgerEntry`], `GET /records?tenant=ID` lists
-//! them (oldest first; `tenant=` with no value lists production traffic).
-//! Entries live in memory, bounded by `ledger.capacity`.
+//! `POST /records` takes a [`LedgerEntry`] (with `Authorization: Bearer`
+//! when `ledger.token` is set), `GET /records?tenant=ID` lists them, oldest
+//! first, a page at a time (`limit`, default 1,000; `after` = the previous
+//! page's `ledger-next-after` header; `tenant=` with no value lists
+//! production traffic). Entries live in memory, bounded by
+//! `ledger.capacity` entries and `ledger.max_bytes` bytes.
 
 use service_kit::ServiceApp;
 use std::collections::VecDeque;
@@ -13,10 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State, rejection::JsonRejection};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use service_kit::HttpListener;
+use service_kit::auth::{BearerToken, require_bearer};
 use service_kit::{ApiError, HttpSettings};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +44,10 @@ pub struct Settings {
 pub struct LedgerSettings {
     /// Entries kept; the oldest are dropped first.
     pub capacity: usize,
+    /// Bytes of entries kept (their JSON size); the oldest are dropped first.
+    pub max_bytes: usize,
+    /// When set, `POST /records` needs `Authorization: Bearer <token>`.
+    pub token: Option<settings::Secret>,
 }
 
 impl Settings {
@@ -50,28 +59,54 @@ impl Settings {
 
 pub use protocol::wire::LedgerEntry;
 
-/// The in-memory store.
+/// The in-memory store: entries in arrival order, each with its sequence
+/// number (the paging cursor) and size, within a count and a byte budget.
 #[derive(Clone)]
 struct Store {
-    // One lock around a bounded deque: appends and scans are both short.
-    entries: Arc<Mutex<VecDeque<LedgerEntry>>>,
+    // One lock around a bounded deque: appends and page scans are short.
+    inner: Arc<Mutex<Entries>>,
     capacity: usize,
+    max_bytes: usize,
 }
 
-/// `GET /records` filter.
+#[derive(Default)]
+struct Entries {
+    kept: VecDeque<(u64, usize, LedgerEntry)>,
+    bytes: usize,
+    next_seq: u64,
+}
+
+/// The most entries one `GET /records` returns, and the default.
+const PAGE_MAX: usize = 10_000;
+const PAGE_DEFAULT: usize = 1_000;
+
+/// The response header naming the cursor of the next page, when there is one.
+pub const NEXT_PAGE_HEADER: &str = "ledger-next-after";
+
+/// `GET /records` query: a tenant filter and a page.
 #[derive(Debug, Deserialize)]
 struct Filter {
     tenant: Option<String>,
+    /// Only entries after this cursor (a previous page's `ledger-next-after`).
+    after: Option<u64>,
+    limit: Option<usize>,
 }
 
-/// The HTTP API.
-pub fn router(capacity: usize) -> Router {
+/// The HTTP API: entries within `settings`' count and byte budgets, writes
+/// behind `settings.token` when one is set.
+pub fn router(settings: &LedgerSettings) -> Router {
     let store = Store {
-        entries: Arc::new(Mutex::new(VecDeque::new())),
-        capacity: capacity.max(1),
+        inner: Arc::default(),
+        capacity: settings.capacity.max(1),
+        max_bytes: settings.max_bytes.max(1),
     };
+    let mut write = post(record);
+    if let Some(token) = &settings.token {
+        let token = BearerToken::new(token, protocol::Service::Ledger);
+        write = write.route_layer(axum::middleware::from_fn_with_state(token, require_bearer));
+    }
     Router::new()
-        .route("/records", post(record).get(list))
+        .route("/records", write.get(list))
         .with_state(store)
 }
 
@@ -83,26 +118,47 @@ async fn record(
     if entry.request_id.trim().is_empty() {
         return Err(ApiError::bad_request("`request_id` must not be empty"));
     }
-    let mut entries = store.entries.lock().unwrap_or_else(|e| e.into_inner());
-    if entries.len() == store.capacity {
-        entries.pop_front();
+    let size = serde_json::to_vec(&entry).map_or(0, |json| json.len());
+    let mut entries = store.inner.lock().unwrap_or_else(|e| e.into_inner());
+    while !entries.kept.is_empty()
+        && (entries.kept.len() >= store.capacity || entries.bytes + size > store.max_bytes)
+    {
+        if let Some((_, dropped, _)) = entries.kept.pop_front() {
+            entries.bytes -= dropped;
+        }
         metrics::counter!("ledger_entries_dropped_total").increment(1);
     }
-    entries.push_back(entry);
+    let seq = entries.next_seq;
+    entries.next_seq += 1;
+    entries.bytes += size;
+    entries.kept.push_back((seq, size, entry));
+    metrics::gauge!("ledger_bytes").set(entries.bytes as f64);
     metrics::counter!("ledger_entries_recorded_total").increment(1);
     Ok(StatusCode::CREATED)
 }
 
-async fn list(State(store): State<Store>, Query(filter): Query<Filter>) -> Json<Vec<LedgerEntry>> {
-    let entries = store.entries.lock().unwrap_or_else(|e| e.into_inner());
+async fn list(State(store): State<Store>, Query(filter): Query<Filter>) -> impl IntoResponse {
+    let limit = filter.limit.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX);
     let wanted = filter.tenant.map(|t| Some(t).filter(|t| !t.is_empty()));
-    Json(
-        entries
-            .iter()
-            .filter(|e| wanted.as_ref().is_none_or(|w| &e.tenant == w))
-            .cloned()
-            .collect(),
-    )
+    let entries = store.inner.lock().unwrap_or_else(|e| e.into_inner());
+    let mut matching = entries
+        .kept
+        .iter()
+        .filter(|(seq, _, _)| filter.after.is_none_or(|after| *seq > after))
+        .filter(|(_, _, e)| wanted.as_ref().is_none_or(|w| &e.tenant == w));
+    let page: Vec<(u64, LedgerEntry)> = matching
+        .by_ref()
+        .take(limit)
+        .map(|(seq, _, entry)| (*seq, entry.clone()))
+        .collect();
+    let more = matching.next().is_some();
+    drop(entries);
+    let mut headers = axum::http::HeaderMap::new();
+    if more && let Some((last, _)) = page.last() {
+        headers.insert(NEXT_PAGE_HEADER, (*last).into());
+    }
+    let page: Vec<LedgerEntry> = page.into_iter().map(|(_, entry)| entry).collect();
+    (headers, Json(page))
 }
 
 /// A built, not yet running, ledger.
@@ -138,7 +194,7 @@ impl ServiceApp for Application {
     /// Serves until `shutdown` is cancelled.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let app = service_kit::with_operations(
-            router(self.settings.ledger.capacity),
+            router(&self.settings.ledger),
             protocol::Service::Ledger,
             protocol::BASELINE,
             Arc::new(service_kit::AlwaysReady),

@@ -1,5 +1,5 @@
 //! The HTTP handlers: tenants and variants, read and written. Mutations
-//! reach them only through [`crate::auth::require_token`].
+//! reach them only through `service_kit::auth::require_bearer`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

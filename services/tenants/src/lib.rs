@@ -18,11 +18,10 @@
 //! variant registers after its partitions are assigned, so no tenant record
 //! is produced into a gap no consumer is reading.
 //!
-//! Inside: `handlers` (the routes above), `auth` (the token check, a layer
+//! Inside: `handlers` (the routes above), the token check (a layer
 //! on the mutating routes only), `groups` (deleting a deleted tenant's
 //! consumer groups once they are empty) and `settings`.
 
-mod auth;
 mod groups;
 mod handlers;
 mod settings;
@@ -32,6 +31,7 @@ pub use handlers::Deleted;
 pub use settings::{DEFAULTS, Settings, TenantsSettings};
 
 use service_kit::ServiceApp;
+use service_kit::auth::{BearerToken, require_bearer};
 use std::sync::Arc;
 
 use axum::Router;
@@ -83,8 +83,8 @@ impl Application {
 
 fn router_with(registry: Registry) -> Router {
     use handlers::*;
-    let token: Arc<str> = registry.settings.token.expose().into();
-    let authorized = axum::middleware::from_fn_with_state(token, auth::require_token);
+    let token = BearerToken::new(&registry.settings.token, protocol::Service::Tenants);
+    let authorized = axum::middleware::from_fn_with_state(token, require_bearer);
     Router::new()
         .route("/tenants", get(list_tenants))
         .route(

@@ -68,13 +68,15 @@ pub struct LedgerClient {
     client: reqwest::Client,
     records_url: String,
     limits: LedgerLimits,
+    token: Option<settings::Secret>,
     calls: Arc<Semaphore>,
     breaker: Arc<Mutex<Breaker>>,
 }
 
 impl LedgerClient {
-    /// A client for the ledger at `base_url` within `limits`.
-    pub fn new(base_url: &str, limits: LedgerLimits) -> Self {
+    /// A client for the ledger at `base_url` within `limits`, sending
+    /// `token` when the ledger requires one.
+    pub fn new(base_url: &str, limits: LedgerLimits, token: Option<settings::Secret>) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .timeout(limits.timeout)
@@ -83,6 +85,7 @@ impl LedgerClient {
             records_url: format!("{}/records", base_url.trim_end_matches('/')),
             calls: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
             limits,
+            token,
             breaker: Arc::default(),
         }
     }
@@ -123,13 +126,11 @@ impl LedgerClient {
     async fn post(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
         let mut headers = HeaderMap::new();
         propagation::inject_http(&propagation::current_context(), &mut headers);
-        let response = self
-            .client
-            .post(&self.records_url)
-            .headers(headers)
-            .json(entry)
-            .send()
-            .await?;
+        let mut request = self.client.post(&self.records_url).headers(headers);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        let response = request.json(entry).send().await?;
         if response.status().is_success() {
             Ok(())
         } else {

@@ -133,6 +133,8 @@ pub struct LedgerSettings {
     /// How long calls pause.
     #[serde(with = "settings::duration")]
     pub breaker_open_for: Duration,
+    /// Sent as `Authorization: Bearer` when the ledger requires one.
+    pub token: Option<settings::Secret>,
 }
 
 impl LedgerSettings {

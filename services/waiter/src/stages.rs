@@ -43,11 +43,13 @@ impl Stages {
                 waiters: w.waiters.get(),
                 wait_scale: w.wait_scale,
                 behaviour: (w.wait_scale != 1.0).then(|| format!("wait_scale={}", w.wait_scale)),
-                ledger: settings
-                    .ledger
-                    .url
-                    .as_deref()
-                    .map(|url| ledger::LedgerClient::new(url, settings.ledger.limits())),
+                ledger: settings.ledger.url.as_deref().map(|url| {
+                    ledger::LedgerClient::new(
+                        url,
+                        settings.ledger.limits(),
+                        settings.ledger.token.clone(),
+                    )
+                }),
                 metrics: metrics.clone(),
             }),
             producer: Arc::new(ProducerConfig {

@@ -30,6 +30,7 @@ macro_rules! global_allocator {
 pub use mimalloc;
 
 mod api_error;
+pub mod auth;
 mod http;
 mod running;
 

@@ -6,9 +6,13 @@ use service_kit::RunningService;
 use testkit::http::RequestExt;
 
 async fn start(capacity: usize) -> (String, RunningService) {
-    testkit::telemetry();
     let mut settings = Settings::for_tests();
     settings.ledger.capacity = capacity;
+    start_with(settings).await
+}
+
+async fn start_with(settings: Settings) -> (String, RunningService) {
+    testkit::telemetry();
     let ledger = RunningService::start::<Application>(settings)
         .await
         .unwrap();
@@ -114,6 +118,95 @@ async fn the_oldest_entries_are_dropped_at_capacity() {
 /// timeout and connections beyond the cap wait in the backlog instead of
 /// exhausting descriptors (before, `accept` failed with "Too many open
 /// files" and normal requests timed out).
+/// Memory is bounded by bytes, not only by count: fifty 30 KB entries into
+/// a 200 KB budget keep only the newest few.
+#[tokio::test]
+async fn the_store_is_bounded_by_bytes() {
+    let mut settings = Settings::for_tests();
+    settings.ledger.max_bytes = 200_000;
+    let (base, ledger) = start_with(settings).await;
+    let client = reqwest::Client::new();
+    for i in 0..50 {
+        let mut big = entry(&format!("big-{i}"), None);
+        big["trace_id"] = json!("t".repeat(30_000));
+        let status = client
+            .post(format!("{base}/records"))
+            .json(&big)
+            .sent()
+            .await
+            .status();
+        assert_eq!(status, 201);
+    }
+    let kept: Vec<serde_json::Value> = client.get(format!("{base}/records")).fetch_json().await;
+    assert!((1..=6).contains(&kept.len()), "{} kept", kept.len());
+    assert_eq!(
+        kept.last().unwrap()["request_id"],
+        "big-49",
+        "the newest stay"
+    );
+    ledger.stop().await.unwrap();
+}
+
+/// `GET /records` comes a page at a time: `limit` entries and, when there
+/// are more, a cursor for the next page.
+#[tokio::test]
+async fn records_come_a_page_at_a_time() {
+    let (base, ledger) = start(100).await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        client
+            .post(format!("{base}/records"))
+            .json(&entry(&format!("e-{i}"), None))
+            .sent()
+            .await;
+    }
+    let mut seen = Vec::new();
+    let mut query = "limit=2".to_string();
+    loop {
+        let response = client.get(format!("{base}/records?{query}")).sent().await;
+        let next = response
+            .headers()
+            .get(ledger::NEXT_PAGE_HEADER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let page: Vec<serde_json::Value> = response.json().await.unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(
+            page.iter()
+                .map(|e| e["request_id"].as_str().unwrap().to_string()),
+        );
+        match next {
+            Some(after) => query = format!("limit=2&after={after}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["e-0", "e-1", "e-2", "e-3", "e-4"]);
+    ledger.stop().await.unwrap();
+}
+
+/// With a token set, writes need it; reads do not.
+#[tokio::test]
+async fn writes_can_require_a_token() {
+    let mut settings = Settings::for_tests();
+    settings.ledger.token = Some(settings::Secret::new("ledger-secret"));
+    let (base, ledger) = start_with(settings).await;
+    let client = reqwest::Client::new();
+    let write = |token: Option<&'static str>| {
+        let mut request = client
+            .post(format!("{base}/records"))
+            .json(&entry("t", None));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.sent()
+    };
+    assert_eq!(write(None).await.status(), 401);
+    assert_eq!(write(Some("guess")).await.status(), 403);
+    assert_eq!(write(Some("ledger-secret")).await.status(), 201);
+    let read = client.get(format!("{base}/records")).sent().await;
+    assert_eq!(read.status(), 200);
+    ledger.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn half_sent_requests_cannot_exhaust_the_server() {
     use std::os::unix::process::CommandExt;

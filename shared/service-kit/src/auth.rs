@@ -1,0 +1,65 @@
+//! Bearer tokens for the routes that change state (the registry's
+//! mutations, the ledger's writes), as a route layer.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use subtle::ConstantTimeEq;
+
+use crate::ApiError;
+
+/// The token shipped in the checked-in defaults; a service that runs with it
+/// says so loudly at start-up.
+pub const DEFAULT_TOKEN: &str = "dev-token";
+
+/// The token a route layer checks.
+#[derive(Clone)]
+pub struct BearerToken(Arc<str>);
+
+impl BearerToken {
+    /// Checks requests against `token`; warns when it is the default one.
+    pub fn new(token: &settings::Secret, service: protocol::Service) -> Self {
+        if token.expose() == DEFAULT_TOKEN {
+            tracing::warn!(
+                %service,
+                "the bearer token is the default `{DEFAULT_TOKEN}`: anyone who has read the README can change this service's state; set a token of your own"
+            );
+        }
+        Self(token.expose().into())
+    }
+
+    fn accepts(&self, presented: &str) -> bool {
+        // Constant time: how long a guess takes says nothing about how much
+        // of it was right.
+        presented.as_bytes().ct_eq(self.0.as_bytes()).into()
+    }
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>`: 401
+/// without one, 403 with another. Use with
+/// `axum::middleware::from_fn_with_state(token, require_bearer)`.
+pub async fn require_bearer(
+    State(token): State<BearerToken>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this needs `Authorization: Bearer <token>`",
+        )),
+        Some(presented) if token.accepts(presented) => Ok(next.run(request).await),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the bearer token is not valid",
+        )),
+    }
+}
