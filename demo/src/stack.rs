@@ -22,6 +22,9 @@ pub struct StackOptions {
     /// Whether the gateway believes the tenant in a client's `baggage`
     /// (an edge behind a trusted proxy) or routes everyone to the baseline.
     pub trust_incoming_baggage: bool,
+    /// With `trust_incoming_baggage` false: callers presenting this bearer
+    /// token may still name their tenant.
+    pub baggage_token: Option<String>,
     /// The gateway's port; 0 for any free one.
     pub gateway_port: u16,
     /// How a variant's waiter differs from the baseline's: it scales every
@@ -95,6 +98,7 @@ impl Default for StackOptions {
         Self {
             token: "dev-token".into(),
             trust_incoming_baggage: true,
+            baggage_token: None,
             gateway_port: 0,
             variant_wait_scale: 0.5,
             names: StackNames::default(),
@@ -163,6 +167,11 @@ impl Stack {
         let mut gateway_settings = gateway::Settings::defaults_with(kafka, &dispatch);
         gateway_settings.http.port = stack.options.gateway_port;
         gateway_settings.gateway.trust_incoming_baggage = stack.options.trust_incoming_baggage;
+        gateway_settings.gateway.baggage_token = stack
+            .options
+            .baggage_token
+            .as_deref()
+            .map(settings::Secret::new);
         gateway_settings.routes.topic = stack.options.names.routes.clone();
         let gateway = gateway::Application::build(gateway_settings)
             .await

@@ -595,3 +595,36 @@ fn every_apache_kafka_image_is_the_version_kafka_dev_runs() {
         );
     }
 }
+
+/// The published gateway believes tenant baggage only from callers with its
+/// token, and the ledger's writes need a token the waiters present, in
+/// Compose and in Kubernetes alike.
+#[test]
+fn the_published_edge_believes_no_one_and_ledger_writes_need_a_token() {
+    let compose = Compose::load(&["docker-compose.yml", "deploy/compose/tenant.yml"]);
+    let env = |service: &str| files::compose_environment(&compose.services[service]["environment"]);
+    let gateway = env("gateway");
+    assert_eq!(
+        gateway["WAITER_BUS__GATEWAY__TRUST_INCOMING_BAGGAGE"],
+        "false"
+    );
+    assert!(gateway.contains_key("WAITER_BUS__GATEWAY__BAGGAGE_TOKEN"));
+    let token = &env("ledger")["WAITER_BUS__LEDGER__TOKEN"];
+    for waiter in ["waiter", "waiter-tenant"] {
+        assert_eq!(&env(waiter)["WAITER_BUS__LEDGER__TOKEN"], token, "{waiter}");
+    }
+
+    let kustomization = Kustomization::load(&root().join("deploy/k8s/base"));
+    let gateway = kustomization.container_of("gateway").environment();
+    assert_eq!(
+        gateway["WAITER_BUS__GATEWAY__TRUST_INCOMING_BAGGAGE"],
+        "false"
+    );
+    for owner in ["ledger", "waiter"] {
+        let environment = kustomization.container_of(owner).environment();
+        assert!(
+            environment.contains_key("WAITER_BUS__LEDGER__TOKEN"),
+            "{owner} has the ledger token"
+        );
+    }
+}

@@ -38,6 +38,8 @@ impl Stack {
         let options = demo::StackOptions {
             token: TOKEN.into(),
             trust_incoming_baggage,
+            // Only for a gateway that does not trust everyone.
+            baggage_token: (!trust_incoming_baggage).then(|| TOKEN.into()),
             names,
             ..demo::StackOptions::default()
         };

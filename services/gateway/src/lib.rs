@@ -51,8 +51,13 @@ pub struct Settings {
 pub struct GatewaySettings {
     /// The baseline dispatch.
     pub dispatch_url: String,
-    /// Honour the caller's `tenant` baggage.
+    /// Honour every caller's `tenant` baggage (an edge behind a trusted
+    /// proxy). When false, only callers presenting `baggage_token` are
+    /// believed; everyone else goes to the baseline.
     pub trust_incoming_baggage: bool,
+    /// A caller with `Authorization: Bearer <baggage_token>` may name its
+    /// tenant even when `trust_incoming_baggage` is false.
+    pub baggage_token: Option<settings::Secret>,
     /// How long to wait for dispatch.
     #[serde(with = "settings::duration")]
     pub timeout: Duration,
@@ -99,7 +104,28 @@ struct AppState {
     variant: Arc<str>,
     baseline_dispatch: Arc<str>,
     trust_incoming_baggage: bool,
+    baggage_token: Option<Arc<settings::Secret>>,
     timeout: Duration,
+}
+
+impl AppState {
+    /// Whether this request's baggage may name a tenant.
+    fn believes(&self, headers: &HeaderMap) -> bool {
+        if self.trust_incoming_baggage {
+            return true;
+        }
+        let Some(token) = &self.baggage_token else {
+            return false;
+        };
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|presented| {
+                subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), token.expose().as_bytes())
+                    .into()
+            })
+    }
 }
 
 /// A built, not yet running, gateway.
@@ -119,13 +145,21 @@ impl Application {
 
 async fn wait(
     State(state): State<AppState>,
+    request_headers: HeaderMap,
     body: Result<Json<WaitRequestBody>, JsonRejection>,
 ) -> Result<Json<GatewayResponse>, ApiError> {
     let Json(body) = body?;
     let incoming = propagation::current_context();
     let trace_id = incoming.span().span_context().trace_id().to_string();
-    let (tenant, outgoing) = if state.trust_incoming_baggage {
-        (propagation::tenant(&incoming), incoming)
+    let routes = state.routes.snapshot();
+    // Only a believed caller naming a known tenant keeps its baggage: an
+    // unknown tenant string would otherwise reach every span (and the
+    // metrics made from them) as a label value of its own.
+    let tenant = propagation::tenant(&incoming)
+        .filter(|_| state.believes(&request_headers))
+        .filter(|t| routes.tenant(t).is_some());
+    let (tenant, outgoing) = if tenant.is_some() {
+        (tenant, incoming)
     } else {
         // Keep the trace, drop the caller's baggage: an untrusted caller
         // cannot name a tenant, so everything goes to the baseline.
@@ -135,7 +169,6 @@ async fn wait(
             opentelemetry::Context::new().with_remote_span_context(span_context),
         )
     };
-    let routes = state.routes.snapshot();
     let label = tenant
         .as_deref()
         .and_then(|t| routes.variant_for(t, protocol::Service::Dispatch.as_str()));
@@ -257,6 +290,7 @@ impl ServiceApp for Application {
                 variant: settings.service.variant.into(),
                 baseline_dispatch: settings.gateway.dispatch_url.trim_end_matches('/').into(),
                 trust_incoming_baggage: settings.gateway.trust_incoming_baggage,
+                baggage_token: settings.gateway.baggage_token.map(Arc::new),
                 timeout,
             },
         })
