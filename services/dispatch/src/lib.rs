@@ -6,7 +6,8 @@
 //! its current end (no consumer group: every dispatch instance sees every
 //! reply and completes only the requests it is waiting for, ignoring the
 //! rest). A request carries `correlation`, `responseTopic`, `traceparent`,
-//! `baggage` and the `waiter-bus-hops` header; the caller gets the waiter's
+//! `baggage` and the `waiter-bus-hops` header (begun here: a caller's own hops are
+//! not believed); the caller gets the waiter's
 //! reply, or 504 when none arrives within `reply_timeout_ms`, or 503 when the
 //! broker does not take the request.
 
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{State, rejection::JsonRejection};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
@@ -199,7 +200,6 @@ async fn complete_replies(replies: StreamConsumer, pending: Pending, stop: Cance
 
 async fn wait(
     State(state): State<AppState>,
-    incoming: HeaderMap,
     body: Result<Json<WaitRequestBody>, JsonRejection>,
 ) -> Result<Json<DispatchResponse>, ApiError> {
     let Json(body) = body?;
@@ -216,11 +216,9 @@ async fn wait(
     let correlation = uuid::Uuid::new_v4().to_string();
     let (_pending, reply_rx) = PendingGuard::register(&state.pending, &correlation);
 
-    let hops = incoming
-        .get(headers::HOPS)
-        .and_then(|v| v.to_str().ok())
-        .map(Hops::parse)
-        .unwrap_or_default()
+    // The hops start here: a caller's own `waiter-bus-hops` is not
+    // believed (anyone could claim `gateway=evil` and reach the ledger).
+    let hops = Hops::new()
         .then(Service::Dispatch, &state.variant)
         .to_header();
     let payload = serde_json::to_vec(&body).expect("a request always serialises");

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
 use opentelemetry::trace::TraceContextExt;
 use protocol::wire::{DispatchResponse, WaitReply, WaitRequestBody};
-use protocol::{Hops, Service, headers};
+use protocol::{Hops, Service};
 use serde::{Deserialize, Serialize};
 use service_kit::HttpListener;
 use service_kit::{ApiError, HttpSettings, ServiceSettings};
@@ -197,12 +197,6 @@ async fn wait(
         .http
         .post(&url)
         .headers(outgoing_headers)
-        .header(
-            headers::HOPS,
-            Hops::new()
-                .then(Service::Gateway, &state.variant)
-                .to_header(),
-        )
         .json(&body)
         .send()
         .await

@@ -45,7 +45,7 @@ async fn a_request_is_answered_with_the_waiters_reply() {
     let base = dispatch.url();
     let response = reqwest::Client::new()
         .post(format!("{base}/wait"))
-        .header("waiter-bus-hops", "gateway=baseline")
+        .header("waiter-bus-hops", "gateway=evil")
         .json(&json!({"name": "Ada", "wait_ms": 20}))
         .sent()
         .await;
@@ -55,6 +55,18 @@ async fn a_request_is_answered_with_the_waiters_reply() {
     assert_eq!(body.reply.correlation, body.correlation);
     assert_eq!(body.dispatch_variant, "baseline");
     assert!(body.reply.waited_ms >= 20);
+    // The request on Kafka names only the hops dispatch vouches for.
+    let reader = testkit::reader(&kafka, &[&topics.requests]);
+    let mut requests = reader.stream();
+    let request = futures_lite::StreamExt::next(&mut requests)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        protocol::headers::last_str(rdkafka::Message::headers(&request), "waiter-bus-hops"),
+        Some("dispatch=baseline"),
+        "a caller's hops are not believed"
+    );
     dispatch.stop().await.unwrap();
     waiter.stop().await.unwrap();
 }
