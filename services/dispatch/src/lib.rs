@@ -8,7 +8,7 @@
 //! rest). A request carries `correlation`, `responseTopic`, `traceparent`,
 //! `baggage` and the `waiter-bus-hops` header (begun here: a caller's own hops are
 //! not believed); the caller gets the waiter's
-//! reply, or 504 when none arrives within `reply_timeout_ms`, or 503 when the
+//! reply, or 504 when none arrives within `reply_timeout`, or 503 when the
 //! broker does not take the request.
 
 use service_kit::ServiceApp;
