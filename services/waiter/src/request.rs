@@ -168,6 +168,77 @@ pub fn is_legal_topic(name: &str) -> bool {
 }
 
 #[cfg(test)]
+mod fuzz {
+    //! Any record the broker can hold: never a panic, and whatever is
+    //! served can be answered (a legal reply topic that is not the request
+    //! topic, a bounded name).
+    use proptest::prelude::*;
+    use rdkafka::message::{Header, OwnedHeaders};
+
+    use super::*;
+
+    const TOPICS: Topics<'static> = Topics {
+        request: "Waiter-Requests",
+        default_response: "Waiter-Responses",
+    };
+    const LIMITS: RequestLimits = RequestLimits {
+        default_wait: Duration::from_millis(500),
+        max_wait: Duration::from_secs(60),
+    };
+
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("correlation".to_string()),
+            Just("responseTopic".to_string()),
+            Just("waiter-bus-reply".to_string()),
+            "[a-zA-Z.-]{1,12}",
+        ]
+    }
+
+    fn header_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40),
+            Just(b"Waiter-Requests".to_vec()),
+            "[A-Za-z0-9._-]{0,260}".prop_map(String::into_bytes),
+        ]
+    }
+
+    fn payload() -> impl Strategy<Value = Option<Vec<u8>>> {
+        prop_oneof![
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+            (".{0,1100}", any::<Option<u64>>()).prop_map(|(name, wait)| {
+                Some(
+                    serde_json::to_vec(&serde_json::json!({"name": name, "wait_ms": wait}))
+                        .unwrap(),
+                )
+            }),
+            "\\PC{0,50}".prop_map(|text| Some(text.into_bytes())),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_record_is_served_refused_or_dead_lettered(
+            headers in proptest::collection::vec((header_name(), header_value()), 0..6),
+            payload in payload(),
+        ) {
+            let owned = headers.iter().fold(OwnedHeaders::new(), |acc, (key, value)| {
+                acc.insert(Header { key: key.as_str(), value: Some(value.as_slice()) })
+            });
+            if let Ok(request) = parse(Some(&owned), payload.as_deref(), TOPICS, LIMITS) {
+                prop_assert!(is_legal_topic(&request.response_topic));
+                prop_assert_ne!(request.response_topic.as_str(), TOPICS.request);
+                prop_assert!(request.name.len() <= MAX_NAME_BYTES);
+                if request.refusal.is_none() {
+                    prop_assert!(request.requested <= LIMITS.max_wait);
+                    prop_assert!(!request.name.trim().is_empty());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use rdkafka::message::{Header, OwnedHeaders};

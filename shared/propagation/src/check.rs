@@ -141,6 +141,47 @@ pub fn check_baggage(value: &str) -> Result<(), Rejection> {
 }
 
 #[cfg(test)]
+mod fuzz {
+    //! Any bytes in a propagation header: never a panic, and whatever is
+    //! accepted is within the limits and well formed.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn header_name() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just("traceparent"), Just("tracestate"), Just("baggage")]
+    }
+
+    fn near_valid() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            "[0-9a-f-]{0,70}".prop_map(String::into_bytes),
+            "([a-z=;, ]{0,12}){0,80}".prop_map(String::into_bytes),
+            Just(vec![b'a'; MAX_BAGGAGE_BYTES + 1]),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_value_is_accepted_within_limits_or_refused(
+            name in header_name(),
+            bytes in near_valid(),
+        ) {
+            if let Ok(value) = check_header(name, &bytes) {
+                prop_assert!(value.len() <= MAX_BAGGAGE_BYTES.max(MAX_TRACESTATE_BYTES));
+                if name == "baggage" {
+                    let members = value.split(',').filter(|m| !m.trim().is_empty()).count();
+                    prop_assert!(members <= MAX_BAGGAGE_MEMBERS);
+                }
+                if name == "traceparent" {
+                    prop_assert!(value.trim().len() >= 55);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
