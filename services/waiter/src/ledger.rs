@@ -56,10 +56,14 @@ pub struct LedgerLimits {
     pub breaker_open_for: Duration,
 }
 
+/// Closed (calls go through), open (`open_until` ahead: none do), or half
+/// open (`open_until` passed: one probe call goes through, and its outcome
+/// closes or reopens the breaker).
 #[derive(Debug, Default)]
 struct Breaker {
     failures_in_a_row: u32,
     open_until: Option<Instant>,
+    probing: bool,
 }
 
 /// Posts completed waits to `{base}/records` with the trace context.
@@ -93,33 +97,48 @@ impl LedgerClient {
     /// Records `entry`, carrying the current span's context and baggage;
     /// refuses at once when every call slot is taken or the breaker is open.
     pub async fn record(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
-        if self.paused() {
-            return Err(LedgerError::CircuitOpen);
-        }
-        let _slot = self.calls.try_acquire().map_err(|_| LedgerError::Busy)?;
+        let probe = self.admit()?;
+        let Ok(_slot) = self.calls.try_acquire() else {
+            self.count(probe, None);
+            return Err(LedgerError::Busy);
+        };
         let result = self.post(entry).await;
-        self.count(result.is_ok());
+        self.count(probe, Some(result.is_ok()));
         result
     }
 
-    fn paused(&self) -> bool {
-        let breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        breaker
-            .open_until
-            .is_some_and(|until| Instant::now() < until)
+    /// Whether a call may go out, and whether it is the half-open probe.
+    fn admit(&self) -> Result<bool, LedgerError> {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        match breaker.open_until {
+            None => Ok(false),
+            Some(until) if Instant::now() < until || breaker.probing => {
+                Err(LedgerError::CircuitOpen)
+            }
+            Some(_) => {
+                breaker.probing = true;
+                Ok(true)
+            }
+        }
     }
 
-    fn count(&self, succeeded: bool) {
+    /// Counts a call's outcome (`None`: it was not made).
+    fn count(&self, probe: bool, succeeded: Option<bool>) {
         let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        if succeeded {
-            *breaker = Breaker::default();
-            return;
+        if probe {
+            breaker.probing = false;
         }
-        breaker.failures_in_a_row += 1;
-        if breaker.failures_in_a_row >= self.limits.breaker_failures {
-            breaker.failures_in_a_row = 0;
-            breaker.open_until = Some(Instant::now() + self.limits.breaker_open_for);
-            tracing::warn!(paused_for = ?self.limits.breaker_open_for, "the ledger keeps failing; calls are paused");
+        match succeeded {
+            None => {}
+            Some(true) => *breaker = Breaker::default(),
+            Some(false) => {
+                breaker.failures_in_a_row += 1;
+                if probe || breaker.failures_in_a_row >= self.limits.breaker_failures {
+                    breaker.failures_in_a_row = 0;
+                    breaker.open_until = Some(Instant::now() + self.limits.breaker_open_for);
+                    tracing::warn!(paused_for = ?self.limits.breaker_open_for, "the ledger keeps failing; calls are paused");
+                }
+            }
         }
     }
 

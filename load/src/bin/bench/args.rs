@@ -31,11 +31,16 @@ pub(crate) struct Args {
     /// lost, duplicates and the time to recover.
     #[arg(long)]
     pub(crate) broker_loss: bool,
-    /// Broker loss: offered rate (req/s).
-    #[arg(long, default_value_t = 500.0, requires = "broker_loss")]
+    /// Instead of the figures: a ledger frozen (SIGSTOP) under load.
+    /// Open-loop load through a waiter that records every wait in a ledger
+    /// process; prints replies per second before, during and after.
+    #[arg(long, conflicts_with = "broker_loss")]
+    pub(crate) ledger_stall: bool,
+    /// Broker loss / ledger stall: offered rate (req/s).
+    #[arg(long, default_value_t = 500.0)]
     pub(crate) loss_rate: f64,
-    /// Broker loss: seconds the broker stays down.
-    #[arg(long, default_value_t = 5, requires = "broker_loss")]
+    /// Broker loss / ledger stall: seconds the broker is down or the ledger frozen.
+    #[arg(long, default_value_t = 5)]
     pub(crate) outage_seconds: u64,
     /// Internal: be the bare echo, configured like a waiter by this file and
     /// the `WAITER_BUS__…` environment.

@@ -28,12 +28,14 @@ use serde::Serialize;
 mod args;
 mod broker;
 mod broker_loss;
+mod ledger_stall;
 mod measure;
 mod responder;
 
 use args::Args;
 use broker::*;
 use broker_loss::*;
+use ledger_stall::*;
 use measure::*;
 use responder::*;
 
@@ -76,6 +78,11 @@ async fn main() -> anyhow::Result<()> {
     let broker = Broker::start(args.apache || args.broker_loss)?;
     let bootstrap = broker.bootstrap_servers().to_string();
     eprintln!("broker: {}", broker.describe());
+    if args.ledger_stall {
+        let result = ledger_stall(&broker, &args).await;
+        broker.clean_up().await;
+        return result;
+    }
     if args.broker_loss {
         let result = broker_loss(&broker, &args).await;
         broker.clean_up().await;
