@@ -278,28 +278,26 @@ impl ServiceApp for Application {
         let out_rx = Arc::new(Mutex::new(out_rx));
         let abandon = CancellationToken::new();
         let mut stages = JoinSet::new();
-        for consumer in &self.consumers {
-            stages.spawn(consumer::run(
+        let config = &self.stages;
+        stages.extend(self.consumers.iter().map(|consumer| {
+            let (work, dead_letters) = (work_tx.clone(), out_tx.clone());
+            consumer::run(
                 consumer.clone(),
-                self.stages.consumer.clone(),
-                work_tx.clone(),
-                out_tx.clone(),
+                config.consumer.clone(),
+                work,
+                dead_letters,
                 shutdown.clone(),
-            ));
-        }
-        stages.spawn(waiters::run(
-            self.stages.waiter.clone(),
-            work_rx,
-            out_tx.clone(),
-        ));
-        for producer in &self.producers {
-            stages.spawn(producer::run(
+            )
+        }));
+        stages.spawn(waiters::run(config.waiter.clone(), work_rx, out_tx.clone()));
+        stages.extend(self.producers.iter().map(|producer| {
+            producer::run(
                 producer.clone(),
-                self.stages.producer.clone(),
+                config.producer.clone(),
                 out_rx.clone(),
                 abandon.clone(),
-            ));
-        }
+            )
+        }));
         let sampler = tokio::spawn(sample_channels(
             self.stages.metrics.clone(),
             work_tx.clone(),

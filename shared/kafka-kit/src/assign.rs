@@ -94,6 +94,22 @@ where
     .expect("the assignment task does not panic")
 }
 
+/// Records `topic` holds (high − low watermark, over its partitions), as
+/// the broker says now. Blocking.
+pub fn records_in<X, C>(consumer: &C, topic: &str, timeout: Duration) -> KafkaResult<i64>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+{
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut records = 0;
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+        records += high - low;
+    }
+    Ok(records)
+}
+
 /// Runs `ask` until it does not fail for want of a partition leader, or
 /// `timeout` passes. A topic just created on a real broker is listed before
 /// its partitions have leaders; asking then is answered "not leader".

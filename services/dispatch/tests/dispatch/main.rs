@@ -106,28 +106,25 @@ async fn bad_bodies_are_refused_with_a_message() {
         .sent()
         .await;
     assert_eq!(malformed.status(), 400);
-    let empty = client
-        .post(format!("{base}/wait"))
-        .json(&json!({"name": " "}))
-        .sent()
-        .await;
-    assert_eq!(empty.status(), 400);
-    let body: serde_json::Value = empty.json().await.unwrap();
-    assert_eq!(body["error"], "`name` must not be empty");
+    let post = |body: serde_json::Value| client.post(format!("{base}/wait")).json(&body).sent();
+    let refused = |status: u16, body: serde_json::Value, message: &'static str| {
+        let response = post(body);
+        async move {
+            let response = response.await;
+            assert_eq!(response.status(), status, "{message}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"], message);
+        }
+    };
+    refused(400, json!({"name": " "}), "`name` must not be empty").await;
     // Too large for the reply to carry: refused before anything is published.
-    let long_name = client
-        .post(format!("{base}/wait"))
-        .json(&json!({"name": "x".repeat(2000)}))
-        .sent()
-        .await;
-    assert_eq!(long_name.status(), 413);
-    let body: serde_json::Value = long_name.json().await.unwrap();
-    assert_eq!(body["error"], "`name` is longer than 1024 bytes");
-    let huge_body = client
-        .post(format!("{base}/wait"))
-        .json(&json!({"name": "x", "padding": "p".repeat(200_000)}))
-        .sent()
-        .await;
+    refused(
+        413,
+        json!({"name": "x".repeat(2000)}),
+        "`name` is longer than 1024 bytes",
+    )
+    .await;
+    let huge_body = post(json!({"name": "x", "padding": "p".repeat(200_000)})).await;
     assert_eq!(huge_body.status(), 413, "over the body limit");
     dispatch.stop().await.unwrap();
 }

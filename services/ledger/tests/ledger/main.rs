@@ -19,6 +19,19 @@ async fn start_with(settings: Settings) -> (String, RunningService) {
     (ledger.url(), ledger)
 }
 
+/// Posts `entry` to the ledger at `base`; its status (a failure after 30 s).
+async fn post(base: &str, entry: &serde_json::Value) -> reqwest::StatusCode {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .post(format!("{base}/records"))
+        .json(entry)
+        .sent()
+        .await
+        .status()
+}
+
 fn entry(id: &str, tenant: Option<&str>) -> serde_json::Value {
     json!({"request_id": id, "tenant": tenant, "variants": {"waiter": "baseline"}, "trace_id": "t", "waited_ms": 5})
 }
@@ -28,13 +41,7 @@ async fn records_are_served_back_filtered_by_tenant() {
     let (base, ledger) = start(100).await;
     let client = reqwest::Client::new();
     for (id, tenant) in [("a", None), ("b", Some("123")), ("c", Some("456"))] {
-        let status = client
-            .post(format!("{base}/records"))
-            .json(&entry(id, tenant))
-            .sent()
-            .await
-            .status();
-        assert_eq!(status, 201);
+        assert_eq!(post(&base, &entry(id, tenant)).await, 201);
     }
     let get = |query: &'static str| {
         let client = client.clone();
@@ -97,11 +104,7 @@ async fn the_oldest_entries_are_dropped_at_capacity() {
     let (base, ledger) = start(2).await;
     let client = reqwest::Client::new();
     for id in ["a", "b", "c"] {
-        client
-            .post(format!("{base}/records"))
-            .json(&entry(id, None))
-            .sent()
-            .await;
+        post(&base, &entry(id, None)).await;
     }
     let all: Vec<serde_json::Value> = client.get(format!("{base}/records")).fetch_json().await;
     let ids: Vec<&str> = all
@@ -129,13 +132,7 @@ async fn the_store_is_bounded_by_bytes() {
     for i in 0..50 {
         let mut big = entry(&format!("big-{i}"), None);
         big["trace_id"] = json!("t".repeat(30_000));
-        let status = client
-            .post(format!("{base}/records"))
-            .json(&big)
-            .sent()
-            .await
-            .status();
-        assert_eq!(status, 201);
+        assert_eq!(post(&base, &big).await, 201);
     }
     let kept: Vec<serde_json::Value> = client.get(format!("{base}/records")).fetch_json().await;
     assert!((1..=6).contains(&kept.len()), "{} kept", kept.len());
@@ -154,11 +151,7 @@ async fn records_come_a_page_at_a_time() {
     let (base, ledger) = start(100).await;
     let client = reqwest::Client::new();
     for i in 0..5 {
-        client
-            .post(format!("{base}/records"))
-            .json(&entry(&format!("e-{i}"), None))
-            .sent()
-            .await;
+        post(&base, &entry(&format!("e-{i}"), None)).await;
     }
     let mut seen = Vec::new();
     let mut query = "limit=2".to_string();
@@ -267,12 +260,7 @@ async fn half_sent_requests_cannot_exhaust_the_server() {
         half_open.push(stream);
     }
     for i in 0..5 {
-        let status = client
-            .post(format!("{base}/records"))
-            .json(&entry(&format!("normal-{i}"), None))
-            .sent()
-            .await
-            .status();
+        let status = post(&base, &entry(&format!("normal-{i}"), None)).await;
         assert_eq!(
             status, 201,
             "normal request {i} while 1,000 half-open connections sit there"

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use protocol::topics::RequestTopics;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use testkit::TestKafka;
@@ -73,9 +73,16 @@ pub struct TestWaiter {
 /// A broker, fresh one-partition topics, and a waiter on them with the
 /// test settings: what most tests start with.
 pub async fn started() -> (TestKafka, Topics, TestWaiter) {
+    started_with(|_| {}).await
+}
+
+/// [`started`] with the test settings adjusted first.
+pub async fn started_with(adjust: impl FnOnce(&mut Settings)) -> (TestKafka, Topics, TestWaiter) {
     let kafka = TestKafka::start().unwrap();
     let topics = Topics::create(&kafka, 1).await;
-    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let mut settings = settings(&kafka, &topics);
+    adjust(&mut settings);
+    let waiter = spawn_waiter(settings).await;
     (kafka, topics, waiter)
 }
 
@@ -266,17 +273,5 @@ pub fn count_by_correlation(replies: &[OwnedMessage]) -> HashMap<String, usize> 
 /// Records in `topic` according to its high watermarks.
 pub fn records_in(kafka: &TestKafka, topic: &str) -> i64 {
     let consumer = kafka.consumer(&testkit::unique_name("watermarks"));
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .unwrap();
-            high - low
-        })
-        .sum()
+    kafka_kit::assign::records_in(&consumer, topic, Duration::from_secs(10)).unwrap()
 }

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use helpers::{
     Client, DEADLINE, Request, Topics, count, count_by_correlation, header, records_in, reply_body,
-    settings, spawn_waiter, started,
+    settings, spawn_waiter, started, started_with,
 };
 use opentelemetry::trace::{SpanKind, TraceId};
 use protocol::wire::ReplyStatus;
@@ -261,13 +261,12 @@ async fn a_reply_can_never_loop_back_as_a_request() {
 /// the topic is not created.
 #[tokio::test]
 async fn an_undeliverable_reply_is_dead_lettered_and_the_partition_moves_on() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = Topics::create(&kafka, 1).await;
-    let mut s = settings(&kafka, &topics);
-    s.kafka
-        .producer
-        .insert("message.max.bytes".into(), "1500".into());
-    let waiter = spawn_waiter(s).await;
+    let (kafka, topics, waiter) = started_with(|s| {
+        s.kafka
+            .producer
+            .insert("message.max.bytes".into(), "1500".into());
+    })
+    .await;
     let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
     let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
     let big_name = "x".repeat(1000);
@@ -332,11 +331,10 @@ async fn an_undeliverable_reply_is_dead_lettered_and_the_partition_moves_on() {
 
 #[tokio::test]
 async fn a_wait_over_the_maximum_gets_an_error_reply_and_a_missing_correlation_is_generated() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = Topics::create(&kafka, 1).await;
-    let mut s = settings(&kafka, &topics);
-    s.waiter.max_wait = Duration::from_secs(1);
-    let waiter = spawn_waiter(s).await;
+    let (kafka, topics, waiter) = started_with(|s| {
+        s.waiter.max_wait = Duration::from_secs(1);
+    })
+    .await;
     let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
 
     client.send_json("too-long", 5000).await;
@@ -463,13 +461,12 @@ async fn spans_follow_the_messaging_conventions() {
 
 #[tokio::test]
 async fn a_saturated_pool_blocks_the_consumer_instead_of_buffering() {
-    let kafka = TestKafka::start().unwrap();
-    let topics = Topics::create(&kafka, 1).await;
-    let mut s = settings(&kafka, &topics);
-    s.waiter.waiters = count(1);
-    s.waiter.request_channel_capacity = count(1);
-    s.waiter.reply_channel_capacity = count(1);
-    let waiter = spawn_waiter(s).await;
+    let (kafka, topics, waiter) = started_with(|s| {
+        s.waiter.waiters = count(1);
+        s.waiter.request_channel_capacity = count(1);
+        s.waiter.reply_channel_capacity = count(1);
+    })
+    .await;
     let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
     const REQUESTS: usize = 25;
     for i in 0..REQUESTS {
