@@ -63,3 +63,60 @@ pub async fn require_bearer(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log lines written while `run` runs.
+    fn logged(run: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn the_shipped_token_is_announced_loudly_and_others_are_not() {
+        let default = logged(|| {
+            BearerToken::new(
+                &settings::Secret::new(DEFAULT_TOKEN),
+                protocol::Service::Ledger,
+            );
+        });
+        assert!(
+            default.contains("WARN") && default.contains("default"),
+            "{default}"
+        );
+        let own = logged(|| {
+            BearerToken::new(&settings::Secret::new("s3cret"), protocol::Service::Ledger);
+        });
+        assert!(own.is_empty(), "{own}");
+    }
+
+    #[test]
+    fn only_the_exact_token_is_accepted() {
+        let token = BearerToken::new(&settings::Secret::new("s3cret"), protocol::Service::Ledger);
+        assert!(token.accepts("s3cret"));
+        for wrong in ["", "s3cre", "s3cret ", "S3CRET", "s3cret-and-more"] {
+            assert!(!token.accepts(wrong), "{wrong:?}");
+        }
+    }
+}
