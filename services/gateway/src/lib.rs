@@ -9,6 +9,7 @@
 //! the variant that handled it.
 
 use service_kit::ServiceApp;
+use service_kit::auth::BearerToken;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,7 +105,7 @@ struct AppState {
     variant: Arc<str>,
     baseline_dispatch: Arc<str>,
     trust_incoming_baggage: bool,
-    baggage_token: Option<Arc<settings::Secret>>,
+    baggage_token: Option<BearerToken>,
     timeout: Duration,
 }
 
@@ -114,17 +115,9 @@ impl AppState {
         if self.trust_incoming_baggage {
             return true;
         }
-        let Some(token) = &self.baggage_token else {
-            return false;
-        };
-        headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|presented| {
-                subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), token.expose().as_bytes())
-                    .into()
-            })
+        self.baggage_token
+            .as_ref()
+            .is_some_and(|token| token.admits(headers))
     }
 }
 
@@ -284,7 +277,11 @@ impl ServiceApp for Application {
                 variant: settings.service.variant.into(),
                 baseline_dispatch: settings.gateway.dispatch_url.trim_end_matches('/').into(),
                 trust_incoming_baggage: settings.gateway.trust_incoming_baggage,
-                baggage_token: settings.gateway.baggage_token.map(Arc::new),
+                baggage_token: settings
+                    .gateway
+                    .baggage_token
+                    .as_ref()
+                    .map(|token| BearerToken::new(token, Service::Gateway)),
                 timeout,
             },
         })

@@ -67,6 +67,19 @@ pub(crate) enum OutgoingKind {
     DeadLetter { reason: &'static str },
 }
 
+/// Marks `headers` as a dead letter's: why it could not be used or
+/// delivered, and the request record it came from.
+pub(crate) fn mark_dead_letter(headers: &mut Vec<(String, Vec<u8>)>, reason: &str, origin: &str) {
+    headers.push((
+        headers::DEAD_LETTER_REASON.into(),
+        reason.as_bytes().to_vec(),
+    ));
+    headers.push((
+        headers::DEAD_LETTER_ORIGIN.into(),
+        origin.as_bytes().to_vec(),
+    ));
+}
+
 /// Headers a reply carries on from its request: everything but the trace
 /// context (the reply has its own) and earlier timing (it has its own).
 pub(crate) fn carried_headers<H: Headers>(headers: Option<&H>) -> Vec<(String, Vec<u8>)> {

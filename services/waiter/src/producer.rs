@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{WaiterMetrics, observe};
-use crate::pipeline::{Outgoing, OutgoingKind};
+use crate::pipeline::{Outgoing, OutgoingKind, mark_dead_letter};
 
 /// What the producer stage reads, resolved once from the settings.
 pub(crate) struct ProducerConfig {
@@ -212,14 +212,7 @@ impl Record {
             ));
             self.payload.truncate(keep);
         }
-        self.headers.push((
-            headers::DEAD_LETTER_REASON.into(),
-            reason.as_bytes().to_vec(),
-        ));
-        self.headers.push((
-            headers::DEAD_LETTER_ORIGIN.into(),
-            origin.as_bytes().to_vec(),
-        ));
+        mark_dead_letter(&mut self.headers, reason, origin);
         Self {
             topic: config.dead_letter_topic.clone(),
             kind: OutgoingKind::DeadLetter { reason: label },

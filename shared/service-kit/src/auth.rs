@@ -31,11 +31,24 @@ impl BearerToken {
         Self(token.expose().into())
     }
 
+    /// Whether `headers` carry `Authorization: Bearer <this token>`.
+    pub fn admits(&self, headers: &axum::http::HeaderMap) -> bool {
+        presented(headers).is_some_and(|token| self.accepts(token))
+    }
+
     fn accepts(&self, presented: &str) -> bool {
         // Constant time: how long a guess takes says nothing about how much
         // of it was right.
         presented.as_bytes().ct_eq(self.0.as_bytes()).into()
     }
+}
+
+/// The bearer token `headers` present, if any.
+fn presented(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Lets a request through only with `Authorization: Bearer <token>`: 401
@@ -46,12 +59,7 @@ pub async fn require_bearer(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
+    match presented(request.headers()) {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "this needs `Authorization: Bearer <token>`",

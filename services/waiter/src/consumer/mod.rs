@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{WaiterMetrics, handed_off};
-use crate::pipeline::{Outgoing, OutgoingKind, Work, carried_headers};
+use crate::pipeline::{Outgoing, OutgoingKind, Work, carried_headers, mark_dead_letter};
 use crate::request::{self, RequestLimits, WaitRequest};
 
 mod context;
@@ -276,14 +276,7 @@ fn dead_letter(
     );
     span.record("otel.status_code", "ERROR");
     let mut headers = carried_headers(message.headers());
-    headers.push((
-        headers::DEAD_LETTER_REASON.into(),
-        unusable.to_string().into_bytes(),
-    ));
-    headers.push((
-        headers::DEAD_LETTER_ORIGIN.into(),
-        origin(message).into_bytes(),
-    ));
+    mark_dead_letter(&mut headers, &unusable.to_string(), &origin(message));
     for name in [headers::CORRELATION, headers::RESPONSE_TOPIC] {
         if let Some(value) = raw_header(message.headers(), name) {
             headers.push((name.into(), value));
