@@ -29,8 +29,9 @@ pub(crate) struct ProducerConfig {
     pub variant: String,
     /// Where records go that cannot be delivered where they were bound.
     pub dead_letter_topic: String,
-    /// Attempts a reply gets at transient failures before it is dead-lettered.
-    pub delivery_attempts: u32,
+    /// How long a reply is retried at transient failures before it is
+    /// dead-lettered.
+    pub delivery_retry_for: Duration,
     /// The topics that exist, for refusing replies to any other.
     pub topics: TopicCatalog,
     /// Deliveries one producer awaits at once before it stops taking records.
@@ -253,9 +254,9 @@ enum Sent {
     Abandoned,
 }
 
-/// Sends `record`, retrying transient failures with backoff: a reply up to
-/// `delivery_attempts` times, a dead letter for as long as it takes (it is
-/// the last place a record can go). A permanent failure is not retried.
+/// Sends `record`, retrying transient failures with backoff: a reply for up
+/// to `delivery_retry_for`, a dead letter for as long as it takes (it is the
+/// last place a record can go). A permanent failure is not retried.
 async fn send_with_retries(
     producer: &FutureProducer,
     config: &ProducerConfig,
@@ -277,6 +278,7 @@ async fn send_with_retries(
     );
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
+    let give_up_at = Instant::now() + config.delivery_retry_for;
     loop {
         let mut kafka_record = FutureRecord::to(&record.topic)
             .payload(&record.payload)
@@ -306,8 +308,8 @@ async fn send_with_retries(
                 KeyValue::new("delivery.failure", class.label()),
             ],
         );
-        let out_of_attempts = record.is_reply() && attempts >= config.delivery_attempts;
-        if class == FailureClass::Permanent || out_of_attempts {
+        let out_of_time = record.is_reply() && Instant::now() >= give_up_at;
+        if class == FailureClass::Permanent || out_of_time {
             send_span.record("otel.status_code", "ERROR");
             return Sent::Refused(error);
         }
@@ -346,10 +348,13 @@ fn record_delivery(
 /// What a failed delivery means for its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
-    /// Retrying cannot help: the record is too large, or the topic is
-    /// unknown, invalid or forbidden. It is dead-lettered at once.
+    /// Retrying cannot help: the record is too large or invalid, or the
+    /// topic is invalid or forbidden. It is dead-lettered at once.
     Permanent,
-    /// The broker may take it later (it is away, slow, electing a leader).
+    /// The broker may take it later (it is away, slow, electing a leader,
+    /// or still loading a topic after a restart: Kafka counts an unknown
+    /// topic or partition as retriable; a reply to a topic that does not
+    /// exist at all is dead-lettered before it is sent).
     Transient,
 }
 
@@ -371,8 +376,6 @@ pub fn classify(error: &KafkaError) -> FailureClass {
             | InvalidMessageSize
             | InvalidMessage
             | InvalidRecord
-            | UnknownTopic
-            | UnknownTopicOrPartition
             | InvalidTopic
             | TopicAuthorizationFailed
             | ClusterAuthorizationFailed
@@ -456,13 +459,13 @@ mod tests {
             (MessageSizeTooLarge, FailureClass::Permanent),
             (InvalidMessageSize, FailureClass::Permanent),
             (InvalidRecord, FailureClass::Permanent),
-            (UnknownTopic, FailureClass::Permanent),
-            (UnknownTopicOrPartition, FailureClass::Permanent),
             (InvalidTopic, FailureClass::Permanent),
             (TopicAuthorizationFailed, FailureClass::Permanent),
             (ClusterAuthorizationFailed, FailureClass::Permanent),
             (PolicyViolation, FailureClass::Permanent),
             (MessageTimedOut, FailureClass::Transient),
+            (UnknownTopic, FailureClass::Transient),
+            (UnknownTopicOrPartition, FailureClass::Transient),
             (BrokerTransportFailure, FailureClass::Transient),
             (AllBrokersDown, FailureClass::Transient),
             (NotLeaderForPartition, FailureClass::Transient),

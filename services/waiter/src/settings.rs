@@ -81,11 +81,12 @@ pub struct WaiterSettings {
     /// Time allowed for the broker to acknowledge a reply.
     #[serde(with = "settings::duration")]
     pub delivery_timeout: Duration,
-    /// Attempts a reply gets at transient delivery failures (each up to
-    /// `delivery_timeout`) before it goes to the dead-letter topic; a
-    /// permanent failure (too large, unknown topic, not authorised) goes
-    /// there at once.
-    pub delivery_attempts: std::num::NonZeroU32,
+    /// How long a reply is retried at transient delivery failures (broker
+    /// away, leader moving) before it goes to the dead-letter topic; a
+    /// permanent failure (too large, invalid, not authorised) goes there at
+    /// once. Longer than a broker restart, so an outage loses nothing.
+    #[serde(with = "settings::duration")]
+    pub delivery_retry_for: Duration,
     /// Time allowed on shutdown for in-flight work to finish.
     #[serde(with = "settings::duration")]
     pub drain_timeout: Duration,

@@ -55,7 +55,7 @@ impl Stages {
             producer: Arc::new(ProducerConfig {
                 variant,
                 dead_letter_topic: w.dead_letter_topic.clone(),
-                delivery_attempts: w.delivery_attempts.get(),
+                delivery_retry_for: w.delivery_retry_for,
                 topics: Default::default(),
                 max_in_flight: w.producer_max_in_flight.get(),
                 metrics: metrics.clone(),

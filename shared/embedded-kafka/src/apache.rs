@@ -111,9 +111,12 @@ pub struct ApacheKafkaOptions {
     pub topics: Vec<String>,
     /// `group.initial.rebalance.delay.ms`; Kafka's default is 3 s.
     pub group_initial_rebalance_delay_ms: i32,
-    /// Ask the kernel to kill the broker when the thread that started it
-    /// exits (`PR_SET_PDEATHSIG`): right for a program whose main thread
-    /// starts it, wrong for a broker started from a short-lived thread.
+    /// Ask the kernel to kill the broker when this process dies
+    /// (`PR_SET_PDEATHSIG`). The kernel ties that to the thread that
+    /// spawned the JVM, so the JVM is always spawned (at start and at every
+    /// restart) by a thread that lives as long as the [`ApacheKafka`]: a
+    /// restart from a short-lived thread (tokio's blocking pool) must not
+    /// have the broker killed when that thread retires.
     pub die_with_parent: bool,
 }
 
@@ -134,10 +137,43 @@ impl Default for ApacheKafkaOptions {
 /// then SIGKILL after 30 s).
 pub struct ApacheKafka {
     child: Option<Child>,
+    // With `die_with_parent`: the thread that spawns the JVM.
+    launcher: Option<Launcher>,
     lib: PathBuf,
     data_dir: DataDir,
     ports: Ports,
     options: ApacheKafkaOptions,
+}
+
+/// A thread that spawns processes for as long as it is kept: a child asked
+/// to die with its parent dies with this thread, not with whichever thread
+/// asked for the spawn.
+struct Launcher {
+    requests: std::sync::mpsc::Sender<(Command, std::sync::mpsc::Sender<std::io::Result<Child>>)>,
+}
+
+impl Launcher {
+    fn start() -> Result<Self, ApacheKafkaError> {
+        let (requests, incoming) =
+            std::sync::mpsc::channel::<(Command, std::sync::mpsc::Sender<std::io::Result<Child>>)>(
+            );
+        std::thread::Builder::new()
+            .name("apache-kafka-launcher".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .map_err(io("starting the launcher thread"))?;
+        Ok(Self { requests })
+    }
+
+    fn spawn(&self, command: Command) -> std::io::Result<Child> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        let gone = || std::io::Error::other("the launcher thread has stopped");
+        self.requests.send((command, reply)).map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
+    }
 }
 
 impl std::fmt::Debug for ApacheKafka {
@@ -177,6 +213,7 @@ impl ApacheKafka {
         let ports = ports(data_dir.path(), options.port)?;
         let mut broker = Self {
             child: None,
+            launcher: options.die_with_parent.then(Launcher::start).transpose()?,
             lib,
             data_dir,
             ports,
@@ -363,7 +400,11 @@ impl ApacheKafka {
                 });
             }
         }
-        let child = java.spawn().map_err(io("starting java"))?;
+        let child = match &self.launcher {
+            Some(launcher) => launcher.spawn(java),
+            None => java.spawn(),
+        }
+        .map_err(io("starting java"))?;
         self.child = Some(child);
         self.wait_until_ready()
     }

@@ -173,3 +173,28 @@ fn without_java_apache_mode_says_what_to_install_in_one_line() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// A broker that dies with this process survives being restarted from a
+/// thread that then ends (a tokio blocking-pool thread, say): the kernel
+/// ties `PR_SET_PDEATHSIG` to the spawning thread, so before, the JVM was
+/// killed as soon as that thread retired.
+#[test]
+fn a_broker_restarted_from_a_short_lived_thread_stays_up() {
+    use embedded_kafka::apache::{ApacheKafka, ApacheKafkaOptions};
+    let broker = std::sync::Mutex::new(
+        ApacheKafka::start(ApacheKafkaOptions {
+            die_with_parent: true,
+            ..ApacheKafkaOptions::default()
+        })
+        .unwrap(),
+    );
+    std::thread::scope(|scope| {
+        scope.spawn(|| broker.lock().unwrap().restart().unwrap());
+    });
+    // The restarting thread has ended; the broker must still serve.
+    let broker = broker.into_inner().unwrap();
+    let topic = format!("after-restart-{}", std::process::id());
+    broker.create_topic(&topic, 1).unwrap();
+    produce_one(&broker.bootstrap_servers(), &topic, "still here");
+    assert_eq!(high_watermark(&broker.bootstrap_servers(), &topic), 1);
+}
