@@ -221,7 +221,12 @@ fn own_cluster(
             })
     };
     for topic in &options.topics {
-        if let Err(e) = create(topic, options.partitions) {
+        // The routes' offsets are their versions: one partition, one order.
+        let partitions = match topic.as_str() {
+            protocol::topics::TENANT_ROUTES => 1,
+            _ => options.partitions,
+        };
+        if let Err(e) = create(topic, partitions) {
             let _ = ready.send(Err(e));
             return;
         }

@@ -19,6 +19,11 @@ pub const HOPS: &str = "waiter-bus-hops";
 /// replied). A waiter never serves a record that carries it, so a reply
 /// that reaches a request topic cannot loop.
 pub const REPLY: &str = "waiter-bus-reply";
+/// The `tenant-routes` version the request's route was decided at (a
+/// decimal offset); every hop and consumer resolves the request's tenant
+/// against the routes of that version. The same name is used as an HTTP
+/// header (gateway → dispatch) and a Kafka header.
+pub const ROUTES_VERSION: &str = "waiter-bus-routes-version";
 /// On a dead letter whose payload was cut: the original length in bytes.
 pub const DEAD_LETTER_TRUNCATED: &str = "dlt.truncated";
 /// Where a dead-lettered record came from: `topic/partition@offset`.

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::routes::Routes;
+use crate::routes::{Route, Routes, RoutesVersion};
 
 /// Where a consumer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -131,6 +131,9 @@ pub enum SkipReason {
     RoutedToOtherVariant,
     /// The tenant does not map this service to any variant; the baseline has it.
     NotRoutedToVariants,
+    /// The tenant maps this service here, but this variant was not live
+    /// when the record was stamped: the baseline has it.
+    VariantNotLive,
 }
 
 impl SkipReason {
@@ -142,6 +145,7 @@ impl SkipReason {
             SkipReason::RoutedToVariant => "routed_to_variant",
             SkipReason::RoutedToOtherVariant => "routed_to_other_variant",
             SkipReason::NotRoutedToVariants => "not_routed_to_variants",
+            SkipReason::VariantNotLive => "variant_not_live",
         }
     }
 }
@@ -155,17 +159,34 @@ pub enum Decision {
     Skip(SkipReason),
 }
 
-/// Decides whether `consumer` processes a record of `tenant` (from baggage).
+/// What a record says about its own route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordRoute<'a> {
+    /// The tenant in its baggage; `None` is production traffic.
+    pub tenant: Option<&'a str>,
+    /// The `tenant-routes` version its producer decided at; `None` for a
+    /// producer that does not stamp one (then the consumer's current
+    /// routes decide, and consumers lagging differently may disagree).
+    pub version: Option<RoutesVersion>,
+}
+
+/// Decides whether `consumer` processes a record.
 ///
 /// 1. A tenancy outside `allowed_tenancies` is skipped.
 /// 2. With routing off (shadowing), or a single allowed tenancy, everything
 ///    allowed is processed: route information does not apply.
-/// 3. With both tenancies and routing on, the registry's mapping decides:
-///    production records belong to the baseline; a test record belongs to the
-///    variant its tenant maps this service to, or to the baseline when the
-///    tenant maps this service to none (an unknown tenant included).
-pub fn decide(consumer: &ConsumerTenancy, tenant: Option<&str>, routes: &Routes) -> Decision {
-    let tenancy = match tenant {
+/// 3. With both tenancies and routing on, the routes *at the record's
+///    version* decide: production records belong to the baseline; a test
+///    record belongs to the variant its tenant mapped this service to, if
+///    that variant was live, and to the baseline otherwise (no mapping, an
+///    unknown tenant, a draining tenant, or a variant that was down).
+///
+/// Every consumer that reads the record with routes at or past its version
+/// reaches the same answer, so exactly one consumer group processes it.
+/// The caller makes sure `routes` has reached the record's version (see
+/// [`crate::RouteTable::reach`]).
+pub fn decide(consumer: &ConsumerTenancy, record: RecordRoute<'_>, routes: &Routes) -> Decision {
+    let tenancy = match record.tenant {
         None => Tenancy::Production,
         Some(_) => Tenancy::Test,
     };
@@ -175,23 +196,41 @@ pub fn decide(consumer: &ConsumerTenancy, tenant: Option<&str>, routes: &Routes)
     if !consumer.tenant_routing || !consumer.allowed.is_both() {
         return Decision::Process;
     }
-    let route = tenant.and_then(|t| routes.variant_for(t, &consumer.service));
+    let routes = match record.version {
+        Some(version) => routes.at(version),
+        None => routes.current(),
+    };
+    let route = record
+        .tenant
+        .map_or(Route::Baseline, |t| routes.route(t, &consumer.service));
     match (consumer.environment, route) {
-        (Environment::Production, None) => Decision::Process,
-        (Environment::Production, Some(_)) => Decision::Skip(SkipReason::RoutedToVariant),
+        (Environment::Production, Route::Baseline | Route::VariantDown(_)) => Decision::Process,
+        (Environment::Production, Route::Variant(_)) => {
+            Decision::Skip(SkipReason::RoutedToVariant)
+        }
         (Environment::Sandbox, _) if tenancy == Tenancy::Production => {
             Decision::Skip(SkipReason::ProductionRecord)
         }
-        (Environment::Sandbox, Some(label)) if label == consumer.label => Decision::Process,
-        (Environment::Sandbox, Some(_)) => Decision::Skip(SkipReason::RoutedToOtherVariant),
-        (Environment::Sandbox, None) => Decision::Skip(SkipReason::NotRoutedToVariants),
+        (Environment::Sandbox, Route::Variant(label)) if label == consumer.label => {
+            Decision::Process
+        }
+        (Environment::Sandbox, Route::Variant(_)) => {
+            Decision::Skip(SkipReason::RoutedToOtherVariant)
+        }
+        (Environment::Sandbox, Route::VariantDown(label)) if label == consumer.label => {
+            Decision::Skip(SkipReason::VariantNotLive)
+        }
+        (Environment::Sandbox, Route::VariantDown(_)) => {
+            Decision::Skip(SkipReason::RoutedToOtherVariant)
+        }
+        (Environment::Sandbox, Route::Baseline) => Decision::Skip(SkipReason::NotRoutedToVariants),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::TenantRoutes;
+    use crate::routes::{RouteRecord, TenantRoutes, TenantState, VariantEndpoint};
 
     const PROD: AllowedTenancies = AllowedTenancies {
         production: true,
@@ -216,51 +255,82 @@ mod tests {
         }
     }
 
+    fn variant(label: &str, live: bool) -> VariantEndpoint {
+        VariantEndpoint {
+            service: "waiter".into(),
+            label: label.into(),
+            endpoint: "http://127.0.0.1:1".into(),
+            live,
+        }
+    }
+
+    fn tenant(id: &str, services: &[(&str, &str)]) -> TenantRoutes {
+        TenantRoutes {
+            id: id.into(),
+            services: services
+                .iter()
+                .map(|(s, l)| (s.to_string(), l.to_string()))
+                .collect(),
+            ..TenantRoutes::default()
+        }
+    }
+
     /// Route information for tenant `t`'s waiter.
     #[derive(Clone, Copy, Debug)]
-    enum Route {
+    enum RouteInfo {
         NotApplicable,
         Absent,
         Present,
         HostMatch,
         HostMismatch,
+        /// Mapped to this consumer's label, but that variant is down.
+        HostMatchDown,
     }
 
-    fn routes(route: Route) -> Routes {
+    fn routes(route: RouteInfo) -> Routes {
         let mut routes = Routes::default();
+        routes.put_variant(variant("sbx-123", !matches!(route, RouteInfo::HostMatchDown)));
+        routes.put_variant(variant("sbx-999", true));
         let label = match route {
-            Route::NotApplicable | Route::Absent => None,
-            Route::Present | Route::HostMatch => Some("sbx-123"),
-            Route::HostMismatch => Some("sbx-999"),
+            RouteInfo::NotApplicable | RouteInfo::Absent => None,
+            RouteInfo::Present | RouteInfo::HostMatch | RouteInfo::HostMatchDown => Some("sbx-123"),
+            RouteInfo::HostMismatch => Some("sbx-999"),
         };
         if let Some(label) = label {
-            routes.put_tenant(TenantRoutes {
-                id: "t".into(),
-                services: [("waiter".to_string(), label.to_string())].into(),
-            });
+            routes.put_tenant(tenant("t", &[("waiter", label)]));
         }
         routes
     }
 
+    fn now(tenant: Option<&str>) -> RecordRoute<'_> {
+        RecordRoute {
+            tenant,
+            version: None,
+        }
+    }
+
     /// The consumption decision table, row by row: consumer environment,
     /// record tenancy, route information, allowed tenancies → process?
+    /// Rows 1–10 are the published table; 11–12 add a variant that is down.
     #[test]
     fn the_consumption_decision_table() {
         use Environment::{Production as ProdEnv, Sandbox};
         let rows = [
-            (ProdEnv, None, Route::NotApplicable, PROD, true),
-            (ProdEnv, Some("t"), Route::NotApplicable, PROD, false),
-            (Sandbox, None, Route::NotApplicable, TEST, false),
-            (Sandbox, Some("t"), Route::NotApplicable, TEST, true),
-            (ProdEnv, None, Route::NotApplicable, BOTH, true),
-            (ProdEnv, Some("t"), Route::Absent, BOTH, true),
-            (ProdEnv, Some("t"), Route::Present, BOTH, false),
-            (Sandbox, None, Route::NotApplicable, BOTH, false),
-            (Sandbox, Some("t"), Route::HostMismatch, BOTH, false),
-            (Sandbox, Some("t"), Route::HostMatch, BOTH, true),
+            (ProdEnv, None, RouteInfo::NotApplicable, PROD, true),
+            (ProdEnv, Some("t"), RouteInfo::NotApplicable, PROD, false),
+            (Sandbox, None, RouteInfo::NotApplicable, TEST, false),
+            (Sandbox, Some("t"), RouteInfo::NotApplicable, TEST, true),
+            (ProdEnv, None, RouteInfo::NotApplicable, BOTH, true),
+            (ProdEnv, Some("t"), RouteInfo::Absent, BOTH, true),
+            (ProdEnv, Some("t"), RouteInfo::Present, BOTH, false),
+            (Sandbox, None, RouteInfo::NotApplicable, BOTH, false),
+            (Sandbox, Some("t"), RouteInfo::HostMismatch, BOTH, false),
+            (Sandbox, Some("t"), RouteInfo::HostMatch, BOTH, true),
+            (ProdEnv, Some("t"), RouteInfo::HostMatchDown, BOTH, true),
+            (Sandbox, Some("t"), RouteInfo::HostMatchDown, BOTH, false),
         ];
         for (row, (environment, tenant, route, allowed, expected)) in rows.into_iter().enumerate() {
-            let decision = decide(&consumer(environment, allowed), tenant, &routes(route));
+            let decision = decide(&consumer(environment, allowed), now(tenant), &routes(route));
             assert_eq!(
                 decision == Decision::Process,
                 expected,
@@ -276,40 +346,31 @@ mod tests {
         shadow.tenant_routing = false;
         for tenant in [None, Some("t")] {
             assert_eq!(
-                decide(&shadow, tenant, &routes(Route::HostMismatch)),
+                decide(&shadow, now(tenant), &routes(RouteInfo::HostMismatch)),
                 Decision::Process
             );
         }
         let mut prod_only = shadow.clone();
         prod_only.allowed = PROD;
         assert_eq!(
-            decide(&prod_only, Some("t"), &Routes::default()),
+            decide(&prod_only, now(Some("t")), &Routes::default()),
             Decision::Skip(SkipReason::TenancyNotAllowed)
         );
-    }
-
-    fn mapping(tenant: &str, services: &[(&str, &str)]) -> Routes {
-        let mut routes = Routes::default();
-        routes.put_tenant(TenantRoutes {
-            id: tenant.into(),
-            services: services
-                .iter()
-                .map(|(s, l)| (s.to_string(), l.to_string()))
-                .collect(),
-        });
-        routes
     }
 
     /// Who decides what for one record of `tenant` under `mapped`: the
     /// baseline waiter, variant `sbx-123`, variant `sbx-456`.
     fn decisions(mapped: &[(&str, &str)], tenant: Option<&str>) -> [Decision; 3] {
-        let routes = mapping("123", mapped);
+        let mut routes = Routes::default();
+        routes.put_variant(variant("sbx-123", true));
+        routes.put_variant(variant("sbx-456", true));
+        routes.put_tenant(self::tenant("123", mapped));
         [
             ConsumerTenancy::baseline("waiter"),
             ConsumerTenancy::variant("waiter", "sbx-123"),
             ConsumerTenancy::variant("waiter", "sbx-456"),
         ]
-        .map(|consumer| decide(&consumer, tenant, &routes))
+        .map(|consumer| decide(&consumer, now(tenant), &routes))
     }
 
     use Decision::{Process, Skip};
@@ -366,5 +427,142 @@ mod tests {
             "{err}"
         );
         assert!(serde_json::from_str::<AllowedTenancies>("[]").is_err());
+    }
+
+    /// One change the registry writes to `tenant-routes`.
+    #[derive(Debug, Clone, Copy)]
+    enum Change {
+        MapToX,
+        MapToY,
+        Unmap,
+        Drain,
+        StopX,
+        StartX,
+        StopY,
+    }
+
+    const CHANGES: [Change; 7] = [
+        Change::MapToX,
+        Change::MapToY,
+        Change::Unmap,
+        Change::Drain,
+        Change::StopX,
+        Change::StartX,
+        Change::StopY,
+    ];
+
+    fn record_of(change: Change) -> RouteRecord {
+        let mapped = |label: &str| Some(tenant("t", &[("waiter", label)]));
+        let live = |label: &str, live: bool| {
+            RouteRecord::Variant("waiter".into(), label.into(), Some(variant(label, live)))
+        };
+        match change {
+            Change::MapToX => RouteRecord::Tenant("t".into(), mapped("x")),
+            Change::MapToY => RouteRecord::Tenant("t".into(), mapped("y")),
+            Change::Unmap => RouteRecord::Tenant("t".into(), None),
+            Change::Drain => RouteRecord::Tenant(
+                "t".into(),
+                Some(TenantRoutes {
+                    state: TenantState::Draining,
+                    ..tenant("t", &[("waiter", "x")])
+                }),
+            ),
+            Change::StopX => live("x", false),
+            Change::StartX => live("x", true),
+            Change::StopY => live("y", false),
+        }
+    }
+
+    /// The table after the first `n` records: both variants registered and
+    /// live, then `changes`.
+    fn table_after(changes: &[Change], n: usize) -> Routes {
+        let mut routes = Routes::default();
+        routes.put_variant(variant("x", true));
+        routes.put_variant(variant("y", true));
+        for change in &changes[..n] {
+            routes.apply(routes.version(), record_of(*change));
+        }
+        routes
+    }
+
+    /// Every sequence of up to three changes, every version a producer's
+    /// table may have stamped (it lags by any amount), and every position
+    /// each of the three groups' tables may have reached when it reads the
+    /// record (each lags, or leads, independently): how many groups
+    /// process the record. `stamped` says whether the record carries its
+    /// version.
+    fn processors(stamped: bool) -> Vec<(Vec<Change>, u64, [usize; 3], usize)> {
+        let groups = [
+            ConsumerTenancy::baseline("waiter"),
+            ConsumerTenancy::variant("waiter", "x"),
+            ConsumerTenancy::variant("waiter", "y"),
+        ];
+        let mut sequences: Vec<Vec<Change>> = vec![vec![]];
+        for _ in 0..3 {
+            let longer: Vec<Vec<Change>> = sequences
+                .iter()
+                .filter(|s| s.len() == sequences.last().unwrap().len())
+                .flat_map(|s| {
+                    CHANGES.iter().map(move |c| {
+                        let mut s = s.clone();
+                        s.push(*c);
+                        s
+                    })
+                })
+                .collect();
+            sequences.extend(longer);
+        }
+        let mut outcomes = Vec::new();
+        for changes in sequences {
+            let base = table_after(&[], 0).version();
+            let tables: Vec<Routes> = (0..=changes.len())
+                .map(|n| table_after(&changes, n))
+                .collect();
+            for producer in 0..tables.len() {
+                let version = tables[producer].version();
+                // A stamped record is read only once the consumer's table
+                // has reached its version (the consumer waits); an
+                // unstamped one is read whenever.
+                let first = if stamped { producer } else { 0 };
+                for b in first..tables.len() {
+                    for x in first..tables.len() {
+                        for y in first..tables.len() {
+                            let positions = [b, x, y];
+                            let record = RecordRoute {
+                                tenant: Some("t"),
+                                version: stamped.then_some(version),
+                            };
+                            let count = groups
+                                .iter()
+                                .zip(positions)
+                                .filter(|(group, at)| decide(group, record, &tables[*at]) == Process)
+                                .count();
+                            outcomes.push((changes.clone(), version - base, positions, count));
+                        }
+                    }
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// (6a) Exactly one group processes every stamped record, whatever the
+    /// order of changes, production and consumption.
+    #[test]
+    fn a_stamped_record_has_exactly_one_processor_in_every_interleaving() {
+        let outcomes = processors(true);
+        assert!(outcomes.len() > 10_000, "{} cases", outcomes.len());
+        let wrong: Vec<_> = outcomes.iter().filter(|o| o.3 != 1).take(5).collect();
+        assert!(wrong.is_empty(), "not exactly one processor: {wrong:?}");
+    }
+
+    /// The same enumeration without the version: consumers deciding from
+    /// their own table lose records and process others twice, which is
+    /// what the stamp fixes.
+    #[test]
+    fn an_unstamped_record_can_be_lost_or_doubled_while_routes_change() {
+        let outcomes = processors(false);
+        assert!(outcomes.iter().any(|o| o.3 == 0), "none lost");
+        assert!(outcomes.iter().any(|o| o.3 == 2), "none doubled");
     }
 }

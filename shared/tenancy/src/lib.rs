@@ -20,14 +20,23 @@
 mod decision;
 mod registry;
 mod routes;
+mod selectors;
 mod table;
 
 pub use decision::{
-    AllowedTenancies, ConsumerTenancy, Decision, Environment, SkipReason, Tenancy, decide,
+    AllowedTenancies, ConsumerTenancy, Decision, Environment, RecordRoute, SkipReason, Tenancy,
+    decide,
 };
 pub use registry::{Registration, RegistryClient, RegistryError, RegistrySettings};
-pub use routes::{RouteRecord, Routes, TenantRoutes, VariantEndpoint, tenant_key, variant_key};
+pub use routes::{
+    Route, RouteRecord, Routes, RoutesAt, RoutesVersion, TenantRoutes, TenantState,
+    VariantEndpoint, tenant_key, variant_key,
+};
+pub use selectors::{Pattern, RequestFacts, Selector, resolve_tenant};
 pub use table::{RouteTable, RouteTableError, RouteTableSettings};
+
+/// The header carrying a record's routes version.
+pub use protocol::headers::ROUTES_VERSION;
 
 /// The label of the shared baseline.
 pub use protocol::BASELINE;

@@ -12,7 +12,7 @@ use rdkafka::consumer::StreamConsumer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::routes::{RouteRecord, Routes};
+use crate::routes::{RouteRecord, Routes, RoutesVersion};
 
 /// The `routes` section of every service that reads the route table.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -35,6 +35,17 @@ pub enum RouteTableError {
     /// The topic does not exist.
     #[error("route table: topic `{0}` does not exist")]
     NoTopic(String),
+    /// The topic has more than one partition, so its offsets are not one
+    /// order of changes.
+    #[error(
+        "route table: topic `{topic}` has {partitions} partitions; it must have exactly one (its offsets are the routes' versions)"
+    )]
+    NotOnePartition {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        partitions: usize,
+    },
     /// The table did not read up to the start-time end of the topic in time.
     #[error("route table: not caught up with `{topic}` within {timeout:?}")]
     NotCaughtUp {
@@ -92,6 +103,12 @@ impl RouteTable {
         if assigned.is_empty() {
             return Err(RouteTableError::NoTopic(topic.to_string()));
         }
+        if assigned.len() != 1 {
+            return Err(RouteTableError::NotOnePartition {
+                topic: topic.to_string(),
+                partitions: assigned.len(),
+            });
+        }
         let targets: HashMap<i32, i64> = assigned.iter().map(|a| (a.partition, a.high)).collect();
         let inner = Arc::new(Inner {
             topic: topic.to_string(),
@@ -133,6 +150,27 @@ impl RouteTable {
                 topic: self.inner.topic.clone(),
                 timeout,
             })
+    }
+
+    /// The version applied so far.
+    pub fn version(&self) -> RoutesVersion {
+        self.snapshot().version()
+    }
+
+    /// Waits, at most `timeout`, until the table has reached `version`;
+    /// `Err` carries the routes as they are when time ran out.
+    pub async fn reach(
+        &self,
+        version: RoutesVersion,
+        timeout: Duration,
+    ) -> Result<Arc<Routes>, Arc<Routes>> {
+        let routes = self.snapshot();
+        if routes.version() >= version {
+            return Ok(routes);
+        }
+        self.wait_for(timeout, |routes| routes.version() >= version)
+            .await
+            .ok_or_else(|| self.snapshot())
     }
 
     /// Waits until the routes satisfy `condition` (a change has arrived).
@@ -182,17 +220,21 @@ async fn tail(
             .key()
             .map(String::from_utf8_lossy)
             .unwrap_or_default();
-        match RouteRecord::decode(&key, message.payload()) {
-            Ok(record) => {
-                let mut routes = table.routes.write().unwrap_or_else(|e| e.into_inner());
-                let mut next = Routes::clone(&routes);
-                next.apply(record);
-                *routes = Arc::new(next);
+        let offset = u64::try_from(message.offset()).unwrap_or_default();
+        let record = RouteRecord::decode(&key, message.payload());
+        if let Err(reason) = &record {
+            tracing::warn!(%reason, offset, "route table: skipping an unusable record");
+            metrics::counter!("route_table_records_rejected_total").increment(1);
+        }
+        {
+            let mut routes = table.routes.write().unwrap_or_else(|e| e.into_inner());
+            let mut next = Routes::clone(&routes);
+            match record {
+                Ok(record) => next.apply(offset, record),
+                // An unusable record still moves the version on.
+                Err(_) => next.pass(offset),
             }
-            Err(reason) => {
-                tracing::warn!(%reason, offset = message.offset(), "route table: skipping an unusable record");
-                metrics::counter!("route_table_records_rejected_total").increment(1);
-            }
+            *routes = Arc::new(next);
         }
         table.applied.send_modify(|n| *n += 1);
         if let Some(&high) = remaining.get(&message.partition())
