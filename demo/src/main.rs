@@ -111,18 +111,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     if args.isolated {
         let names = demo::StackNames::unique("demo", &uuid::Uuid::new_v4().simple().to_string());
-        let topics: Vec<String> = names.topics().iter().map(|t| t.to_string()).collect();
+        let topics: Vec<(String, i32)> = names
+            .topics()
+            .iter()
+            .map(|(t, partitions)| (t.to_string(), *partitions))
+            .collect();
         match &broker {
             Some(embedded) => {
-                for topic in &topics {
-                    embedded.create_topic(topic, 4)?;
+                for (topic, partitions) in &topics {
+                    embedded.create_topic(topic, *partitions)?;
                 }
             }
             None => {
                 let bootstrap = kafka.bootstrap_servers.clone();
                 tokio::task::spawn_blocking(move || {
-                    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-                    embedded_kafka::apache::create_topics(&bootstrap, &topics, 4)
+                    topics.iter().try_for_each(|(topic, partitions)| {
+                        embedded_kafka::apache::create_topics(&bootstrap, &[topic.as_str()], *partitions)
+                    })
                 })
                 .await??;
             }

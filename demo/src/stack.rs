@@ -75,13 +75,14 @@ impl StackNames {
         }
     }
 
-    /// Every topic, for creating them.
-    pub fn topics(&self) -> [&str; 4] {
+    /// Every topic with its partition count, for creating them: the
+    /// routes topic has one (its offsets are the routes' versions).
+    pub fn topics(&self) -> [(&str, i32); 4] {
         [
-            &self.requests,
-            &self.responses,
-            &self.dead_letter,
-            &self.routes,
+            (&self.requests, 4),
+            (&self.responses, 4),
+            (&self.dead_letter, 4),
+            (&self.routes, 1),
         ]
     }
 
@@ -146,9 +147,12 @@ impl Stack {
         // The stack's variants run until it stops, so a deleted tenant's
         // groups still have members: answer `pending` quickly.
         registry_settings.tenants.group_deletion.wait = Duration::from_secs(1);
-        registry_settings.tenants.variant_groups.insert(
+        registry_settings.tenants.variant_consumers.insert(
             protocol::Service::Waiter.as_str().into(),
-            format!("{}-{{label}}", stack.options.names.waiter_group),
+            tenants::VariantConsumers {
+                group: format!("{}-{{label}}", stack.options.names.waiter_group),
+                topic: stack.options.names.requests.clone(),
+            },
         );
         let registry = tenants::Application::build(registry_settings)
             .await
@@ -228,6 +232,7 @@ impl Stack {
         settings.registry.token = Some(settings::Secret::new(&self.options.token));
         settings.dispatch.request_topic = self.options.names.requests.clone();
         settings.dispatch.response_topic = self.options.names.responses.clone();
+        settings.routes.topic = self.options.names.routes.clone();
         let dispatch = dispatch::Application::build(settings)
             .await
             .with_context(|| format!("starting dispatch `{label}`"))?;

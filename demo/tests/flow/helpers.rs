@@ -32,8 +32,8 @@ impl Stack {
         // Topics and groups of this stack's own: on a shared real broker,
         // stacks of tests running at once must not see each other.
         let names = demo::StackNames::unique("flow", &testkit::unique_name("stack"));
-        for topic in names.topics() {
-            kafka.create_topic(topic, 4).await.unwrap();
+        for (topic, partitions) in names.topics() {
+            kafka.create_topic(topic, partitions).await.unwrap();
         }
         let options = demo::StackOptions {
             token: TOKEN.into(),

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{State, rejection::JsonRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use opentelemetry::baggage::BaggageExt;
 use axum::routing::post;
 use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
@@ -54,6 +55,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Variant registration.
     pub registry: RegistrySettings,
+    /// The route table each request's routes version is checked against.
+    pub routes: tenancy::RouteTableSettings,
 }
 
 /// Request/reply settings.
@@ -91,6 +94,9 @@ pub enum DispatchError {
     /// Registration with the tenants registry failed.
     #[error(transparent)]
     Registry(#[from] tenancy::RegistryError),
+    /// The route table could not start or catch up.
+    #[error(transparent)]
+    Routes(#[from] tenancy::RouteTableError),
 }
 
 pub use protocol::wire::DispatchResponse;
@@ -153,6 +159,8 @@ struct AppState {
     request_topic: Arc<str>,
     response_topic: Arc<str>,
     reply_timeout: Duration,
+    routes: tenancy::RouteTable,
+    version_wait: Duration,
 }
 
 /// A built, not yet running, dispatch.
@@ -162,6 +170,7 @@ pub struct Application {
     state: AppState,
     replies: StreamConsumer,
     registration: Option<tenancy::Registration>,
+    catch_up: Duration,
 }
 
 impl Application {
@@ -198,8 +207,66 @@ async fn complete_replies(replies: StreamConsumer, pending: Pending, stop: Cance
     }
 }
 
+/// The routes version this request is decided at, and the context to
+/// publish under: the caller's version (the gateway's) once this table has
+/// reached it, else this table's; the tenant from baggage or a mapping's
+/// selectors, written into the baggage so every consumer sees it.
+async fn route_request(
+    state: &AppState,
+    request_headers: &HeaderMap,
+) -> Result<(tenancy::RoutesVersion, opentelemetry::Context), ApiError> {
+    let stamped = request_headers
+        .get(headers::ROUTES_VERSION)
+        .map(|value| tenancy::parse_version(value.as_bytes()))
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let (routes, version) = match stamped {
+        None => {
+            let routes = state.routes.snapshot();
+            let version = routes.version();
+            (routes, version)
+        }
+        Some(version) => {
+            let routes = state
+                .routes
+                .reach(version, state.version_wait)
+                .await
+                .unwrap_or_else(|routes| {
+                    tracing::warn!(
+                        stamped = version,
+                        reached = routes.version(),
+                        "the caller's routes version was not reached in time; deciding at this table's"
+                    );
+                    metrics::counter!("route_table_version_waits_expired_total").increment(1);
+                    routes
+                });
+            // Never stamp a version this table has not read: consumers
+            // would wait for it on every record.
+            let version = version.min(routes.version());
+            (routes, version)
+        }
+    };
+    let cx = propagation::current_context();
+    let baggage = cx.baggage();
+    let facts = tenancy::HttpFacts {
+        headers: request_headers,
+        baggage,
+    };
+    let resolved = tenancy::resolve_tenant(routes.at(version), &facts);
+    let cx = match resolved {
+        Some(tenant) if propagation::tenant(&cx).as_deref() != Some(tenant.as_str()) => cx
+            .with_baggage([opentelemetry::KeyValue::new(
+                propagation::TENANT_BAGGAGE_KEY,
+                tenant,
+            )]),
+        _ => cx,
+    };
+    Ok((version, cx))
+}
+
 async fn wait(
     State(state): State<AppState>,
+    request_headers: HeaderMap,
     body: Result<Json<WaitRequestBody>, JsonRejection>,
 ) -> Result<Json<DispatchResponse>, ApiError> {
     let Json(body) = body?;
@@ -213,6 +280,8 @@ async fn wait(
         }
         Err(refused) => return Err(ApiError::bad_request(refused.to_string())),
     }
+    let (routes_version, context) = route_request(&state, &request_headers).await?;
+    let routes_version = routes_version.to_string();
     let correlation = uuid::Uuid::new_v4().to_string();
     let (_pending, reply_rx) = PendingGuard::register(&state.pending, &correlation);
 
@@ -232,11 +301,14 @@ async fn wait(
         messaging.message.conversation_id = %correlation,
         service = protocol::Service::Dispatch.as_str(),
         variant = %state.variant,
+        waiter_bus.routes_version = %routes_version,
     );
+    let _ = publish.set_parent(context);
     let record_headers = [
         (headers::CORRELATION, correlation.as_str()),
         (headers::RESPONSE_TOPIC, &state.response_topic),
         (headers::HOPS, hops.as_str()),
+        (headers::ROUTES_VERSION, routes_version.as_str()),
     ]
     .into_iter()
     .fold(
@@ -328,12 +400,15 @@ impl ServiceApp for Application {
                 settings.dispatch.response_topic.clone(),
             ));
         }
+        let routes = tenancy::RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
         let variant = settings.service.variant.clone();
         let registration = tenancy::Registration::for_variant(
             &settings.registry,
             Service::Dispatch,
             &variant,
             port,
+            telemetry::instance_id(),
+            tenancy::TenantTally::default(),
         );
         Ok(Self {
             listener,
@@ -345,9 +420,12 @@ impl ServiceApp for Application {
                 request_topic: settings.dispatch.request_topic.into(),
                 response_topic: settings.dispatch.response_topic.into(),
                 reply_timeout: settings.dispatch.reply_timeout,
+                routes,
+                version_wait: settings.routes.version_wait,
             },
             replies,
             registration,
+            catch_up: settings.routes.catch_up_timeout,
         })
     }
 
@@ -365,9 +443,15 @@ impl ServiceApp for Application {
     /// in a 504; only then does the reader stop.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
         let variant = self.state.variant.to_string();
-        if let Some(registration) = &self.registration {
-            registration.register().await?;
-        }
+        self.state.routes.caught_up(self.catch_up).await?;
+        let renewing = match &self.registration {
+            Some(registration) => {
+                registration.register().await?;
+                let renewing = registration.clone();
+                Some(tokio::spawn(async move { renewing.keep_alive().await }))
+            }
+            None => None,
+        };
         // The reader outlives the HTTP server: it stops only once every
         // call in flight has been answered or timed out.
         let reader_stop = CancellationToken::new();
@@ -387,6 +471,9 @@ impl ServiceApp for Application {
         );
         tracing::info!(port = self.port, %variant, "dispatch running");
         let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
+        if let Some(renewing) = renewing {
+            renewing.abort();
+        }
         reader_stop.cancel();
         let _ = reader.await;
         if let Some(registration) = &self.registration {

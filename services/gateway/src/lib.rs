@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
+use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
 use protocol::wire::{DispatchResponse, WaitReply, WaitRequestBody};
 use protocol::{Hops, Service};
@@ -144,40 +145,56 @@ async fn wait(
     let Json(body) = body?;
     let incoming = propagation::current_context();
     let trace_id = incoming.span().span_context().trace_id().to_string();
+    // One routes version decides every hop of this request: it is sent on
+    // to dispatch, which stamps it into the Kafka record for the waiters.
     let routes = state.routes.snapshot();
-    // Only a believed caller naming a known tenant keeps its baggage: an
-    // unknown tenant string would otherwise reach every span (and the
-    // metrics made from them) as a label value of its own.
-    let tenant = propagation::tenant(&incoming)
-        .filter(|_| state.believes(&request_headers))
-        .filter(|t| routes.tenant(t).is_some());
-    let (tenant, outgoing) = if tenant.is_some() {
-        (tenant, incoming)
-    } else {
+    let version = routes.version();
+    let at = routes.at(version);
+    // Only a believed caller naming a known tenant (or matching a mapping's
+    // selectors) keeps its baggage: an unknown tenant string would
+    // otherwise reach every span (and the metrics made from them) as a
+    // label value of its own.
+    let tenant = state
+        .believes(&request_headers)
+        .then(|| {
+            let facts = tenancy::HttpFacts {
+                headers: &request_headers,
+                baggage: incoming.baggage(),
+            };
+            tenancy::resolve_tenant(at, &facts)
+        })
+        .flatten();
+    let outgoing = match &tenant {
+        Some(tenant) => incoming.with_baggage([opentelemetry::KeyValue::new(
+            propagation::TENANT_BAGGAGE_KEY,
+            tenant.clone(),
+        )]),
         // Keep the trace, drop the caller's baggage: an untrusted caller
         // cannot name a tenant, so everything goes to the baseline.
-        let span_context = incoming.span().span_context().clone();
-        (
-            None,
-            opentelemetry::Context::new().with_remote_span_context(span_context),
-        )
+        None => {
+            let span_context = incoming.span().span_context().clone();
+            opentelemetry::Context::new().with_remote_span_context(span_context)
+        }
     };
-    let label = tenant
+    let dispatch = protocol::Service::Dispatch.as_str();
+    let route = tenant
         .as_deref()
-        .and_then(|t| routes.variant_for(t, protocol::Service::Dispatch.as_str()));
-    let (target, dispatch_label) = match label
-        .map(|l| (l, routes.endpoint(protocol::Service::Dispatch.as_str(), l)))
-    {
-        Some((label, Some(endpoint))) => (endpoint.endpoint.clone(), label.to_string()),
-        Some((label, None)) => {
-            tracing::warn!(%label, "the tenant maps dispatch to a variant that is not registered; using the baseline");
+        .map_or(tenancy::Route::Baseline, |t| at.route(t, dispatch));
+    let live = match route {
+        tenancy::Route::Variant(label) => at.endpoint(dispatch, label),
+        _ => None,
+    };
+    let (target, dispatch_label) = match (live, route) {
+        (Some(endpoint), _) => (endpoint.endpoint.clone(), endpoint.label.clone()),
+        (None, tenancy::Route::VariantDown(label) | tenancy::Route::Variant(label)) => {
+            tracing::warn!(%label, "the tenant maps dispatch to a variant that is not live; using the baseline");
             metrics::counter!("gateway_unregistered_variant_total").increment(1);
             (
                 state.baseline_dispatch.to_string(),
                 tenancy::BASELINE.to_string(),
             )
         }
-        None => (
+        (None, tenancy::Route::Baseline) => (
             state.baseline_dispatch.to_string(),
             tenancy::BASELINE.to_string(),
         ),
@@ -185,6 +202,7 @@ async fn wait(
 
     let mut outgoing_headers = HeaderMap::new();
     propagation::inject_http(&outgoing, &mut outgoing_headers);
+    outgoing_headers.insert(protocol::headers::ROUTES_VERSION, version.into());
     let url = format!("{}/wait", target.trim_end_matches('/'));
     let response = state
         .http

@@ -4,30 +4,38 @@
 //!
 //! | method | path | |
 //! |---|---|---|
-//! | GET | `/tenants`, `/tenants/{id}` | read (no token) |
-//! | PUT | `/tenants/{id}` | `{"services": {"dispatch": "sbx-123", "waiter": "sbx-123"}}` |
-//! | DELETE | `/tenants/{id}` | tombstone, then delete its variants' unused consumer groups |
-//! | GET | `/variants` | registered variants |
-//! | PUT | `/variants/{service}/{label}` | `{"endpoint": "http://…"}`, sent by a variant once ready |
-//! | DELETE | `/variants/{service}/{label}` | sent by a variant as it stops |
+//! | GET | `/tenants` | every mapping (no token) |
+//! | GET | `/tenants/{id}` | the mapping and each variant's status: live, last heartbeat, group lag, records processed and skipped |
+//! | PUT | `/tenants/{id}` | `{"services": {"dispatch": "sbx-123", "waiter": "sbx-123"}, "match": [...], "ttl": "30m"}` |
+//! | DELETE | `/tenants/{id}` | drain, unmap, then delete its variants' unused consumer groups |
+//! | GET | `/variants` | registered variants, live or not |
+//! | PUT | `/variants/{service}/{label}` | `{"endpoint": "http://…", "instance": "…"}`: registers, and renews the instance's lease |
+//! | DELETE | `/variants/{service}/{label}/instances/{instance}` | an instance stopping gives up its lease |
+//! | DELETE | `/variants/{service}/{label}` | removes a registration no tenant maps to (409 otherwise) |
 //!
 //! Mutations need `Authorization: Bearer <token>`. Every write goes to the
 //! compacted topic and the answer waits until this registry's own
 //! [`tenancy::RouteTable`] shows it, so a client that reads back sees its
-//! write. A tenant may only be mapped to variants that are registered: a
-//! variant registers after its partitions are assigned, so no tenant record
-//! is produced into a gap no consumer is reading.
+//! write. A tenant may only be mapped to variants that are registered and
+//! live: a variant registers after its partitions are assigned and pinned,
+//! so no tenant record is produced into a gap no consumer is reading.
 //!
-//! Inside: `handlers` (the routes above), the token check (a layer
-//! on the mutating routes only), `groups` (deleting a deleted tenant's
+//! Inside: `handlers` (the routes above), the token check (a layer on the
+//! mutating routes only), `leases` (which variant instances renewed when),
+//! `lifecycle` (draining and deleting tenants, expiring them, marking
+//! lapsed variants not live), `groups` (deleting a deleted tenant's
 //! consumer groups once they are empty) and `settings`.
 
 mod groups;
 mod handlers;
+mod leases;
+mod lifecycle;
 mod settings;
 
 pub use groups::{DeletionOutcome, GroupDeletion, GroupDeletionSettings};
-pub use handlers::Deleted;
+pub use handlers::{TenantStatus, VariantStatus};
+pub use leases::LeaseSettings;
+pub use lifecycle::{Deleted, DrainOutcome, VariantConsumers};
 pub use settings::{DEFAULTS, Settings, TenantsSettings};
 
 use service_kit::ServiceApp;
@@ -35,7 +43,8 @@ use service_kit::auth::{BearerToken, require_bearer};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, put};
+use axum::routing::{delete, get, put};
+use kafka_kit::KafkaSettings;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
@@ -65,6 +74,11 @@ struct Registry {
     settings: Arc<TenantsSettings>,
     // Where mappings are written (the table above reads it back).
     routes_topic: Arc<str>,
+    // For reading variant groups' positions.
+    kafka: KafkaSettings,
+    leases: Arc<std::sync::Mutex<leases::Leases>>,
+    // Liveness writes one at a time, each re-checking the lease book.
+    liveness: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A built, not yet running, registry.
@@ -100,7 +114,11 @@ fn router_with(registry: Registry) -> Router {
             "/variants/{service}/{label}",
             put(put_variant)
                 .delete(delete_variant)
-                .route_layer(authorized),
+                .route_layer(authorized.clone()),
+        )
+        .route(
+            "/variants/{service}/{label}/instances/{instance}",
+            delete(leave_variant).route_layer(authorized),
         )
         .with_state(registry)
 }
@@ -143,6 +161,9 @@ impl ServiceApp for Application {
                 ),
                 settings: Arc::new(settings.tenants),
                 routes_topic: settings.routes.topic.into(),
+                kafka: settings.kafka,
+                leases: Arc::default(),
+                liveness: Arc::default(),
             },
         })
     }
@@ -154,6 +175,7 @@ impl ServiceApp for Application {
 
     /// Serves until `shutdown` is cancelled.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), TenantsError> {
+        let watching = tokio::spawn(lifecycle::watch(self.registry.clone(), shutdown.clone()));
         let app = service_kit::with_operations(
             router_with(self.registry),
             protocol::Service::Tenants,
@@ -161,6 +183,8 @@ impl ServiceApp for Application {
             Arc::new(service_kit::AlwaysReady),
         );
         tracing::info!(port = self.port, "tenants registry running");
-        Ok(service_kit::serve(self.listener, app, shutdown).await?)
+        let served = service_kit::serve(self.listener, app, shutdown).await;
+        let _ = watching.await;
+        Ok(served?)
     }
 }

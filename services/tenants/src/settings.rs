@@ -8,6 +8,8 @@ use serde::Deserialize;
 use service_kit::HttpSettings;
 
 use crate::GroupDeletionSettings;
+use crate::leases::LeaseSettings;
+use crate::lifecycle::VariantConsumers;
 
 /// Checked-in defaults.
 pub const DEFAULTS: &str = include_str!("../config/base.yaml");
@@ -34,13 +36,20 @@ pub struct TenantsSettings {
     pub token: settings::Secret,
     /// Services a tenant may map.
     pub services: BTreeSet<String>,
-    /// Consumer-group pattern per service; `{label}` is replaced.
-    pub variant_groups: BTreeMap<String, String>,
+    /// Per consuming service: its variants' consumer group (`{label}` is
+    /// replaced) and the topic the group reads.
+    pub variant_consumers: BTreeMap<String, VariantConsumers>,
     /// How long a write may take to show in the registry's own table.
     #[serde(with = "settings::duration")]
     pub write_timeout: std::time::Duration,
     /// Deleting a deleted tenant's variant consumer groups.
     pub group_deletion: GroupDeletionSettings,
+    /// Variant leases.
+    pub lease: LeaseSettings,
+    /// How long deleting a tenant waits for its variants to finish the
+    /// records stamped for them.
+    #[serde(with = "settings::duration")]
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Settings {

@@ -143,6 +143,8 @@ impl Application {
             protocol::Service::Waiter,
             self.stages.variant(),
             self.port,
+            &self.stages.waiter.instance,
+            self.stages.consumer.tally.clone(),
         )?;
         let readiness = self.readiness.clone();
         let consumers = self.consumers.clone();
@@ -156,8 +158,9 @@ impl Application {
                 tracing::warn!(error = %e, "could not pin start positions; records produced right after registration may be missed");
             }
             if let Err(e) = registering.register().await {
-                tracing::error!(error = %e, "registration failed; tenants cannot be mapped to this variant");
+                tracing::error!(error = %e, "registration failed; tenants cannot be mapped to this variant until a renewal reaches the registry");
             }
+            registering.keep_alive().await;
         });
         Some((registration, task))
     }
@@ -338,7 +341,8 @@ impl ServiceApp for Application {
         };
         shutdown.cancel();
         if let Some((registration, registered)) = registration {
-            // Stop new tenant mappings to this variant before draining.
+            // Give up the lease before draining: when this is the variant's
+            // last instance, records stamped from now on go to the baseline.
             registered.abort();
             registration.deregister().await;
         }

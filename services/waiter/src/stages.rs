@@ -29,6 +29,8 @@ impl Stages {
                 group: settings.group_id(),
                 tenancy: settings.consumer_tenancy(),
                 routes,
+                version_wait: settings.routes.version_wait,
+                tally: tenancy::TenantTally::default(),
                 limits: RequestLimits {
                     default_wait: w.default_wait,
                     max_wait: w.max_wait,

@@ -70,6 +70,23 @@ pub mod duration {
         deserializer.deserialize_any(DurationVisitor)
     }
 
+    /// An optional duration: absent or `null` is `None`.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        #[derive(Deserialize)]
+        struct Present(#[serde(with = "super")] Duration);
+
+        /// Reads what [`super::deserialize`] reads, or `null`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            Ok(Option::<Present>::deserialize(deserializer)?.map(|p| p.0))
+        }
+    }
+
     struct DurationVisitor;
 
     impl Visitor<'_> for DurationVisitor {

@@ -27,12 +27,15 @@ pub use decision::{
     AllowedTenancies, ConsumerTenancy, Decision, Environment, RecordRoute, SkipReason, Tenancy,
     decide,
 };
-pub use registry::{Registration, RegistryClient, RegistryError, RegistrySettings};
+pub use registry::{
+    LeaseRenewal, Registration, RegistryClient, RegistryError, RegistrySettings, TenantCounts,
+    TenantTally,
+};
 pub use routes::{
     Route, RouteRecord, Routes, RoutesAt, RoutesVersion, TenantRoutes, TenantState,
-    VariantEndpoint, tenant_key, variant_key,
+    VariantEndpoint, parse_version, tenant_key, variant_key,
 };
-pub use selectors::{Pattern, RequestFacts, Selector, resolve_tenant};
+pub use selectors::{HttpFacts, Pattern, RequestFacts, Selector, resolve_tenant};
 pub use table::{RouteTable, RouteTableError, RouteTableSettings};
 
 /// The header carrying a record's routes version.

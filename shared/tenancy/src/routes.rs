@@ -22,6 +22,20 @@ use serde::{Deserialize, Serialize};
 /// A position in `tenant-routes`: every record before this offset is applied.
 pub type RoutesVersion = u64;
 
+/// Reads a stamped routes version (a decimal offset) from a header value.
+pub fn parse_version(value: &[u8]) -> Result<RoutesVersion, String> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "`{}` must be a routes version (a decimal number), not {:?}",
+                crate::ROUTES_VERSION,
+                String::from_utf8_lossy(value)
+            )
+        })
+}
+
 /// Whether a tenant's mapping routes new records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

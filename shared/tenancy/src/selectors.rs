@@ -129,6 +129,24 @@ impl Selector {
     }
 }
 
+/// An HTTP request's headers and the baggage extracted from them.
+pub struct HttpFacts<'a> {
+    /// The request's headers.
+    pub headers: &'a http::HeaderMap,
+    /// The baggage of the request's context.
+    pub baggage: &'a opentelemetry::baggage::Baggage,
+}
+
+impl RequestFacts for HttpFacts<'_> {
+    fn baggage(&self, key: &str) -> Option<&str> {
+        self.baggage.get(key).map(|value| value.as_str())
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+}
+
 /// The tenant `request` belongs to at `routes`: its `tenant` baggage entry
 /// when that names a known tenant, else the first tenant (by id) with a
 /// matching selector.

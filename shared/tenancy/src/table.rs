@@ -24,6 +24,11 @@ pub struct RouteTableSettings {
     /// end as it was at start.
     #[serde(with = "settings::duration")]
     pub catch_up_timeout: Duration,
+    /// How long a record, or a request, stamped with a routes version this
+    /// table has not reached yet waits for it before the current routes
+    /// decide instead (counted as `route_table_version_waits_expired_total`).
+    #[serde(with = "settings::duration")]
+    pub version_wait: Duration,
 }
 
 /// Why the route table could not start or catch up.

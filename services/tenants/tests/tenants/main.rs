@@ -261,17 +261,20 @@ async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_em
     use rdkafka::{Offset, TopicPartitionList};
     let kafka = TestKafka::start().unwrap();
     let prefix = testkit::unique_name("group");
+    let topic = testkit::unique_name("requests");
+    kafka.create_topic(&topic, 1).await.unwrap();
     let registry = start_with(&kafka, |settings| {
-        settings
-            .tenants
-            .variant_groups
-            .insert("waiter".into(), format!("{prefix}-{{label}}"));
+        settings.tenants.variant_consumers.insert(
+            "waiter".into(),
+            tenants::VariantConsumers {
+                group: format!("{prefix}-{{label}}"),
+                topic: topic.clone(),
+            },
+        );
         settings.tenants.group_deletion.wait = Duration::from_secs(1);
         settings.tenants.group_deletion.retry_for = Duration::from_secs(60);
     })
     .await;
-    let topic = testkit::unique_name("requests");
-    kafka.create_topic(&topic, 1).await.unwrap();
     for (tenant, label) in [("idle", "sbx-idle"), ("busy", "sbx-busy")] {
         registry.register("waiter", label).await;
         let mapped = registry

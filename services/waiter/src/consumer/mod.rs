@@ -36,6 +36,10 @@ pub(crate) struct ConsumerConfig {
     pub group: String,
     pub tenancy: tenancy::ConsumerTenancy,
     pub routes: tenancy::RouteTable,
+    /// Per-tenant counts sent with the variant's lease renewals.
+    pub tally: tenancy::TenantTally,
+    /// How long a record stamped past the table's version waits for it.
+    pub version_wait: std::time::Duration,
     pub limits: RequestLimits,
     pub default_response_topic: String,
     pub dead_letter_topic: String,
@@ -127,7 +131,14 @@ async fn handle(
     let _ = span.set_parent(parent);
     record_broker_timestamp(&span, message.timestamp(), consumed.wall_us);
 
-    if let Some(reason) = decide(config, tenant.as_deref()) {
+    let decision = decide(config, message, tenant.as_deref()).await;
+    if let Some(tenant) = &tenant {
+        match decision {
+            Some(_) => config.tally.skipped(tenant),
+            None => config.tally.processed(tenant),
+        }
+    }
+    if let Some(reason) = decision {
         // Not ours: commit past it. The span shows who skipped it and why.
         config.metrics.skipped(reason.label());
         span.add_event(
@@ -210,13 +221,50 @@ fn process_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> traci
     )
 }
 
-/// Whether this waiter skips a record of `tenant`, and why (the tenancy
-/// rules against the route table as it stands now).
-fn decide(config: &ConsumerConfig, tenant: Option<&str>) -> Option<tenancy::SkipReason> {
-    let routes = config.routes.snapshot();
-    match tenancy::decide(&config.tenancy, tenant, &routes) {
+/// Whether this waiter skips a record of `tenant`, and why: the tenancy
+/// rules against the routes at the record's stamped version (waiting,
+/// bounded, for the table to reach it), or the current routes for a record
+/// from a producer that does not stamp one.
+async fn decide(
+    config: &ConsumerConfig,
+    message: &BorrowedMessage<'_>,
+    tenant: Option<&str>,
+) -> Option<tenancy::SkipReason> {
+    let stamped = protocol::headers::last(message.headers(), headers::ROUTES_VERSION).and_then(
+        |value| match tenancy::parse_version(value) {
+            Ok(version) => Some(version),
+            Err(reason) => {
+                // Deciding by the current routes is what an unstamped
+                // record gets; dead-lettering it would happen once per group.
+                tracing::warn!(%reason, offset = message.offset(), "unreadable routes version; deciding by the current routes");
+                config.metrics.failed("routes_version");
+                None
+            }
+        },
+    );
+    let routes = match stamped {
+        Some(version) => config
+            .routes
+            .reach(version, config.version_wait)
+            .await
+            .unwrap_or_else(|routes| {
+                tracing::warn!(
+                    stamped = version,
+                    reached = routes.version(),
+                    "the record's routes version was not reached in time; deciding by the current routes"
+                );
+                metrics::counter!("route_table_version_waits_expired_total").increment(1);
+                routes
+            }),
+        None => config.routes.snapshot(),
+    };
+    let record = tenancy::RecordRoute {
+        tenant,
+        version: stamped,
+    };
+    match tenancy::decide(&config.tenancy, record, &routes) {
         tenancy::Decision::Skip(reason) => Some(reason),
-        _ => None,
+        tenancy::Decision::Process => None,
     }
 }
 
