@@ -112,6 +112,8 @@ pub struct Stack {
     // Declared first so that, even without `stop`, services are told to stop
     // before the broker they talk to goes away.
     running: Vec<RunningService>,
+    // The variant label of each entry of `running`.
+    labels: Vec<String>,
     kafka: KafkaSettings,
     options: StackOptions,
     /// The registry's base URL.
@@ -132,6 +134,7 @@ impl Stack {
     pub async fn start(kafka: &KafkaSettings, options: StackOptions) -> anyhow::Result<Self> {
         let mut stack = Self {
             running: Vec::new(),
+            labels: Vec::new(),
             kafka: kafka.clone(),
             options,
             registry: String::new(),
@@ -187,9 +190,42 @@ impl Stack {
 
     /// Keeps `service` running until the stack stops; returns its URL.
     fn keep(&mut self, service: RunningService) -> String {
+        self.keep_labelled(service, tenancy::BASELINE)
+    }
+
+    fn keep_labelled(&mut self, service: RunningService, label: &str) -> String {
         let url = service.url();
         self.running.push(service);
+        self.labels.push(label.to_string());
         url
+    }
+
+    /// Stops the newest waiter instance labelled `label`: gracefully
+    /// (drains, gives up its lease) or, with `kill`, the way a crash would.
+    pub async fn stop_waiter(&mut self, label: &str, kill: bool) -> anyhow::Result<()> {
+        let index = self
+            .running
+            .iter()
+            .zip(&self.labels)
+            .rposition(|(service, l)| {
+                service.service() == protocol::Service::Waiter && l == label
+            })
+            .with_context(|| format!("no running waiter `{label}`"))?;
+        let service = self.running.remove(index);
+        self.labels.remove(index);
+        match kill {
+            true => {
+                service.kill().await;
+                Ok(())
+            }
+            false => service.stop_within(DEADLINE).await,
+        }
+    }
+
+    /// Starts one more waiter instance labelled `label` (a variant scaling
+    /// out, or coming back).
+    pub async fn add_waiter(&mut self, label: &str) -> anyhow::Result<()> {
+        self.start_waiter(label).await
     }
 
     /// Starts a waiter labelled `label` and waits until its partitions are
@@ -220,7 +256,7 @@ impl Stack {
             .with_context(|| format!("starting waiter `{label}`"))?;
         self.tables.push(waiter.route_table());
         let assigned = waiter.assigned(DEADLINE).await;
-        self.keep(waiter.into_service());
+        self.keep_labelled(waiter.into_service(), label);
         assigned
     }
 
@@ -236,7 +272,7 @@ impl Stack {
         let dispatch = dispatch::Application::build(settings)
             .await
             .with_context(|| format!("starting dispatch `{label}`"))?;
-        Ok(self.keep(RunningService::spawn(dispatch)))
+        Ok(self.keep_labelled(RunningService::spawn(dispatch), label))
     }
 
     /// Starts B″ and/or C″ labelled `label` and waits until the registry
@@ -291,6 +327,7 @@ impl Stack {
     /// earlier, is named in the error; every service is stopped regardless.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
+        self.labels.clear();
         while let Some(service) = self.running.pop() {
             if let Err(failure) = service.stop_within(DEADLINE).await {
                 failures.push(format!("{failure:#}"));

@@ -93,6 +93,8 @@ pub struct GatewayResponse {
     pub trace_id: String,
     /// The tenant the request was routed for, if any.
     pub tenant: Option<String>,
+    /// The `tenant-routes` version every hop of this request was routed at.
+    pub routes_version: u64,
     /// Each hop, in order, with the variant that handled it.
     pub hops: Hops,
     /// The waiter's reply.
@@ -257,6 +259,7 @@ async fn wait(
     Ok(Json(GatewayResponse {
         trace_id,
         tenant,
+        routes_version: version,
         hops: Hops::new()
             .then(Service::Gateway, &state.variant)
             .then(Service::Dispatch, &answer.dispatch_variant)

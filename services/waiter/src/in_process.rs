@@ -22,6 +22,8 @@ impl Settings {
         settings.waiter.default_response_topic = topics.replies.clone();
         settings.waiter.dead_letter_topic = topics.dead_letters.clone();
         settings.waiter.group_id = Some(group.to_string());
+        // A baseline in group `g` finds its variants' groups as `g-<label>`.
+        settings.tenancy.variant_group = format!("{group}-{{label}}");
         settings
     }
 }

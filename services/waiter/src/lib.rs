@@ -23,6 +23,7 @@ pub mod producer;
 pub mod request;
 pub mod settings;
 mod stages;
+mod standins;
 pub mod waiters;
 
 use service_kit::ServiceApp;
@@ -166,6 +167,46 @@ impl Application {
     }
 }
 
+/// A consumer of the request topic in `group`, subscribed.
+pub(crate) fn new_consumer(
+    settings: &Settings,
+    group: &str,
+    client_id: String,
+    offset_reset: &str,
+    context: WaiterContext,
+) -> Result<WaiterConsumer, WaiterError> {
+    let w = &settings.waiter;
+    let consumer: WaiterConsumer = settings
+        .kafka
+        .consumer_config()
+        .set("group.id", group)
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.commit.interval.ms",
+            w.commit_interval.as_millis().to_string(),
+        )
+        .set("auto.offset.reset", offset_reset)
+        .set(
+            "statistics.interval.ms",
+            w.statistics_interval.as_millis().to_string(),
+        )
+        .set("enable.partition.eof", "false")
+        .create_with_context(context)
+        .map_err(|source| WaiterError::Kafka {
+            role: "consumer",
+            source,
+        })?;
+    consumer
+        .subscribe(&[&w.request_topic])
+        .map_err(|source| WaiterError::Kafka {
+            role: "consumer",
+            source,
+        })?;
+    Ok(consumer)
+}
+
 impl ServiceApp for Application {
     const SERVICE: protocol::Service = protocol::Service::Waiter;
     const ABOUT: &'static str = "Consume wait requests from Kafka, wait, and reply.";
@@ -199,34 +240,13 @@ impl ServiceApp for Application {
         let assigned = Arc::new(watch::channel(0).0);
         let mut consumers = Vec::with_capacity(w.consumers.get());
         for index in 0..w.consumers.get() {
-            let consumer: WaiterConsumer = settings
-                .kafka
-                .consumer_config()
-                .set("group.id", &group)
-                .set("client.id", format!("waiter-{variant}-{index}"))
-                .set("enable.auto.commit", "true")
-                .set("enable.auto.offset.store", "false")
-                .set(
-                    "auto.commit.interval.ms",
-                    w.commit_interval.as_millis().to_string(),
-                )
-                .set("auto.offset.reset", settings.auto_offset_reset().as_str())
-                .set(
-                    "statistics.interval.ms",
-                    w.statistics_interval.as_millis().to_string(),
-                )
-                .set("enable.partition.eof", "false")
-                .create_with_context(WaiterContext::new(&stages.consumer, assigned.clone()))
-                .map_err(|source| WaiterError::Kafka {
-                    role: "consumer",
-                    source,
-                })?;
-            consumer
-                .subscribe(&[&w.request_topic])
-                .map_err(|source| WaiterError::Kafka {
-                    role: "consumer",
-                    source,
-                })?;
+            let consumer = new_consumer(
+                &settings,
+                &group,
+                format!("waiter-{variant}-{index}"),
+                settings.auto_offset_reset().as_str(),
+                WaiterContext::new(&stages.consumer, assigned.clone()),
+            )?;
             consumers.push(Arc::new(consumer));
         }
         let mut producers = Vec::with_capacity(w.producers.get());
@@ -292,6 +312,16 @@ impl ServiceApp for Application {
                 shutdown.clone(),
             )
         }));
+        let t = &self.settings.tenancy;
+        if !self.settings.is_variant() && t.stand_in_for_variants && t.tenant_routing {
+            stages.spawn(standins::run(
+                Arc::new(self.settings.clone()),
+                config.consumer.clone(),
+                work_tx.clone(),
+                out_tx.clone(),
+                shutdown.clone(),
+            ));
+        }
         stages.spawn(waiters::run(config.waiter.clone(), work_rx, out_tx.clone()));
         stages.extend(self.producers.iter().map(|producer| {
             producer::run(

@@ -41,6 +41,11 @@ pub struct TenancySettings {
     pub allowed_tenancies: tenancy::AllowedTenancies,
     /// Route test records by the registry's mappings.
     pub tenant_routing: bool,
+    /// The baseline joins the consumer group of a mapped variant that is
+    /// not live and processes the records left for it (see `standins`).
+    pub stand_in_for_variants: bool,
+    /// A variant's consumer group; `{label}` is replaced.
+    pub variant_group: String,
 }
 
 /// The consumer → waiters → producer pipeline.
@@ -188,6 +193,11 @@ impl Settings {
             (None, false) => OffsetReset::Earliest,
             (None, true) => OffsetReset::Latest,
         }
+    }
+
+    /// The consumer group of variant `label`.
+    pub fn variant_group_of(&self, label: &str) -> String {
+        self.tenancy.variant_group.replace("{label}", label)
     }
 
     /// This consumer's tenancy rules.

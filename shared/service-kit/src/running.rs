@@ -82,6 +82,16 @@ impl RunningService {
         }
     }
 
+    /// Ends it the way a crash would: its task is aborted mid-flight, so
+    /// nothing drains, no lease is given up and no final commit is made
+    /// (what its clients close on drop, they still close).
+    pub async fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// [`Self::stop`], giving up (and naming the service) after `within`.
     pub async fn stop_within(self, within: std::time::Duration) -> anyhow::Result<()> {
         let service = self.service;

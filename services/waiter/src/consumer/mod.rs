@@ -31,6 +31,7 @@ pub use context::WaiterContext;
 pub type WaiterConsumer = StreamConsumer<WaiterContext>;
 
 /// What the consumer stage reads, resolved once from the settings.
+#[derive(Clone)]
 pub(crate) struct ConsumerConfig {
     pub variant: String,
     pub group: String,
