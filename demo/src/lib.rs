@@ -7,8 +7,9 @@
 //! [`Stack::map`]. [`waterfall`] draws a trace from the in-process span sink
 //! and the table of which variant handled each hop. The `demo` binary
 //! (`cargo run --release -p demo`) puts these together; the flow tests use
-//! the same [`Stack`].
+//! the same [`Stack`]. [`churn`] is the tenancy-under-change scenario.
 
+pub mod churn;
 pub mod stack;
 pub mod waterfall;
 

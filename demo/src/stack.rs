@@ -223,9 +223,9 @@ impl Stack {
     }
 
     /// Starts one more waiter instance labelled `label` (a variant scaling
-    /// out, or coming back).
+    /// out, or coming back) and waits until the registry lists it live.
     pub async fn add_waiter(&mut self, label: &str) -> anyhow::Result<()> {
-        self.start_waiter(label).await
+        self.start_variant(label, false, true).await
     }
 
     /// Starts a waiter labelled `label` and waits until its partitions are
@@ -276,7 +276,7 @@ impl Stack {
     }
 
     /// Starts B″ and/or C″ labelled `label` and waits until the registry
-    /// lists them (C″ registers only once its partitions are assigned).
+    /// lists them live (C″ registers only once its partitions are assigned).
     pub async fn start_variant(
         &mut self,
         label: &str,
@@ -306,9 +306,9 @@ impl Stack {
                 .json()
                 .await?;
             let listed = wanted.iter().all(|service| {
-                variants
-                    .iter()
-                    .any(|v| v["service"] == *service && v["label"] == label)
+                variants.iter().any(|v| {
+                    v["service"] == *service && v["label"] == label && v["live"] == true
+                })
             });
             if listed {
                 return Ok(());

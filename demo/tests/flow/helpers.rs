@@ -14,7 +14,7 @@ const WAIT_MS: u64 = 40;
 
 pub struct Stack {
     // Declared first: services stop before the broker goes.
-    inner: demo::Stack,
+    pub inner: demo::Stack,
     pub kafka: TestKafka,
 }
 

@@ -427,3 +427,24 @@ async fn a_variant_scaling_out_mid_traffic_loses_no_tenant_request() {
     );
     stack.stop().await;
 }
+
+/// Tenancy under change: mappings re-written and deleted, the waiter
+/// variant scaled out, killed instance by instance and restarted, all under
+/// steady tenant traffic. Every request is answered, each by the variants
+/// the routes at its stamped version named (or the baseline standing in
+/// for a variant that went down after it), and the ledger shows no request
+/// processed by two consumer groups.
+#[tokio::test]
+async fn tenancy_holds_while_mappings_churn_and_a_variant_scales_out_dies_and_returns() {
+    let mut stack = Stack::start(true).await;
+    let options = demo::churn::ChurnOptions {
+        requests: 240,
+        rate: 30.0,
+        ..Default::default()
+    };
+    let report = demo::churn::run(&mut stack.inner, &options).await.unwrap();
+    eprintln!("churn: {report:#?}");
+    assert!(report.held(), "{report:#?}");
+    assert_eq!(report.answered, report.sent, "{report:#?}");
+    stack.stop().await;
+}

@@ -448,7 +448,10 @@ impl ServiceApp for Application {
             Some(registration) => {
                 registration.register().await?;
                 let renewing = registration.clone();
-                Some(tokio::spawn(async move { renewing.keep_alive().await }))
+                // Aborted with the service, however it ends.
+                Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                    async move { renewing.keep_alive().await },
+                )))
             }
             None => None,
         };

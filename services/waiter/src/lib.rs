@@ -36,6 +36,7 @@ use service_kit::HttpListener;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::consumer::{WaiterConsumer, WaiterContext};
 pub use crate::in_process::RunningWaiter;
@@ -138,7 +139,7 @@ impl Application {
 impl Application {
     /// A variant registers with the tenants registry once it has partitions,
     /// so a tenant is never mapped to a variant that is not yet reading.
-    fn registration(&self) -> Option<(tenancy::Registration, tokio::task::JoinHandle<()>)> {
+    fn registration(&self) -> Option<(tenancy::Registration, AbortOnDropHandle<()>)> {
         let registration = tenancy::Registration::for_variant(
             &self.settings.registry,
             protocol::Service::Waiter,
@@ -163,7 +164,9 @@ impl Application {
             }
             registering.keep_alive().await;
         });
-        Some((registration, task))
+        // Dropped with the service, even when it is aborted rather than
+        // stopped: a crashed instance must stop renewing its lease.
+        Some((registration, AbortOnDropHandle::new(task)))
     }
 }
 
