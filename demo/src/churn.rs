@@ -42,7 +42,7 @@ impl Default for ChurnOptions {
             requests: 400,
             rate: 40.0,
             wait_ms: 10,
-            kill: true,
+            kill: false,
         }
     }
 }
@@ -188,7 +188,10 @@ pub async fn run(stack: &mut Stack, options: &ChurnOptions) -> anyhow::Result<Ch
         .collect();
     let deadline = tokio::time::Instant::now() + crate::DEADLINE;
     let ledger = loop {
-        let ledger = stack.ledger(tenant).await?;
+        // While the tenant does not exist (deleted, not mapped yet) its
+        // requests are production traffic: look there too.
+        let mut ledger = stack.ledger(tenant).await?;
+        ledger.extend(stack.ledger("").await?);
         let seen: std::collections::BTreeSet<&str> = ledger
             .iter()
             .filter_map(|e| e["request_id"].as_str())
@@ -298,6 +301,9 @@ fn check(
                 });
                 if one_group {
                     report.redelivered += 1;
+                    if report.redelivered <= 2 {
+                        example(&mut report, format!("#{} redelivered: {by:?}", outcome.index));
+                    }
                 } else {
                     report.processed_by_two_groups += 1;
                     example(&mut report, format!("{correlation} processed by {by:?}"));
