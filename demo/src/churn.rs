@@ -168,7 +168,9 @@ pub async fn run(stack: &mut Stack, options: &ChurnOptions) -> anyhow::Result<Ch
     steps.push(format!("{n}: one waiter instance {stop}"));
     let n = at(0.6).await;
     stack.stop_waiter(label, options.kill).await?;
-    steps.push(format!("{n}: the last waiter instance {stop}: the variant goes down"));
+    steps.push(format!(
+        "{n}: the last waiter instance {stop}: the variant goes down"
+    ));
     let n = at(0.7).await;
     stack.add_waiter(label).await?;
     steps.push(format!("{n}: waiter variant restarted"));
@@ -217,15 +219,12 @@ fn expected(routes: &Routes, tenant: &str, version: u64) -> (String, String, boo
     let at = routes.at(version);
     let waiter = at.route(tenant, "waiter");
     let stood_in = match waiter {
-        Route::Variant(x) => (version + 1..=routes.version())
-            .any(|later| !routes.at(later).is_live("waiter", x)),
+        Route::Variant(x) => {
+            (version + 1..=routes.version()).any(|later| !routes.at(later).is_live("waiter", x))
+        }
         _ => false,
     };
-    (
-        label(at.route(tenant, "dispatch")),
-        label(waiter),
-        stood_in,
-    )
+    (label(at.route(tenant, "dispatch")), label(waiter), stood_in)
 }
 
 fn hop(body: &serde_json::Value, service: &str) -> String {
@@ -266,7 +265,10 @@ fn check(
             report.lost += 1;
             example(
                 &mut report,
-                format!("#{} not answered: {} {}", outcome.index, outcome.status, outcome.body),
+                format!(
+                    "#{} not answered: {} {}",
+                    outcome.index, outcome.status, outcome.body
+                ),
             );
             continue;
         }
@@ -280,7 +282,9 @@ fn check(
             report.wrong_variant += 1;
             example(
                 &mut report,
-                format!("at version {version}: expected dispatch={dispatch} waiter={waiter}, got dispatch={got_dispatch} waiter={got_waiter}"),
+                format!(
+                    "at version {version}: expected dispatch={dispatch} waiter={waiter}, got dispatch={got_dispatch} waiter={got_waiter}"
+                ),
             );
         }
         let correlation = body["reply"]["correlation"].as_str().unwrap_or_default();
@@ -290,19 +294,25 @@ fn check(
                 report.lost += 1;
                 example(
                     &mut report,
-                    format!("#{} ({correlation}) answered but not in the ledger: {body}", outcome.index),
+                    format!(
+                        "#{} ({correlation}) answered but not in the ledger: {body}",
+                        outcome.index
+                    ),
                 );
             }
             Some(by) if by.len() > 1 => {
                 // The variant and the baseline standing in for it are one
                 // group; anything else is two.
-                let one_group = by.iter().all(|w| {
-                    *w == waiter || (stood_in && *w == tenancy::BASELINE)
-                });
+                let one_group = by
+                    .iter()
+                    .all(|w| *w == waiter || (stood_in && *w == tenancy::BASELINE));
                 if one_group {
                     report.redelivered += 1;
                     if report.redelivered <= 2 {
-                        example(&mut report, format!("#{} redelivered: {by:?}", outcome.index));
+                        example(
+                            &mut report,
+                            format!("#{} redelivered: {by:?}", outcome.index),
+                        );
                     }
                 } else {
                     report.processed_by_two_groups += 1;

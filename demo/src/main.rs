@@ -126,7 +126,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let bootstrap = kafka.bootstrap_servers.clone();
                 tokio::task::spawn_blocking(move || {
                     topics.iter().try_for_each(|(topic, partitions)| {
-                        embedded_kafka::apache::create_topics(&bootstrap, &[topic.as_str()], *partitions)
+                        embedded_kafka::apache::create_topics(
+                            &bootstrap,
+                            &[topic.as_str()],
+                            *partitions,
+                        )
                     })
                 })
                 .await??;

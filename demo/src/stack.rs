@@ -207,9 +207,7 @@ impl Stack {
             .running
             .iter()
             .zip(&self.labels)
-            .rposition(|(service, l)| {
-                service.service() == protocol::Service::Waiter && l == label
-            })
+            .rposition(|(service, l)| service.service() == protocol::Service::Waiter && l == label)
             .with_context(|| format!("no running waiter `{label}`"))?;
         let service = self.running.remove(index);
         self.labels.remove(index);
@@ -306,9 +304,9 @@ impl Stack {
                 .json()
                 .await?;
             let listed = wanted.iter().all(|service| {
-                variants.iter().any(|v| {
-                    v["service"] == *service && v["label"] == label && v["live"] == true
-                })
+                variants
+                    .iter()
+                    .any(|v| v["service"] == *service && v["label"] == label && v["live"] == true)
             });
             if listed {
                 return Ok(());
@@ -424,14 +422,31 @@ impl Stack {
         Ok(response.json().await?)
     }
 
-    /// Ledger entries of `tenant` (`""` for production traffic).
+    /// Every ledger entry of `tenant` (`""` for production traffic),
+    /// following the ledger's pages.
     pub async fn ledger(&self, tenant: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-        Ok(self
-            .http
-            .get(format!("{}/records?tenant={tenant}", self.ledger))
-            .send()
-            .await?
-            .json()
-            .await?)
+        let mut entries = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = self
+                .http
+                .get(format!("{}/records", self.ledger))
+                .query(&[("tenant", tenant)]);
+            if let Some(after) = &after {
+                request = request.query(&[("after", after)]);
+            }
+            let response = request.send().await?.error_for_status()?;
+            let next = response
+                .headers()
+                .get(ledger::NEXT_PAGE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let page: Vec<serde_json::Value> = response.json().await?;
+            entries.extend(page);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(entries),
+            }
+        }
     }
 }

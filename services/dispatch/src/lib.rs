@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use axum::extract::{State, rejection::JsonRejection};
 use axum::http::{HeaderMap, StatusCode};
-use opentelemetry::baggage::BaggageExt;
 use axum::routing::post;
 use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
 use kafka_kit::assign::{Start, assign_topic_off_thread};
+use opentelemetry::baggage::BaggageExt;
 use protocol::wire::{NameRefusal, WaitReply, WaitRequestBody};
 use protocol::{Hops, Service, headers};
 use rdkafka::Message;

@@ -293,7 +293,9 @@ pub(crate) async fn delete_tenant(
     State(registry): State<Registry>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Deleted>, ApiError> {
-    crate::lifecycle::delete_tenant(&registry, &id).await.map(Json)
+    crate::lifecycle::delete_tenant(&registry, &id)
+        .await
+        .map(Json)
 }
 
 pub(crate) async fn list_variants(State(registry): State<Registry>) -> Json<Vec<VariantEndpoint>> {

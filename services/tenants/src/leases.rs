@@ -195,7 +195,13 @@ mod tests {
         leases.renew("waiter", "x", "b", counts(4, 0));
         let status = leases.status("waiter", "x");
         assert_eq!(status.instances, 2);
-        assert_eq!(status.counts["t"], TenantCounts { processed: 7, skipped: 1 });
+        assert_eq!(
+            status.counts["t"],
+            TenantCounts {
+                processed: 7,
+                skipped: 1
+            }
+        );
         assert!(status.last_heartbeat_ms.is_some());
     }
 }

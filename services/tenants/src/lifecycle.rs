@@ -302,7 +302,9 @@ pub(crate) async fn watch(registry: Registry, stop: CancellationToken) {
         let routes = registry.table.snapshot();
         for variant in routes.variants().into_iter().filter(|v| v.live) {
             if !registry.leases().is_held(&variant.service, &variant.label) {
-                let _ = registry.set_live(&variant.service, &variant.label, false).await;
+                let _ = registry
+                    .set_live(&variant.service, &variant.label, false)
+                    .await;
             }
         }
         let now = now_ms();
@@ -321,7 +323,10 @@ pub(crate) async fn watch(registry: Registry, stop: CancellationToken) {
                     if let Err(e) = delete_tenant(&registry, &id).await {
                         tracing::warn!(tenant = %id, error = %e, "deleting an expired tenant failed; retrying");
                     }
-                    expiring.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    expiring
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
                 });
             }
         }

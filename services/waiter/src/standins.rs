@@ -38,7 +38,13 @@ impl StandIn {
     async fn retire(self) {
         self.stop.cancel();
         let _ = self.running.await;
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+        // A synchronous commit blocks; keep it off the async threads, where
+        // it would hold up lease renewals and everything else.
+        let consumer = self.consumer.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+                .await;
+        if let Ok(Err(e)) = committed {
             tracing::debug!(error = %e, "stand-in's final commit");
         }
         close_consumers(vec![self.consumer], CONSUMER_CLOSE_BOUND).await;

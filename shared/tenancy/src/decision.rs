@@ -205,9 +205,7 @@ pub fn decide(consumer: &ConsumerTenancy, record: RecordRoute<'_>, routes: &Rout
         .map_or(Route::Baseline, |t| routes.route(t, &consumer.service));
     match (consumer.environment, route) {
         (Environment::Production, Route::Baseline | Route::VariantDown(_)) => Decision::Process,
-        (Environment::Production, Route::Variant(_)) => {
-            Decision::Skip(SkipReason::RoutedToVariant)
-        }
+        (Environment::Production, Route::Variant(_)) => Decision::Skip(SkipReason::RoutedToVariant),
         (Environment::Sandbox, _) if tenancy == Tenancy::Production => {
             Decision::Skip(SkipReason::ProductionRecord)
         }
@@ -289,7 +287,10 @@ mod tests {
 
     fn routes(route: RouteInfo) -> Routes {
         let mut routes = Routes::default();
-        routes.put_variant(variant("sbx-123", !matches!(route, RouteInfo::HostMatchDown)));
+        routes.put_variant(variant(
+            "sbx-123",
+            !matches!(route, RouteInfo::HostMatchDown),
+        ));
         routes.put_variant(variant("sbx-999", true));
         let label = match route {
             RouteInfo::NotApplicable | RouteInfo::Absent => None,
@@ -535,7 +536,9 @@ mod tests {
                             let count = groups
                                 .iter()
                                 .zip(positions)
-                                .filter(|(group, at)| decide(group, record, &tables[*at]) == Process)
+                                .filter(|(group, at)| {
+                                    decide(group, record, &tables[*at]) == Process
+                                })
                                 .count();
                             outcomes.push((changes.clone(), version - base, positions, count));
                         }

@@ -252,11 +252,7 @@ impl Routes {
 
     /// Every registered variant, ordered by service then label.
     pub fn variants(&self) -> Vec<&VariantEndpoint> {
-        let mut variants: Vec<_> = self
-            .variants
-            .values()
-            .filter_map(History::latest)
-            .collect();
+        let mut variants: Vec<_> = self.variants.values().filter_map(History::latest).collect();
         variants.sort_by(|a, b| (&a.service, &a.label).cmp(&(&b.service, &b.label)));
         variants
     }
@@ -383,7 +379,10 @@ mod tests {
         };
         let mut routes = Routes::default();
         let bytes = serde_json::to_vec(&tenant).unwrap();
-        routes.apply(0, RouteRecord::decode(&tenant_key("123"), Some(&bytes)).unwrap());
+        routes.apply(
+            0,
+            RouteRecord::decode(&tenant_key("123"), Some(&bytes)).unwrap(),
+        );
         assert_eq!(routes.variant_for("123", "waiter"), Some("sbx-123"));
         assert_eq!(routes.variant_for("123", "dispatch"), None);
         routes.apply(1, RouteRecord::decode(&tenant_key("123"), None).unwrap());
@@ -396,7 +395,8 @@ mod tests {
             live: true,
         };
         let bytes = serde_json::to_vec(&variant).unwrap();
-        let record = RouteRecord::decode(&variant_key("dispatch", "sbx-123"), Some(&bytes)).unwrap();
+        let record =
+            RouteRecord::decode(&variant_key("dispatch", "sbx-123"), Some(&bytes)).unwrap();
         routes.apply(2, record);
         assert_eq!(routes.endpoint("dispatch", "sbx-123"), Some(&variant));
     }
@@ -443,18 +443,35 @@ mod tests {
     #[test]
     fn each_version_answers_with_the_routes_of_its_time() {
         let mut routes = Routes::default();
-        routes.apply(0, RouteRecord::Variant("waiter".into(), "x".into(), Some(variant("x", true))));
-        routes.apply(1, RouteRecord::Tenant("t".into(), Some(tenant(&[("waiter", "x")]))));
-        routes.apply(2, RouteRecord::Variant("waiter".into(), "x".into(), Some(variant("x", false))));
+        routes.apply(
+            0,
+            RouteRecord::Variant("waiter".into(), "x".into(), Some(variant("x", true))),
+        );
+        routes.apply(
+            1,
+            RouteRecord::Tenant("t".into(), Some(tenant(&[("waiter", "x")]))),
+        );
+        routes.apply(
+            2,
+            RouteRecord::Variant("waiter".into(), "x".into(), Some(variant("x", false))),
+        );
         routes.apply(3, RouteRecord::Tenant("t".into(), None));
         assert_eq!(routes.version(), 4);
         let routes_at = |v| routes.at(v).route("t", "waiter");
         assert_eq!(routes_at(0), Route::Baseline, "before anything");
-        assert_eq!(routes_at(1), Route::Baseline, "variant registered, tenant not yet mapped");
+        assert_eq!(
+            routes_at(1),
+            Route::Baseline,
+            "variant registered, tenant not yet mapped"
+        );
         assert_eq!(routes_at(2), Route::Variant("x"));
         assert_eq!(routes_at(3), Route::VariantDown("x"));
         assert_eq!(routes_at(4), Route::Baseline, "tenant deleted");
-        assert_eq!(routes_at(99), Route::Baseline, "a future version reads as now");
+        assert_eq!(
+            routes_at(99),
+            Route::Baseline,
+            "a future version reads as now"
+        );
         assert_eq!(routes.tenant("t"), None);
     }
 

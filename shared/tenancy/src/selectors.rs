@@ -195,9 +195,18 @@ mod tests {
 
     fn routes() -> Routes {
         let mut routes = Routes::default();
-        routes.put_tenant(tenant("alice", serde_json::json!([{"baggage": "user", "equals": "alice"}])));
-        routes.put_tenant(tenant("beta", serde_json::json!([{"header": "x-build", "regex": "^beta-"}])));
-        routes.put_tenant(tenant("catch-all", serde_json::json!([{"header": "x-build", "regex": "."}])));
+        routes.put_tenant(tenant(
+            "alice",
+            serde_json::json!([{"baggage": "user", "equals": "alice"}]),
+        ));
+        routes.put_tenant(tenant(
+            "beta",
+            serde_json::json!([{"header": "x-build", "regex": "^beta-"}]),
+        ));
+        routes.put_tenant(tenant(
+            "catch-all",
+            serde_json::json!([{"header": "x-build", "regex": "."}]),
+        ));
         routes.put_tenant(tenant("plain", serde_json::json!([])));
         routes
     }
@@ -217,7 +226,11 @@ mod tests {
             headers: [("x-build", "beta-42")].into(),
             ..Request::default()
         };
-        assert_eq!(resolve(by_header).as_deref(), Some("beta"), "first by id of beta and catch-all");
+        assert_eq!(
+            resolve(by_header).as_deref(),
+            Some("beta"),
+            "first by id of beta and catch-all"
+        );
         assert_eq!(resolve(Request::default()), None);
     }
 
@@ -237,9 +250,10 @@ mod tests {
 
     #[test]
     fn a_bad_pattern_is_refused_with_its_reason() {
-        let err = serde_json::from_value::<Selector>(serde_json::json!({"header": "x", "regex": "("}))
-            .unwrap_err()
-            .to_string();
+        let err =
+            serde_json::from_value::<Selector>(serde_json::json!({"header": "x", "regex": "("}))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("invalid regex"), "{err}");
         let err = serde_json::from_value::<Selector>(serde_json::json!({"header": "x"}))
             .unwrap_err()
