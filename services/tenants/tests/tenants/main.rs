@@ -394,3 +394,83 @@ async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_em
     .await
     .unwrap();
 }
+
+/// A variant's registration is a lease: once its only instance stops
+/// renewing it is marked not live, tenants can no longer be mapped to it,
+/// and while a tenant still maps it, it cannot be removed.
+#[tokio::test]
+async fn a_silent_variant_is_marked_not_live_and_a_mapped_one_cannot_be_removed() {
+    let kafka = TestKafka::start().unwrap();
+    let registry = start_with(&kafka, |settings| {
+        settings.tenants.lease.ttl = Duration::from_millis(500);
+        settings.tenants.lease.check_every = Duration::from_millis(50);
+    })
+    .await;
+    registry.register("waiter", "sbx-lease").await;
+    let mapped = registry
+        .put(
+            "/tenants/lease",
+            json!({"services": {"waiter": "sbx-lease"}}),
+        )
+        .await;
+    assert_eq!(mapped.status(), 200);
+    let removed = registry.delete("/variants/waiter/sbx-lease").await;
+    assert_eq!(removed.status(), 409);
+    let refusal = removed.text().await.unwrap();
+    assert!(refusal.contains("mapped by tenant(s) lease"), "{refusal}");
+
+    // No renewal follows the registration: the lease lapses.
+    testkit::eventually(
+        "the variant is marked not live",
+        Duration::from_secs(10),
+        || async {
+            let status: serde_json::Value =
+                registry.get("/tenants/lease").await.json().await.ok()?;
+            (status["variants"][0]["live"] == false).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let again = registry
+        .put(
+            "/tenants/lease",
+            json!({"services": {"waiter": "sbx-lease"}}),
+        )
+        .await;
+    assert_eq!(
+        again.status(),
+        409,
+        "a tenant cannot be mapped to a variant that is down"
+    );
+
+    // A renewal brings it back.
+    registry.register("waiter", "sbx-lease").await;
+    let status: serde_json::Value = registry.get("/tenants/lease").await.json().await.unwrap();
+    assert_eq!(status["variants"][0]["live"], true, "{status}");
+    assert_eq!(status["variants"][0]["instances"], 1, "{status}");
+}
+
+/// A tenant with a TTL is drained and deleted when it expires.
+#[tokio::test]
+async fn a_tenant_with_a_ttl_expires() {
+    let kafka = TestKafka::start().unwrap();
+    let registry = start_with(&kafka, |settings| {
+        settings.tenants.lease.check_every = Duration::from_millis(50);
+    })
+    .await;
+    let mapped = registry
+        .put("/tenants/brief", json!({"services": {}, "ttl": "300ms"}))
+        .await;
+    assert_eq!(mapped.status(), 200);
+    let body: serde_json::Value = mapped.json().await.unwrap();
+    assert!(body["expires_at_ms"].as_u64().is_some(), "{body}");
+    testkit::eventually("the tenant expired", Duration::from_secs(10), || async {
+        (registry.get("/tenants/brief").await.status() == 404).then_some(())
+    })
+    .await
+    .unwrap();
+    let bad = registry
+        .put("/tenants/brief", json!({"services": {}, "ttl": "300"}))
+        .await;
+    assert_eq!(bad.status(), 422, "a TTL without its unit is refused");
+}
