@@ -229,17 +229,8 @@ async fn route_request(
         Some(version) => {
             let routes = state
                 .routes
-                .reach(version, state.version_wait)
-                .await
-                .unwrap_or_else(|routes| {
-                    tracing::warn!(
-                        stamped = version,
-                        reached = routes.version(),
-                        "the caller's routes version was not reached in time; deciding at this table's"
-                    );
-                    metrics::counter!("route_table_version_waits_expired_total").increment(1);
-                    routes
-                });
+                .routes_for("the caller", version, state.version_wait)
+                .await;
             // Never stamp a version this table has not read: consumers
             // would wait for it on every record.
             let version = version.min(routes.version());

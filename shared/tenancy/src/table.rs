@@ -178,6 +178,27 @@ impl RouteTable {
             .ok_or_else(|| self.snapshot())
     }
 
+    /// The routes for something stamped with `version`: [`Self::reach`],
+    /// and when the table does not get there within `timeout`, the current
+    /// routes, with a warning naming `what` and a count in
+    /// `route_table_version_waits_expired_total`.
+    pub async fn routes_for(
+        &self,
+        what: &str,
+        version: RoutesVersion,
+        timeout: Duration,
+    ) -> Arc<Routes> {
+        self.reach(version, timeout).await.unwrap_or_else(|routes| {
+            tracing::warn!(
+                stamped = version,
+                reached = routes.version(),
+                "{what}'s routes version was not reached in time; deciding by the current routes"
+            );
+            metrics::counter!("route_table_version_waits_expired_total").increment(1);
+            routes
+        })
+    }
+
     /// Waits until the routes satisfy `condition` (a change has arrived).
     pub async fn wait_for(
         &self,

@@ -244,19 +244,12 @@ async fn decide(
         },
     );
     let routes = match stamped {
-        Some(version) => config
-            .routes
-            .reach(version, config.version_wait)
-            .await
-            .unwrap_or_else(|routes| {
-                tracing::warn!(
-                    stamped = version,
-                    reached = routes.version(),
-                    "the record's routes version was not reached in time; deciding by the current routes"
-                );
-                metrics::counter!("route_table_version_waits_expired_total").increment(1);
-                routes
-            }),
+        Some(version) => {
+            config
+                .routes
+                .routes_for("the record", version, config.version_wait)
+                .await
+        }
         None => config.routes.snapshot(),
     };
     let record = tenancy::RecordRoute {
