@@ -393,20 +393,27 @@ impl ServiceApp for Application {
             stages.shutdown().await;
         }
         sampler.abort();
-        for consumer in &self.consumers {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => {}
-                Err(rdkafka::error::KafkaError::ConsumerCommit(
-                    rdkafka::types::RDKafkaErrorCode::NoOffset,
-                )) => {}
-                Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+        // The final commit and flush block (a commit waits out a pending
+        // rebalance): off the async threads, which other services in the
+        // same process (the demo, tests) share.
+        let (consumers, producers) = (self.consumers.clone(), self.producers.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for consumer in &consumers {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => {}
+                    Err(rdkafka::error::KafkaError::ConsumerCommit(
+                        rdkafka::types::RDKafkaErrorCode::NoOffset,
+                    )) => {}
+                    Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+                }
             }
-        }
-        for producer in &self.producers {
-            if let Err(e) = producer.flush(Duration::from_secs(5)) {
-                tracing::warn!(error = %e, "producer flush failed");
+            for producer in &producers {
+                if let Err(e) = producer.flush(Duration::from_secs(5)) {
+                    tracing::warn!(error = %e, "producer flush failed");
+                }
             }
-        }
+        })
+        .await;
         close_consumers(self.consumers, CONSUMER_CLOSE_BOUND).await;
         http_stop.cancel();
         match http.await {
