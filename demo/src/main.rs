@@ -111,31 +111,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     if args.isolated {
         let names = demo::StackNames::unique("demo", &uuid::Uuid::new_v4().simple().to_string());
-        let topics: Vec<(String, i32)> = names
-            .topics()
-            .iter()
-            .map(|(t, partitions)| (t.to_string(), *partitions))
-            .collect();
-        match &broker {
-            Some(embedded) => {
-                for (topic, partitions) in &topics {
-                    embedded.create_topic(topic, *partitions)?;
-                }
-            }
-            None => {
-                let bootstrap = kafka.bootstrap_servers.clone();
-                tokio::task::spawn_blocking(move || {
-                    topics.iter().try_for_each(|(topic, partitions)| {
-                        embedded_kafka::apache::create_topics(
-                            &bootstrap,
-                            &[topic.as_str()],
-                            *partitions,
-                        )
-                    })
-                })
-                .await??;
-            }
-        }
+        names
+            .create_topics(broker.as_ref(), &kafka.bootstrap_servers)
+            .await?;
         println!("topics and groups of this run's own: {}-…", names.requests);
         options.names = names;
     }

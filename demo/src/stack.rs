@@ -86,6 +86,42 @@ impl StackNames {
         ]
     }
 
+    /// Creates every topic: on `embedded` when given, else through the
+    /// admin API of the broker at `bootstrap`.
+    pub async fn create_topics(
+        &self,
+        embedded: Option<&embedded_kafka::EmbeddedKafka>,
+        bootstrap: &str,
+    ) -> anyhow::Result<()> {
+        let topics: Vec<(String, i32)> = self
+            .topics()
+            .iter()
+            .map(|(topic, partitions)| (topic.to_string(), *partitions))
+            .collect();
+        match embedded {
+            Some(embedded) => {
+                for (topic, partitions) in &topics {
+                    embedded.create_topic(topic, *partitions)?;
+                }
+            }
+            None => {
+                let bootstrap = bootstrap.to_string();
+                tokio::task::spawn_blocking(move || {
+                    topics.iter().try_for_each(|(topic, partitions)| {
+                        embedded_kafka::apache::create_topics(
+                            &bootstrap,
+                            &[topic.as_str()],
+                            *partitions,
+                        )
+                    })
+                })
+                .await?
+                .context("creating the stack's topics")?;
+            }
+        }
+        Ok(())
+    }
+
     fn waiter_group_of(&self, label: &str) -> String {
         match label == tenancy::BASELINE {
             true => self.waiter_group.clone(),

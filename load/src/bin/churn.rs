@@ -11,7 +11,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use demo::churn::{ChurnOptions, ChurnReport};
 
@@ -76,28 +75,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
     };
     let names = demo::StackNames::unique("churn", &uuid::Uuid::new_v4().simple().to_string());
-    let topics: Vec<(String, i32)> = names
-        .topics()
-        .iter()
-        .map(|(t, p)| (t.to_string(), *p))
-        .collect();
-    match &embedded {
-        Some(embedded) => {
-            for (topic, partitions) in &topics {
-                embedded.create_topic(topic, *partitions)?;
-            }
-        }
-        None => {
-            let creating = bootstrap.clone();
-            tokio::task::spawn_blocking(move || {
-                topics.iter().try_for_each(|(topic, partitions)| {
-                    embedded_kafka::apache::create_topics(&creating, &[topic.as_str()], *partitions)
-                })
-            })
-            .await?
-            .context("creating the scenario's topics")?;
-        }
-    }
+    names.create_topics(embedded.as_ref(), &bootstrap).await?;
     let kafka = kafka_kit::KafkaSettings::new(bootstrap);
     let options = demo::StackOptions {
         names,

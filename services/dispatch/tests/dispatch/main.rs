@@ -126,6 +126,17 @@ async fn bad_bodies_are_refused_with_a_message() {
     .await;
     let huge_body = post(json!({"name": "x", "padding": "p".repeat(200_000)})).await;
     assert_eq!(huge_body.status(), 413, "over the body limit");
+    // A routes version that is not a number is refused, not guessed at.
+    let bad_version = client
+        .post(format!("{base}/wait"))
+        .header(protocol::headers::ROUTES_VERSION, "seven")
+        .json(&json!({"name": "x"}))
+        .sent()
+        .await;
+    assert_eq!(bad_version.status(), 400);
+    let body: serde_json::Value = bad_version.json().await.unwrap();
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("waiter-bus-routes-version"), "{error}");
     dispatch.stop().await.unwrap();
 }
 
