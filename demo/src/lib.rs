@@ -10,6 +10,7 @@
 //! the same [`Stack`]. [`churn`] is the tenancy-under-change scenario.
 
 pub mod churn;
+pub mod process;
 pub mod stack;
 pub mod waterfall;
 

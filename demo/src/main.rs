@@ -74,12 +74,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ => {
             let broker = EmbeddedKafka::start(EmbeddedKafkaOptions::default())
                 .context("starting the embedded broker")?;
-            let mut kafka = KafkaSettings::new(broker.bootstrap_servers());
-            // The embedded broker answers a fetch only when its wait runs
-            // out; a short wait keeps that from dominating every hop.
-            kafka
-                .consumer
-                .insert("fetch.wait.max.ms".into(), "5".into());
+            let kafka = broker.client_settings();
             println!(
                 "Kafka: embedded broker at {} (set KAFKA_BOOTSTRAP_SERVERS to use another)",
                 broker.bootstrap_servers()

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use gateway::GatewayResponse;
 use kafka_kit::KafkaSettings;
+
+use crate::process::{WaiterProcess, WaiterProcessConfig};
 use serde_json::json;
 use service_kit::{RunningService, ServiceApp};
 use tenancy::RouteTable;
@@ -32,6 +34,10 @@ pub struct StackOptions {
     pub variant_wait_scale: f64,
     /// The topics and consumer-group names the stack uses.
     pub names: StackNames,
+    /// When set, variant waiters run as processes of this binary (the
+    /// `waiter` built beside the caller), so that killing one is a real
+    /// SIGKILL; otherwise every service runs in this process.
+    pub waiter_binary: Option<std::path::PathBuf>,
 }
 
 /// The Kafka names a stack uses: the project's own by default; tests on a
@@ -139,6 +145,7 @@ impl Default for StackOptions {
             gateway_port: 0,
             variant_wait_scale: 0.5,
             names: StackNames::default(),
+            waiter_binary: None,
         }
     }
 }
@@ -150,6 +157,8 @@ pub struct Stack {
     running: Vec<RunningService>,
     // The variant label of each entry of `running`.
     labels: Vec<String>,
+    // Variant waiters running as processes (`StackOptions::waiter_binary`).
+    processes: Vec<WaiterProcess>,
     kafka: KafkaSettings,
     options: StackOptions,
     /// The registry's base URL.
@@ -171,6 +180,7 @@ impl Stack {
         let mut stack = Self {
             running: Vec::new(),
             labels: Vec::new(),
+            processes: Vec::new(),
             kafka: kafka.clone(),
             options,
             registry: String::new(),
@@ -239,6 +249,13 @@ impl Stack {
     /// Stops the newest waiter instance labelled `label`: gracefully
     /// (drains, gives up its lease) or, with `kill`, the way a crash would.
     pub async fn stop_waiter(&mut self, label: &str, kill: bool) -> anyhow::Result<()> {
+        if let Some(index) = self.processes.iter().rposition(|p| p.label == label) {
+            let process = self.processes.remove(index);
+            return match kill {
+                true => process.kill().await,
+                false => process.stop_within(DEADLINE).await,
+            };
+        }
         let index = self
             .running
             .iter()
@@ -271,6 +288,28 @@ impl Stack {
             replies: names.responses.clone(),
             dead_letters: names.dead_letter.clone(),
         };
+        let wait_scale = match label == tenancy::BASELINE {
+            true => 1.0,
+            false => self.options.variant_wait_scale,
+        };
+        if let (Some(binary), false) = (&self.options.waiter_binary, label == tenancy::BASELINE) {
+            // It registers once its partitions are assigned; the caller
+            // waits for that through the registry.
+            let process = WaiterProcess::spawn(&WaiterProcessConfig {
+                binary,
+                label,
+                kafka: &self.kafka,
+                topics: &topics,
+                group: &names.waiter_group_of(label),
+                routes_topic: &names.routes,
+                registry: &self.registry,
+                token: &self.options.token,
+                ledger: &self.ledger,
+                wait_scale,
+            })?;
+            self.processes.push(process);
+            return Ok(());
+        }
         let mut settings = waiter::Settings::in_process(
             self.kafka.clone(),
             &topics,
@@ -282,9 +321,7 @@ impl Stack {
         settings.registry.url = Some(self.registry.clone());
         settings.registry.token = Some(settings::Secret::new(&self.options.token));
         settings.routes.topic = names.routes.clone();
-        if label != tenancy::BASELINE {
-            settings.waiter.wait_scale = self.options.variant_wait_scale;
-        }
+        settings.waiter.wait_scale = wait_scale;
         let waiter = waiter::RunningWaiter::start(settings)
             .await
             .with_context(|| format!("starting waiter `{label}`"))?;
@@ -362,6 +399,11 @@ impl Stack {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
         self.labels.clear();
+        while let Some(process) = self.processes.pop() {
+            if let Err(failure) = process.stop_within(DEADLINE).await {
+                failures.push(format!("{failure:#}"));
+            }
+        }
         while let Some(service) = self.running.pop() {
             if let Err(failure) = service.stop_within(DEADLINE).await {
                 failures.push(format!("{failure:#}"));

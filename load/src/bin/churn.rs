@@ -26,13 +26,26 @@ struct Args {
     /// The wait each request asks for, in milliseconds.
     #[arg(long, default_value_t = 10)]
     wait_ms: u64,
-    /// End waiter instances by aborting them in process instead of
-    /// stopping them (an approximation of a crash: see the README).
+    /// Crash waiter instances instead of stopping them: the variant's
+    /// waiters run as processes of the `waiter` binary built beside this
+    /// one (`cargo build --release -p waiter`) and are sent SIGKILL.
     #[arg(long)]
     kill: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The `waiter` executable in this binary's directory.
+fn waiter_beside_this_binary() -> anyhow::Result<std::path::PathBuf> {
+    let here = std::env::current_exe()?;
+    let waiter = here.with_file_name("waiter");
+    anyhow::ensure!(
+        waiter.is_file(),
+        "--kill runs the variant's waiters as processes, and {} does not exist: build it with `cargo build --release -p waiter`",
+        waiter.display()
+    );
+    Ok(waiter)
 }
 
 fn print(report: &ChurnReport, broker: &str) {
@@ -66,19 +79,29 @@ async fn main() -> anyhow::Result<ExitCode> {
         telemetry::TelemetryConfig::service("churn", env!("CARGO_PKG_VERSION"), "baseline");
     telemetry_config.log_output = telemetry::LogOutput::Stderr;
     let _telemetry = telemetry::init(telemetry_config)?;
-    let (embedded, bootstrap, broker) = match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-        Ok(bootstrap) => (None, bootstrap.clone(), format!("Kafka at {bootstrap}")),
+    let (embedded, kafka, broker) = match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+        Ok(bootstrap) => (
+            None,
+            kafka_kit::KafkaSettings::new(bootstrap.clone()),
+            format!("Kafka at {bootstrap}"),
+        ),
         Err(_) => {
             let embedded = embedded_kafka::EmbeddedKafka::start(Default::default())?;
-            let bootstrap = embedded.bootstrap_servers().to_string();
-            (Some(embedded), bootstrap, "the embedded broker".to_string())
+            let kafka = embedded.client_settings();
+            (Some(embedded), kafka, "the embedded broker".to_string())
         }
     };
     let names = demo::StackNames::unique("churn", &uuid::Uuid::new_v4().simple().to_string());
-    names.create_topics(embedded.as_ref(), &bootstrap).await?;
-    let kafka = kafka_kit::KafkaSettings::new(bootstrap);
+    names
+        .create_topics(embedded.as_ref(), &kafka.bootstrap_servers)
+        .await?;
+    let waiter_binary = match args.kill {
+        true => Some(waiter_beside_this_binary()?),
+        false => None,
+    };
     let options = demo::StackOptions {
         names,
+        waiter_binary,
         ..demo::StackOptions::default()
     };
     let mut stack = demo::Stack::start(&kafka, options).await?;

@@ -30,6 +30,7 @@ impl Stages {
                 tenancy: settings.consumer_tenancy(),
                 routes,
                 version_wait: settings.routes.version_wait,
+                standing_in: false,
                 tally: tenancy::TenantTally::default(),
                 limits: RequestLimits {
                     default_wait: w.default_wait,

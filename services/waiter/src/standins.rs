@@ -12,7 +12,10 @@
 //! The consumer decides exactly as `x` would (same label), and the
 //! baseline's waiters serve what it takes, replying as the baseline. When
 //! `x` is live again, or no longer mapped, the stand-in leaves the group
-//! and `x`'s instances get every partition back.
+//! and `x`'s instances get every partition back. Until it has left, it
+//! takes only records stamped before `x` went down: one stamped since `x`
+//! is live again is `x`'s, so the stand-in leaves it uncommitted and reads
+//! nothing more from its partition (the consumer's `Verdict::HoldBack`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -124,6 +127,7 @@ fn start(
     // Decide as the variant would: the same label, the same rules.
     config.tenancy.label = label.to_string();
     config.tenancy.environment = tenancy::Environment::Sandbox;
+    config.standing_in = true;
     let config = Arc::new(config);
     // Not part of this waiter's readiness.
     let assigned = Arc::new(tokio::sync::watch::channel(0).0);

@@ -80,6 +80,15 @@ impl Broker {
         }
     }
 
+    /// Client settings for services on it: the embedded broker's tuned ones
+    /// ([`EmbeddedKafka::client_settings`]), or just the bootstrap servers.
+    pub fn client_settings(&self) -> kafka_kit::KafkaSettings {
+        match self {
+            Self::Embedded(embedded) => embedded.client_settings(),
+            other => kafka_kit::KafkaSettings::new(other.bootstrap_servers()),
+        }
+    }
+
     /// Creates `name` with `partitions` partitions and returns once it can
     /// be used; an existing topic is fine. Blocking.
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), BrokerError> {

@@ -134,6 +134,24 @@ impl EmbeddedKafka {
         &self.bootstrap_servers
     }
 
+    /// Client settings for services on this broker, tuned around two of the
+    /// mock's habits: it answers a fetch only when the fetch's wait runs out
+    /// (`fetch.wait.max.ms` 5, so that wait does not dominate every hop), and
+    /// every rebalance of a running group waits the session timeout minus
+    /// one second whether or not all members have rejoined, so a variant
+    /// scaling out would stall its group for 5 s at the services' 6 s
+    /// (`session.timeout.ms` 2500: 1.5 s).
+    pub fn client_settings(&self) -> kafka_kit::KafkaSettings {
+        let mut settings = kafka_kit::KafkaSettings::new(self.bootstrap_servers.clone());
+        settings
+            .consumer
+            .insert("fetch.wait.max.ms".into(), "5".into());
+        settings
+            .consumer
+            .insert("session.timeout.ms".into(), "2500".into());
+        settings
+    }
+
     /// Creates a topic (idempotent for an existing name).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), EmbeddedKafkaError> {
         let (reply, reply_rx) = mpsc::channel();

@@ -208,10 +208,13 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// The registration of `instance` of variant `label` of `service`
-    /// listening on `port`; `None` for the baseline or when no registry is
-    /// configured. The endpoint is the advertised URL, or loopback and
-    /// `port`. `tally`'s counts go with every renewal.
+    /// The registration of process `instance` (its `service.instance.id`)
+    /// serving variant `label` of `service` on `port`; `None` for the
+    /// baseline or when no registry is configured. The endpoint is the
+    /// advertised URL, or loopback and `port`. The lease is held by
+    /// `instance-port`: one process may run several instances of a variant
+    /// (the demo scaling a waiter out), and one leaving must not end the
+    /// others' leases. `tally`'s counts go with every renewal.
     pub fn for_variant(
         settings: &RegistrySettings,
         service: protocol::Service,
@@ -233,7 +236,7 @@ impl Registration {
             service,
             label: label.to_string(),
             endpoint,
-            instance: instance.to_string(),
+            instance: format!("{instance}-{port}"),
             renew_every: settings.renew_every,
             tally,
         })

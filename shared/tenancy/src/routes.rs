@@ -192,7 +192,9 @@ impl<T> History<T> {
 pub struct Routes {
     version: RoutesVersion,
     tenants: HashMap<String, History<TenantRoutes>>,
-    variants: HashMap<(String, String), History<VariantEndpoint>>,
+    // By service, then label: a lookup on the consume path borrows both
+    // keys instead of building an owned pair.
+    variants: HashMap<String, HashMap<String, History<VariantEndpoint>>>,
 }
 
 /// Where a service's records of one tenant go, at one version.
@@ -245,14 +247,33 @@ impl Routes {
 
     /// Variant `label` of `service`'s registration now.
     pub fn endpoint(&self, service: &str, label: &str) -> Option<&VariantEndpoint> {
-        self.variants
-            .get(&(service.to_string(), label.to_string()))?
-            .latest()
+        self.variants.get(service)?.get(label)?.latest()
+    }
+
+    /// Whether variant `label` of `service` was down (not live, or not
+    /// registered) at some version after `version`, up to now: a record
+    /// stamped at `version` for it would otherwise wait for its return, so
+    /// a stand-in may take it. One that has been live ever since belongs to
+    /// the variant's own instances.
+    pub fn down_after(&self, service: &str, label: &str, version: RoutesVersion) -> bool {
+        let Some(history) = self.variants.get(service).and_then(|v| v.get(label)) else {
+            return true;
+        };
+        history
+            .entries
+            .iter()
+            .filter(|(from, _)| *from > version)
+            .any(|(_, endpoint)| !endpoint.as_ref().is_some_and(|e| e.live))
     }
 
     /// Every registered variant, ordered by service then label.
     pub fn variants(&self) -> Vec<&VariantEndpoint> {
-        let mut variants: Vec<_> = self.variants.values().filter_map(History::latest).collect();
+        let mut variants: Vec<_> = self
+            .variants
+            .values()
+            .flat_map(HashMap::values)
+            .filter_map(History::latest)
+            .collect();
         variants.sort_by(|a, b| (&a.service, &a.label).cmp(&(&b.service, &b.label)));
         variants
     }
@@ -296,7 +317,9 @@ impl Routes {
             }
             RouteRecord::Variant(service, label, endpoint) => {
                 self.variants
-                    .entry((service, label))
+                    .entry(service)
+                    .or_default()
+                    .entry(label)
                     .or_default()
                     .push(from, endpoint);
             }
@@ -348,7 +371,8 @@ impl<'a> RoutesAt<'a> {
     pub fn endpoint(&self, service: &str, label: &str) -> Option<&'a VariantEndpoint> {
         self.routes
             .variants
-            .get(&(service.to_string(), label.to_string()))?
+            .get(service)?
+            .get(label)?
             .at(self.version)
     }
 
@@ -488,6 +512,27 @@ mod tests {
         assert_eq!(routes.at(before).route("t", "waiter"), Route::Variant("x"));
         assert_eq!(routes.current().route("t", "waiter"), Route::Baseline);
         assert_eq!(routes.tenants().len(), 1, "still listed while draining");
+    }
+
+    #[test]
+    fn a_record_is_a_stand_ins_only_if_its_variant_went_down_after_it_was_stamped() {
+        let mut routes = Routes::default();
+        routes.put_variant(variant("x", true));
+        let stamped_while_live = routes.version();
+        assert!(!routes.down_after("waiter", "x", stamped_while_live));
+        routes.put_variant(variant("x", false));
+        assert!(routes.down_after("waiter", "x", stamped_while_live));
+        routes.put_variant(variant("x", true));
+        let stamped_after_return = routes.version();
+        assert!(
+            routes.down_after("waiter", "x", stamped_while_live),
+            "it was down in between"
+        );
+        assert!(
+            !routes.down_after("waiter", "x", stamped_after_return),
+            "live ever since: the variant's own"
+        );
+        assert!(routes.down_after("waiter", "never-registered", 0));
     }
 
     #[test]

@@ -92,9 +92,10 @@ impl TestKafka {
         &self.bootstrap_servers
     }
 
-    /// Settings for a service under test.
+    /// Settings for a service under test (on the embedded broker, tuned
+    /// for it: [`embedded_kafka::EmbeddedKafka::client_settings`]).
     pub fn settings(&self) -> KafkaSettings {
-        KafkaSettings::new(self.bootstrap_servers.clone())
+        self.broker.client_settings()
     }
 
     /// Creates a request, a reply and a dead-letter topic under names no

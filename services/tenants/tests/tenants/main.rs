@@ -474,3 +474,45 @@ async fn a_tenant_with_a_ttl_expires() {
         .await;
     assert_eq!(bad.status(), 422, "a TTL without its unit is refused");
 }
+
+/// Two instances of one variant in one process (the demo scaling a waiter
+/// out) hold two leases: the first one leaving does not take the variant
+/// down while the second still serves.
+#[tokio::test]
+async fn one_of_two_instances_in_a_process_leaving_keeps_the_variant_live() {
+    let kafka = TestKafka::start().unwrap();
+    let registry = start(&kafka).await;
+    let settings = tenancy::RegistrySettings {
+        url: Some(registry.base.clone()),
+        token: Some(settings::Secret::new(TOKEN)),
+        ..tenancy::RegistrySettings::default()
+    };
+    let instance = |port| {
+        tenancy::Registration::for_variant(
+            &settings,
+            protocol::Service::Waiter,
+            "sbx-pair",
+            port,
+            "one-process",
+            tenancy::TenantTally::default(),
+        )
+        .unwrap()
+    };
+    let (first, second) = (instance(40001), instance(40002));
+    first.register().await.unwrap();
+    second.register().await.unwrap();
+    let mapped = registry
+        .put("/tenants/pair", json!({"services": {"waiter": "sbx-pair"}}))
+        .await;
+    assert_eq!(mapped.status(), 200);
+    let status: serde_json::Value = registry.get("/tenants/pair").await.json().await.unwrap();
+    assert_eq!(status["variants"][0]["instances"], 2, "{status}");
+
+    first.deregister().await;
+    let status: serde_json::Value = registry.get("/tenants/pair").await.json().await.unwrap();
+    assert_eq!(status["variants"][0]["live"], true, "{status}");
+    assert_eq!(status["variants"][0]["instances"], 1, "{status}");
+    second.deregister().await;
+    let status: serde_json::Value = registry.get("/tenants/pair").await.json().await.unwrap();
+    assert_eq!(status["variants"][0]["live"], false, "{status}");
+}

@@ -41,6 +41,10 @@ pub(crate) struct ConsumerConfig {
     pub tally: tenancy::TenantTally,
     /// How long a record stamped past the table's version waits for it.
     pub version_wait: std::time::Duration,
+    /// This consumer stands in for a variant that is not live (the
+    /// baseline in the variant's group, see `standins`): it takes only the
+    /// records the variant's absence would strand, and holds back the rest.
+    pub standing_in: bool,
     pub limits: RequestLimits,
     pub default_response_topic: String,
     pub dead_letter_topic: String,
@@ -59,6 +63,9 @@ pub(crate) async fn run(
     stop: CancellationToken,
 ) {
     let (acks, mut finished) = ack_channel();
+    // Partitions a stand-in has met a live variant's record on: it reads
+    // nothing more from them (see `Verdict::HoldBack`).
+    let mut held_back = std::collections::BTreeSet::new();
     loop {
         // Under backpressure `handle` waits on a full channel; settle what
         // came back meanwhile before reading on.
@@ -85,14 +92,28 @@ pub(crate) async fn run(
             }
         };
         config.metrics.consumed.increment(1);
+        if held_back.contains(&message.partition()) {
+            // Prefetched before the pause; left uncommitted like the first.
+            continue;
+        }
         let ack = consumer.context().offsets.begin(
             &acks,
             message.topic(),
             message.partition(),
             message.offset(),
         );
-        if !handle(&config, &message, ack, &work, &dead_letters).await {
-            break;
+        match handle(&config, &message, ack, &work, &dead_letters).await {
+            Handled::Next => {}
+            Handled::Stop => break,
+            Handled::HeldBack => {
+                let partition = message.partition();
+                held_back.insert(partition);
+                let mut paused = rdkafka::TopicPartitionList::new();
+                paused.add_partition(message.topic(), partition);
+                if let Err(e) = consumer.pause(&paused) {
+                    tracing::debug!(error = %e, partition, "pausing a held-back partition");
+                }
+            }
         }
     }
     // The stream ends once every record handed on is finished or dropped.
@@ -116,15 +137,37 @@ fn store(consumer: &WaiterConsumer, finished: Finished) {
     }
 }
 
+/// What became of one record, for the read loop.
+enum Handled {
+    /// Skipped, handed on or dead-lettered: read the next.
+    Next,
+    /// The next stage has gone away (shutdown).
+    Stop,
+    /// A stand-in met a record of a variant that is live again: left
+    /// uncommitted for the variant, and its partition must not be read on.
+    HeldBack,
+}
+
+/// How the tenancy rules settle one record for this consumer.
+enum Verdict {
+    Process,
+    Skip(tenancy::SkipReason),
+    /// Standing in, on a record whose variant has been live since it was
+    /// stamped: the variant's instances take it once the stand-in leaves
+    /// the group, which it is about to (its table says the variant is
+    /// live). Committing past it, or processing it as the baseline, would
+    /// take it from them.
+    HoldBack,
+}
+
 /// One record: decide whether it is this waiter's, decode it, hand it off.
-/// Returns false when the next stage has gone away (shutdown).
 async fn handle(
     config: &ConsumerConfig,
     message: &BorrowedMessage<'_>,
     ack: Ack,
     work: &mpsc::Sender<Work>,
     dead_letters: &mpsc::Sender<Outgoing>,
-) -> bool {
+) -> Handled {
     let consumed = Consumed::now();
     let parent = propagation::extract_kafka(message.headers());
     let tenant = propagation::tenant(&parent);
@@ -132,22 +175,32 @@ async fn handle(
     let _ = span.set_parent(parent);
     record_broker_timestamp(&span, message.timestamp(), consumed.wall_us);
 
-    let decision = decide(config, message, tenant.as_deref()).await;
+    let verdict = decide(config, message, tenant.as_deref()).await;
     if let Some(tenant) = &tenant {
-        match decision {
-            Some(_) => config.tally.skipped(tenant),
-            None => config.tally.processed(tenant),
+        match verdict {
+            Verdict::Skip(_) => config.tally.skipped(tenant),
+            Verdict::Process => config.tally.processed(tenant),
+            Verdict::HoldBack => {}
         }
     }
-    if let Some(reason) = decision {
-        // Not ours: commit past it. The span shows who skipped it and why.
-        config.metrics.skipped(reason.label());
-        span.add_event(
-            "skipped",
-            vec![KeyValue::new("tenancy.skip_reason", reason.label())],
-        );
-        ack.finish();
-        return true;
+    match verdict {
+        Verdict::Process => {}
+        Verdict::Skip(reason) => {
+            // Not ours: commit past it. The span shows who skipped it and why.
+            config.metrics.skipped(reason.label());
+            span.add_event(
+                "skipped",
+                vec![KeyValue::new("tenancy.skip_reason", reason.label())],
+            );
+            ack.finish();
+            return Handled::Next;
+        }
+        Verdict::HoldBack => {
+            config.metrics.skipped("held_back_for_live_variant");
+            span.add_event("held back for the live variant", vec![]);
+            drop(ack);
+            return Handled::HeldBack;
+        }
     }
     match decode(config, message, &span) {
         Ok(request) => {
@@ -169,14 +222,17 @@ async fn handle(
             match send_timed(work, item).await {
                 Ok(blocked) => {
                     handed_off(&config.metrics.requests_blocked, &span, "queued", blocked);
-                    true
+                    Handled::Next
                 }
-                Err(_) => false,
+                Err(_) => Handled::Stop,
             }
         }
         Err(unusable) => {
             let outgoing = dead_letter(config, message, unusable, span, ack, consumed.at);
-            send_timed(dead_letters, outgoing).await.is_ok()
+            match send_timed(dead_letters, outgoing).await {
+                Ok(_) => Handled::Next,
+                Err(_) => Handled::Stop,
+            }
         }
     }
 }
@@ -230,7 +286,7 @@ async fn decide(
     config: &ConsumerConfig,
     message: &BorrowedMessage<'_>,
     tenant: Option<&str>,
-) -> Option<tenancy::SkipReason> {
+) -> Verdict {
     let stamped = protocol::headers::last(message.headers(), headers::ROUTES_VERSION).and_then(
         |value| match tenancy::parse_version(value) {
             Ok(version) => Some(version),
@@ -257,8 +313,18 @@ async fn decide(
         version: stamped,
     };
     match tenancy::decide(&config.tenancy, record, &routes) {
-        tenancy::Decision::Skip(reason) => Some(reason),
-        tenancy::Decision::Process => None,
+        tenancy::Decision::Skip(reason) => Verdict::Skip(reason),
+        tenancy::Decision::Process
+            if config.standing_in
+                && !routes.down_after(
+                    &config.tenancy.service,
+                    &config.tenancy.label,
+                    stamped.unwrap_or_else(|| routes.version()),
+                ) =>
+        {
+            Verdict::HoldBack
+        }
+        tenancy::Decision::Process => Verdict::Process,
     }
 }
 
