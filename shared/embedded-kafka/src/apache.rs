@@ -348,16 +348,11 @@ impl ApacheKafka {
         if self.log_dir().join("meta.properties").exists() {
             return Ok(());
         }
-        let cluster_id = {
-            use base64::Engine;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
-        };
         let output = self
             .java()
             .arg("kafka.tools.StorageTool")
             .arg("format")
-            .arg("--cluster-id")
-            .arg(&cluster_id)
+            .arg(format!("--cluster-id={}", new_cluster_id()))
             .arg("--config")
             .arg(self.config_file())
             .output()
@@ -463,5 +458,33 @@ impl ApacheKafka {
 impl Drop for ApacheKafka {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A random cluster id as Kafka makes them: a UUID in URL-safe base64,
+/// never starting with `-` (the storage tool's argument parser would read
+/// such an id as an option: one format in 64 failed before).
+fn new_cluster_id() -> String {
+    use base64::Engine;
+    loop {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_never_read_as_an_option() {
+        for _ in 0..2000 {
+            let id = new_cluster_id();
+            assert!(!id.starts_with('-'), "{id}");
+            assert_eq!(id.len(), 22);
+        }
     }
 }
