@@ -102,14 +102,20 @@ impl WaiterProcess {
 
     /// SIGTERM, then waits up to `within` for it to drain and exit.
     pub async fn stop_within(mut self, within: Duration) -> anyhow::Result<()> {
-        let pid = self.child.id().context("the waiter process already exited")?;
+        let pid = self
+            .child
+            .id()
+            .context("the waiter process already exited")?;
         // SAFETY: `kill` with a pid this process spawned and has not reaped.
         let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         anyhow::ensure!(sent == 0, "signalling waiter process {pid}");
         let status = tokio::time::timeout(within, self.child.wait())
             .await
             .with_context(|| format!("waiter process {pid} did not exit within {within:?}"))??;
-        anyhow::ensure!(status.success(), "waiter process {pid} exited with {status}");
+        anyhow::ensure!(
+            status.success(),
+            "waiter process {pid} exited with {status}"
+        );
         Ok(())
     }
 }

@@ -111,6 +111,10 @@ pub struct Config {
     pub payload_bytes: usize,
     /// A request with no reply after this long is timed out.
     pub timeout: Duration,
+    /// Send each request's deadline (`waiter-bus-deadline`: send time plus
+    /// `timeout`), so the waiter drops work nobody waits for any more. Off,
+    /// requests look like the Go app's and JMeter's, which send none.
+    pub deadline: bool,
     /// Draw a live progress line on stderr.
     pub progress: bool,
     /// Make each request a root span (send started, acknowledged, reply
@@ -140,6 +144,7 @@ impl Config {
             tenant: None,
             payload_bytes: 0,
             timeout: Duration::from_secs(5),
+            deadline: true,
             progress: false,
             trace: false,
             producer_properties: Vec::new(),

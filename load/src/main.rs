@@ -59,6 +59,11 @@ struct Args {
     /// A request with no reply after this long counts as timed out.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Send no deadline header, as the Go app's clients and JMeter plans do:
+    /// the waiter then serves every request however late (compare goodput
+    /// under overload with and without).
+    #[arg(long)]
+    no_deadline: bool,
     /// Request topic.
     #[arg(long, default_value = protocol::topics::REQUESTS)]
     request_topic: String,
@@ -152,6 +157,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     config.tenant = args.tenant.clone();
     config.payload_bytes = args.payload_bytes;
     config.timeout = args.timeout;
+    config.deadline = !args.no_deadline;
     config.progress = !args.quiet;
     config.trace = telemetry.otlp_enabled();
     config.producer_properties = args.producer_properties.clone();

@@ -4,7 +4,6 @@
 mod helpers;
 
 use std::time::Duration;
-use testkit::TestKafka;
 use testkit::http::RequestExt;
 
 use helpers::{DEADLINE, Stack, hops};
@@ -221,9 +220,10 @@ async fn deleting_a_tenant_sends_its_next_request_through_the_baseline() {
         "dispatch=sbx-9"
     );
 
+    // The delete drains first (the variant commits past what it was sent),
+    // then unmaps; it returns once every route table has the unmapping.
     let reached = stack.delete("9").await;
-    eprintln!("tenant deletion reached every route table in {reached:?}");
-    assert!(reached < Duration::from_secs(2), "{reached:?}");
+    eprintln!("tenant drained and unmapped everywhere in {reached:?}");
     let after = stack.send(Some("9"), "after").await;
     assert_eq!(
         hops(&after),
@@ -485,7 +485,10 @@ async fn a_tenants_status_shows_its_variants_work_and_deleting_it_drains_first()
         variant["group"].as_str().unwrap().ends_with("-sbx-status"),
         "{status}"
     );
-    assert!(variant["lag"].as_i64().is_some_and(|lag| lag >= 0), "{status}");
+    assert!(
+        variant["lag"].as_i64().is_some_and(|lag| lag >= 0),
+        "{status}"
+    );
 
     let deleted: serde_json::Value = http
         .delete(&url)

@@ -111,6 +111,10 @@ pub(super) async fn send_http(
     let correlation = uuid::Uuid::new_v4().simple().to_string();
     begin(&shared, &config, &correlation, intended, done, None);
     let mut request = client.post(url).json(&request_body(&config));
+    if config.deadline {
+        let deadline = protocol::Deadline::after(config.timeout);
+        request = request.header(headers::DEADLINE, deadline.to_header());
+    }
     if let Some(tenant) = &config.tenant {
         request = request.header(headers::BAGGAGE, format!("tenant={tenant}"));
     }
@@ -184,7 +188,10 @@ pub(super) async fn send_kafka(
         }
     };
     let baggage = config.tenant.as_ref().map(|t| format!("tenant={t}"));
-    let mut record_headers = OwnedHeaders::new_with_capacity(4);
+    let deadline = config
+        .deadline
+        .then(|| protocol::Deadline::after(config.timeout).to_header());
+    let mut record_headers = OwnedHeaders::new_with_capacity(5);
     for (key, value) in [
         (headers::CORRELATION, Some(correlation.as_str())),
         (
@@ -193,6 +200,7 @@ pub(super) async fn send_kafka(
         ),
         (headers::TRACEPARENT, Some(traceparent.as_str())),
         (headers::BAGGAGE, baggage.as_deref()),
+        (headers::DEADLINE, deadline.as_deref()),
     ] {
         if let Some(value) = value {
             record_headers = record_headers.insert(Header {

@@ -271,8 +271,14 @@ async fn wait(
         }
         Err(refused) => return Err(ApiError::bad_request(refused.to_string())),
     }
+    // Ours (the reply timeout) or the caller's, whichever comes first; the
+    // waiter drops the request once it cannot be answered before it.
+    let received_ms = protocol::deadline::now_unix_ms();
+    let deadline = protocol::Deadline::after(state.reply_timeout)
+        .earliest(service_kit::caller_deadline(&request_headers)?);
     let (routes_version, context) = route_request(&state, &request_headers).await?;
     let routes_version = routes_version.to_string();
+    let deadline_header = deadline.to_header();
     let correlation = uuid::Uuid::new_v4().to_string();
     let (_pending, reply_rx) = PendingGuard::register(&state.pending, &correlation);
 
@@ -300,6 +306,7 @@ async fn wait(
         (headers::RESPONSE_TOPIC, &state.response_topic),
         (headers::HOPS, hops.as_str()),
         (headers::ROUTES_VERSION, routes_version.as_str()),
+        (headers::DEADLINE, deadline_header.as_str()),
     ]
     .into_iter()
     .fold(
@@ -327,7 +334,7 @@ async fn wait(
         )
         .caused_by(e));
     }
-    match tokio::time::timeout(state.reply_timeout, reply_rx).await {
+    match tokio::time::timeout(deadline.remaining(), reply_rx).await {
         Ok(Ok(reply)) => Ok(Json(DispatchResponse {
             correlation,
             dispatch_variant: state.variant.to_string(),
@@ -339,7 +346,7 @@ async fn wait(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "no reply from the waiter within {} ms (correlation {correlation})",
-                    state.reply_timeout.as_millis()
+                    deadline.unix_ms().saturating_sub(received_ms)
                 ),
             ))
         }

@@ -145,6 +145,9 @@ async fn wait(
     body: Result<Json<WaitRequestBody>, JsonRejection>,
 ) -> Result<Json<GatewayResponse>, ApiError> {
     let Json(body) = body?;
+    // The caller's deadline, if earlier than ours, travels on.
+    let deadline = protocol::Deadline::after(state.timeout)
+        .earliest(service_kit::caller_deadline(&request_headers)?);
     let incoming = propagation::current_context();
     let trace_id = incoming.span().span_context().trace_id().to_string();
     // One routes version decides every hop of this request: it is sent on
@@ -205,10 +208,12 @@ async fn wait(
     let mut outgoing_headers = HeaderMap::new();
     propagation::inject_http(&outgoing, &mut outgoing_headers);
     outgoing_headers.insert(protocol::headers::ROUTES_VERSION, version.into());
+    outgoing_headers.insert(protocol::headers::DEADLINE, deadline.unix_ms().into());
     let url = format!("{}/wait", target.trim_end_matches('/'));
     let response = state
         .http
         .post(&url)
+        .timeout(deadline.remaining())
         .headers(outgoing_headers)
         .json(&body)
         .send()

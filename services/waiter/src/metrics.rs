@@ -38,6 +38,51 @@ pub struct WaiterMetrics {
     pub stage_delivery: Histogram,
     /// From consumption to acknowledged reply.
     pub stage_total: Histogram,
+    /// Requests dropped because their caller's deadline had passed or
+    /// could not be met, by where they were dropped.
+    pub expired: ExpiredCounters,
+}
+
+/// Where a request past (or certain to miss) its deadline was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredAt {
+    /// At the consumer, before it went on to the waiters.
+    Consumer,
+    /// At the waiter pool, before it took a waiter slot.
+    Waiter,
+    /// After its wait, instead of replying.
+    Reply,
+}
+
+impl ExpiredAt {
+    /// The `stage` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Consumer => "consumer",
+            Self::Waiter => "waiter",
+            Self::Reply => "reply",
+        }
+    }
+}
+
+/// `waiter_requests_expired_total`, one handle per stage.
+#[derive(Clone)]
+pub struct ExpiredCounters {
+    consumer: Counter,
+    waiter: Counter,
+    reply: Counter,
+}
+
+impl ExpiredCounters {
+    /// Counts one request dropped at `stage`.
+    pub fn count(&self, stage: ExpiredAt) {
+        match stage {
+            ExpiredAt::Consumer => &self.consumer,
+            ExpiredAt::Waiter => &self.waiter,
+            ExpiredAt::Reply => &self.reply,
+        }
+        .increment(1);
+    }
 }
 
 impl WaiterMetrics {
@@ -59,6 +104,14 @@ impl WaiterMetrics {
             stage_handoff: stage("handoff"),
             stage_delivery: stage("delivery"),
             stage_total: stage("total"),
+            expired: {
+                let at = |stage: ExpiredAt| metrics::counter!("waiter_requests_expired_total", "variant" => v.clone(), "stage" => stage.label());
+                ExpiredCounters {
+                    consumer: at(ExpiredAt::Consumer),
+                    waiter: at(ExpiredAt::Waiter),
+                    reply: at(ExpiredAt::Reply),
+                }
+            },
             variant: v,
         }
     }
@@ -152,6 +205,10 @@ fn describe() {
         metrics::describe_counter!(
             "waiter_records_skipped_total",
             "Records left to another consumer by the tenancy rules, by reason."
+        );
+        metrics::describe_counter!(
+            "waiter_requests_expired_total",
+            "Requests dropped unanswered because their caller's deadline had passed or could not be met, by stage."
         );
         metrics::describe_counter!(
             "waiter_records_failed_total",

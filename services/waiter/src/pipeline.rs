@@ -36,6 +36,40 @@ pub(crate) struct Work {
     pub hops: protocol::Hops,
     /// The request record: `topic/partition@offset`.
     pub origin: String,
+    /// When the caller stops waiting, if it said.
+    pub deadline: Option<protocol::Deadline>,
+}
+
+/// Whether work with `deadline` that still has `work` to do (its wait) can
+/// finish with `margin` to spare (the reply's way back); no deadline, yes.
+pub(crate) fn can_finish(
+    deadline: Option<protocol::Deadline>,
+    work: Duration,
+    margin: Duration,
+) -> bool {
+    deadline.is_none_or(|d| d.remaining() >= work + margin)
+}
+
+/// Drops a request whose deadline has passed or cannot be met: nobody
+/// waits for its reply, so none is sent; its offset is committed (ack
+/// finished) so it is not redelivered either. Counted by stage and marked
+/// on its span.
+pub(crate) fn expire(
+    metrics: &crate::metrics::WaiterMetrics,
+    span: &tracing::Span,
+    ack: Ack,
+    stage: crate::metrics::ExpiredAt,
+) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    metrics.expired.count(stage);
+    span.add_event(
+        "expired",
+        vec![opentelemetry::KeyValue::new(
+            "waiter.expired_at",
+            stage.label(),
+        )],
+    );
+    ack.finish();
 }
 
 /// A record on its way to a producer.

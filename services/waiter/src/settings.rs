@@ -83,6 +83,12 @@ pub struct WaiterSettings {
     /// Every wait is scaled by this factor: the behaviour change a variant
     /// under test can carry.
     pub wait_scale: f64,
+    /// A request with a deadline (`waiter-bus-deadline`) is served only if
+    /// its wait can end this long before the deadline: time kept for the
+    /// reply's way back, and slack for clock skew. Others are dropped
+    /// unanswered (see README, "Deadlines and shedding").
+    #[serde(with = "settings::duration")]
+    pub deadline_margin: Duration,
     /// Time allowed for the broker to acknowledge a reply.
     #[serde(with = "settings::duration")]
     pub delivery_timeout: Duration,

@@ -31,6 +31,8 @@ impl Stages {
                 routes,
                 version_wait: settings.routes.version_wait,
                 standing_in: false,
+                wait_scale: w.wait_scale,
+                deadline_margin: w.deadline_margin,
                 tally: tenancy::TenantTally::default(),
                 limits: RequestLimits {
                     default_wait: w.default_wait,
@@ -46,6 +48,7 @@ impl Stages {
                 waiters: w.waiters.get(),
                 wait_scale: w.wait_scale,
                 behaviour: (w.wait_scale != 1.0).then(|| format!("wait_scale={}", w.wait_scale)),
+                deadline_margin: w.deadline_margin,
                 ledger: settings.ledger.url.as_deref().map(|url| {
                     ledger::LedgerClient::new(
                         url,

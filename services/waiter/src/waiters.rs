@@ -14,9 +14,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::WaiterMetrics;
-use crate::metrics::{handed_off, observe};
-use crate::pipeline::{Outgoing, OutgoingKind, Work};
+use crate::metrics::{ExpiredAt, WaiterMetrics, handed_off, observe};
+use crate::pipeline::{Outgoing, OutgoingKind, Work, can_finish, expire};
 use protocol::wire::LedgerEntry;
 
 /// What the waiter pool reads, resolved once from the settings.
@@ -29,6 +28,8 @@ pub(crate) struct WaiterConfig {
     /// Factor applied to every wait, and how replies describe it (`None` at 1).
     pub wait_scale: f64,
     pub behaviour: Option<String>,
+    /// See `waiter.deadline_margin`.
+    pub deadline_margin: std::time::Duration,
     pub ledger: Option<crate::ledger::LedgerClient>,
     pub metrics: WaiterMetrics,
 }
@@ -47,11 +48,24 @@ pub(crate) async fn run(
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
+        // The permit may have taken a while: a request that can no longer
+        // finish before its caller gives up does not get to use it.
+        let wait = match work.request.refusal {
+            Some(_) => std::time::Duration::ZERO,
+            None => work.request.requested.mul_f64(config.wait_scale),
+        };
+        if !can_finish(work.deadline, wait, config.deadline_margin) {
+            drop(permit);
+            expire(&config.metrics, &work.span, work.ack, ExpiredAt::Waiter);
+            continue;
+        }
         let slot = WaitSlot::take(permit, &config.metrics);
         let config = config.clone();
         let replies = replies.clone();
         tasks.spawn(async move {
-            let outgoing = serve(&config, work, slot).await;
+            let Some(outgoing) = serve(&config, work, slot).await else {
+                return;
+            };
             let span = outgoing.span.clone();
             match send_timed(&replies, outgoing).await {
                 Ok(blocked) => {
@@ -95,7 +109,9 @@ impl Drop for WaitSlot {
     }
 }
 
-async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Outgoing {
+/// Waits, records, and builds the reply; `None` when the caller's deadline
+/// passed meanwhile (the request is dropped unanswered).
+async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outgoing> {
     let dequeued_at = Instant::now();
     let queue = dequeued_at - work.consumed_at;
     observe(&config.metrics.stage_queue, queue);
@@ -141,6 +157,13 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Outgoing {
     let serviced_at = Instant::now();
     let service = serviced_at - dequeued_at;
     observe(&config.metrics.stage_service, service);
+    if work
+        .deadline
+        .is_some_and(|d| d.remaining() == std::time::Duration::ZERO)
+    {
+        expire(&config.metrics, &work.span, work.ack, ExpiredAt::Reply);
+        return None;
+    }
 
     let waited_ms = waited.as_millis() as u64;
     let message = match status {
@@ -171,7 +194,7 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Outgoing {
         protocol::headers::REPLY.into(),
         config.variant.clone().into_bytes(),
     ));
-    Outgoing {
+    Some(Outgoing {
         topic: request.response_topic.clone(),
         key: Some(request.correlation.clone().into_bytes()),
         payload: serde_json::to_vec(&reply).expect("a reply always serialises"),
@@ -187,7 +210,7 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Outgoing {
             serviced_at,
         },
         origin: work.origin,
-    }
+    })
 }
 
 /// A ledger that is down must not cost the caller its reply: the failure is

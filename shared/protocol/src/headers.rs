@@ -24,6 +24,10 @@ pub const REPLY: &str = "waiter-bus-reply";
 /// against the routes of that version. The same name is used as an HTTP
 /// header (gateway → dispatch) and a Kafka header.
 pub const ROUTES_VERSION: &str = "waiter-bus-routes-version";
+/// When the caller stops waiting for the reply: Unix epoch milliseconds
+/// in decimal (see [`crate::deadline`]). The same name is used as an HTTP
+/// header (client → gateway → dispatch) and a Kafka header (→ waiter).
+pub const DEADLINE: &str = "waiter-bus-deadline";
 /// On a dead letter whose payload was cut: the original length in bytes.
 pub const DEAD_LETTER_TRUNCATED: &str = "dlt.truncated";
 /// Where a dead-lettered record came from: `topic/partition@offset`.

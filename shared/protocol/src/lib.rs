@@ -5,15 +5,17 @@
 //! handled each hop so far, carried as the `waiter-bus-hops` header). The
 //! Kafka contract is in [`topics`] and [`headers`] (the Go waiter app's
 //! names, so its JMeter plans keep working); the JSON bodies are in
-//! [`wire`]. [`TENANT_BAGGAGE_KEY`] names the baggage entry that carries the
+//! [`wire`]; [`Deadline`] is when a caller stops waiting. [`TENANT_BAGGAGE_KEY`] names the baggage entry that carries the
 //! tenant, and [`BASELINE`] the label of the shared baseline.
 
+pub mod deadline;
 pub mod headers;
 pub mod hops;
 mod service;
 pub mod topics;
 pub mod wire;
 
+pub use deadline::Deadline;
 pub use hops::{Hop, Hops};
 pub use service::{Service, UnknownService};
 

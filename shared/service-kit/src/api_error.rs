@@ -72,3 +72,15 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
         Self::new(rejection.status(), rejection.body_text())
     }
 }
+
+/// The caller's `waiter-bus-deadline` header, if it sent one; a malformed
+/// one is a 400 that names the header.
+pub fn caller_deadline(
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<protocol::Deadline>, ApiError> {
+    headers
+        .get(protocol::headers::DEADLINE)
+        .map(|value| protocol::Deadline::parse(value.as_bytes()))
+        .transpose()
+        .map_err(ApiError::bad_request)
+}

@@ -34,7 +34,7 @@ pub mod auth;
 mod http;
 mod running;
 
-pub use api_error::ApiError;
+pub use api_error::{ApiError, caller_deadline};
 pub use http::{HttpLimits, HttpListener, HttpSettings, bind, serve};
 pub use running::RunningService;
 

@@ -94,6 +94,51 @@ async fn no_reply_in_time_is_a_504_that_says_so() {
     dispatch.stop().await.unwrap();
 }
 
+/// A caller's own deadline, when earlier than dispatch's reply timeout,
+/// is the one dispatch waits to and passes on; a malformed one is a 400.
+#[tokio::test]
+async fn a_callers_earlier_deadline_shortens_the_wait_and_a_malformed_one_is_refused() {
+    let (_kafka, dispatch) = impatient_dispatch().await;
+    let url = format!("{}/wait", dispatch.url());
+    let http = reqwest::Client::new();
+    let deadline = protocol::Deadline::after(Duration::from_millis(100));
+    let response = http
+        .post(&url)
+        .header(protocol::headers::DEADLINE, deadline.to_header())
+        .json(&json!({"name": "Hurried"}))
+        .sent()
+        .await;
+    assert_eq!(response.status(), 504);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    let waited: u64 = error
+        .strip_prefix("no reply from the waiter within ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{error}"));
+    assert!(
+        waited <= 100,
+        "the caller's 100 ms, not dispatch's 300: {error}"
+    );
+
+    let refused = http
+        .post(&url)
+        .header(protocol::headers::DEADLINE, "tomorrow")
+        .json(&json!({"name": "Vague"}))
+        .sent()
+        .await;
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("waiter-bus-deadline"),
+        "{body}"
+    );
+    dispatch.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_bodies_are_refused_with_a_message() {
     let (_kafka, dispatch) = impatient_dispatch().await;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::{WaiterMetrics, handed_off};
+use crate::metrics::{ExpiredAt, WaiterMetrics, handed_off};
 use crate::pipeline::{Outgoing, OutgoingKind, Work, carried_headers, mark_dead_letter};
 use crate::request::{self, RequestLimits, WaitRequest};
 
@@ -45,6 +45,10 @@ pub(crate) struct ConsumerConfig {
     /// baseline in the variant's group, see `standins`): it takes only the
     /// records the variant's absence would strand, and holds back the rest.
     pub standing_in: bool,
+    /// The waiters' factor on every wait, to judge what a deadline allows.
+    pub wait_scale: f64,
+    /// See `waiter.deadline_margin`.
+    pub deadline_margin: std::time::Duration,
     pub limits: RequestLimits,
     pub default_response_topic: String,
     pub dead_letter_topic: String,
@@ -204,6 +208,16 @@ async fn handle(
     }
     match decode(config, message, &span) {
         Ok(request) => {
+            let deadline = deadline(config, message);
+            let wait = match request.refusal {
+                Some(_) => std::time::Duration::ZERO,
+                None => request.requested.mul_f64(config.wait_scale),
+            };
+            if !crate::pipeline::can_finish(deadline, wait, config.deadline_margin) {
+                // Cheapest here: nothing downstream spends a slot on it.
+                crate::pipeline::expire(&config.metrics, &span, ack, ExpiredAt::Consumer);
+                return Handled::Next;
+            }
             let item = Work {
                 request,
                 trace_id: span.context().span().span_context().trace_id().to_string(),
@@ -217,6 +231,7 @@ async fn handle(
                     .map(protocol::Hops::parse)
                     .unwrap_or_default(),
                 origin: origin(message),
+                deadline,
             };
             let span = item.span.clone();
             match send_timed(work, item).await {
@@ -325,6 +340,20 @@ async fn decide(
             Verdict::HoldBack
         }
         tenancy::Decision::Process => Verdict::Process,
+    }
+}
+
+/// The record's deadline; an unreadable one is counted and ignored (the
+/// request is served as if it had none, as before deadlines existed).
+fn deadline(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> Option<protocol::Deadline> {
+    let value = protocol::headers::last(message.headers(), headers::DEADLINE)?;
+    match protocol::Deadline::parse(value) {
+        Ok(deadline) => Some(deadline),
+        Err(reason) => {
+            tracing::debug!(%reason, offset = message.offset(), "unreadable deadline; serving without one");
+            config.metrics.failed("deadline");
+            None
+        }
     }
 }
 

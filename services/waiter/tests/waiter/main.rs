@@ -942,3 +942,63 @@ async fn requests_sent_while_the_broker_is_away_are_answered_when_it_returns() {
     assert!(waiter.metric("waiter_records_consumed_total", &[]) >= 11.0);
     waiter.stop().await;
 }
+
+/// A caller's deadline (`waiter-bus-deadline`): a request that cannot be
+/// answered before it is dropped unanswered, its offset committed, counted
+/// by where it was dropped: at the consumer when it is already too late,
+/// at the waiter pool when it waited too long for a slot. One that can is
+/// served, and one without a deadline is served however long it waits.
+#[tokio::test]
+async fn requests_that_cannot_meet_their_deadline_are_dropped_and_the_rest_served() {
+    let (kafka, topics, waiter) = started_with(|settings| {
+        settings.waiter.waiters = count(1);
+        settings.waiter.deadline_margin = Duration::from_millis(50);
+    })
+    .await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let send = |correlation: &'static str, wait_ms: u64, deadline: Option<protocol::Deadline>| {
+        let client = &client;
+        async move {
+            let deadline = deadline.map(|d| d.to_header());
+            let mut headers: Vec<(&str, &[u8])> = vec![("correlation", correlation.as_bytes())];
+            if let Some(deadline) = &deadline {
+                headers.push((protocol::headers::DEADLINE, deadline.as_bytes()));
+            }
+            let body = format!(r#"{{"name":"{correlation}","wait_ms":{wait_ms}}}"#);
+            client.send_with_headers(&headers, body.as_bytes()).await;
+        }
+    };
+    // In one partition, so read in this order.
+    send("too-late", 10, Some(protocol::Deadline::at_unix_ms(1))).await;
+    send("holds-the-only-slot", 3000, None).await;
+    send(
+        "waits-too-long-for-it",
+        10,
+        Some(protocol::Deadline::after(Duration::from_millis(1500))),
+    )
+    .await;
+    send(
+        "in-time",
+        10,
+        Some(protocol::Deadline::after(Duration::from_secs(60))),
+    )
+    .await;
+
+    let replies = client
+        .collect(|replies| {
+            let seen = count_by_correlation(replies);
+            seen.contains_key("holds-the-only-slot") && seen.contains_key("in-time")
+        })
+        .await;
+    let seen = count_by_correlation(&replies);
+    assert!(!seen.contains_key("too-late"), "{seen:?}");
+    assert!(!seen.contains_key("waits-too-long-for-it"), "{seen:?}");
+    let expired = "waiter_requests_expired_total";
+    waiter
+        .expect_metric(expired, &[("stage", "consumer")], 1.0)
+        .await;
+    waiter
+        .expect_metric(expired, &[("stage", "waiter")], 1.0)
+        .await;
+    waiter.stop().await;
+}
