@@ -31,6 +31,7 @@ impl Stages {
                 routes,
                 version_wait: settings.routes.version_wait,
                 standing_in: false,
+                process_span_name: format!("process {}", w.request_topic).into(),
                 wait_scale: w.wait_scale,
                 deadline_margin: w.deadline_margin,
                 tally: tenancy::TenantTally::default(),

@@ -199,8 +199,17 @@ fn install_globals(config: &TelemetryConfig, telemetry: &Telemetry) {
         ),
         LogOutput::Off => None,
     };
+    // Only the attributes the spans set: the layer's defaults add source
+    // location (`code.*`), thread, level, target and busy/idle time to
+    // every span, which costs a per-record share of the pipeline's CPU and
+    // nothing a trace reader here needs.
     let spans = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_level(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
         .with_filter(EnvFilter::new(QUIET_DEPENDENCIES));
     // A subscriber may already be installed by the embedding program; keeping
     // theirs is the polite choice, and spans still reach the provider through

@@ -137,6 +137,16 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason, for resolving per-reason metric handles once.
+    pub const ALL: [SkipReason; 6] = [
+        SkipReason::TenancyNotAllowed,
+        SkipReason::ProductionRecord,
+        SkipReason::RoutedToVariant,
+        SkipReason::RoutedToOtherVariant,
+        SkipReason::NotRoutedToVariants,
+        SkipReason::VariantNotLive,
+    ];
+
     /// A short, bounded label for metrics and span events.
     pub fn label(self) -> &'static str {
         match self {

@@ -36,6 +36,29 @@ pub(crate) struct Args {
     /// process; prints replies per second before, during and after.
     #[arg(long, conflicts_with = "broker_loss")]
     pub(crate) ledger_stall: bool,
+    /// Instead of the figures: the highest open-loop rate whose p99 and
+    /// error share stay within the objective (`--objective-p99-ms`,
+    /// `--objective-errors`), found by doubling and then bisecting.
+    #[arg(long, conflicts_with_all = ["broker_loss", "ledger_stall"])]
+    pub(crate) max_rate: bool,
+    /// Max rate: the p99 latency objective, in milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    pub(crate) objective_p99_ms: f64,
+    /// Max rate: the share of requests that may time out or fail (0.001 = 0.1 %).
+    #[arg(long, default_value_t = 0.001)]
+    pub(crate) objective_errors: f64,
+    /// Max rate: the first rate tried (req/s).
+    #[arg(long, default_value_t = 2000.0)]
+    pub(crate) start_rate: f64,
+    /// Max rate: at most this many steps.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) rate_steps: usize,
+    /// Max rate: the wait each request asks for, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) rate_wait_ms: u64,
+    /// Max rate: the waiter's concurrent waits.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) rate_waiters: usize,
     /// Broker loss / ledger stall: offered rate (req/s).
     #[arg(long, default_value_t = 500.0)]
     pub(crate) loss_rate: f64,

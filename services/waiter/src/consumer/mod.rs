@@ -45,6 +45,8 @@ pub(crate) struct ConsumerConfig {
     /// baseline in the variant's group, see `standins`): it takes only the
     /// records the variant's absence would strand, and holds back the rest.
     pub standing_in: bool,
+    /// `process <request topic>`, built once.
+    pub process_span_name: Arc<str>,
     /// The waiters' factor on every wait, to judge what a deadline allows.
     pub wait_scale: f64,
     /// See `waiter.deadline_margin`.
@@ -200,7 +202,9 @@ async fn handle(
             return Handled::Next;
         }
         Verdict::HoldBack => {
-            config.metrics.skipped("held_back_for_live_variant");
+            config
+                .metrics
+                .skipped(crate::metrics::HELD_BACK_FOR_LIVE_VARIANT);
             span.add_event("held back for the live variant", vec![]);
             drop(ack);
             return Handled::HeldBack;
@@ -271,12 +275,11 @@ impl Consumed {
 
 /// The record's CONSUMER `process` span (its parent is set by the caller).
 fn process_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> tracing::Span {
-    let key = message
-        .key()
-        .map(|k| String::from_utf8_lossy(k).into_owned());
+    // Borrowed when UTF-8, as keys are: no allocation per record.
+    let key = message.key().map(String::from_utf8_lossy);
     tracing::info_span!(
         "process",
-        otel.name = format!("process {}", message.topic()),
+        otel.name = %config.process_span_name,
         otel.kind = "consumer",
         otel.status_code = tracing::field::Empty,
         messaging.system = "kafka",
