@@ -115,6 +115,11 @@ pub struct Config {
     /// `timeout`), so the waiter drops work nobody waits for any more. Off,
     /// requests look like the Go app's and JMeter's, which send none.
     pub deadline: bool,
+    /// The share of requests whose trace is sampled (the `traceparent`
+    /// flag the application follows) when the generator does not export
+    /// spans itself; by default what `OTEL_TRACES_SAMPLER` and
+    /// `OTEL_TRACES_SAMPLER_ARG` say ([`sample_ratio_from_env`]).
+    pub sample_ratio: f64,
     /// Draw a live progress line on stderr.
     pub progress: bool,
     /// Make each request a root span (send started, acknowledged, reply
@@ -127,6 +132,25 @@ pub struct Config {
     /// librdkafka properties for the generator's reply consumer, applied
     /// after its defaults (`fetch.wait.max.ms=5`).
     pub consumer_properties: Vec<(String, String)>,
+}
+
+/// The root sampling ratio the standard variables name: 0 for
+/// `always_off`, `OTEL_TRACES_SAMPLER_ARG` for the ratio samplers, else 1.
+pub fn sample_ratio_from_env() -> f64 {
+    let arg = || {
+        std::env::var("OTEL_TRACES_SAMPLER_ARG")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(1.0, |r| r.clamp(0.0, 1.0))
+    };
+    match std::env::var("OTEL_TRACES_SAMPLER")
+        .as_deref()
+        .map(str::trim)
+    {
+        Ok("always_off" | "parentbased_always_off") => 0.0,
+        Ok("traceidratio" | "parentbased_traceidratio") => arg(),
+        _ => 1.0,
+    }
 }
 
 impl Config {
@@ -145,6 +169,7 @@ impl Config {
             payload_bytes: 0,
             timeout: Duration::from_secs(5),
             deadline: true,
+            sample_ratio: sample_ratio_from_env(),
             progress: false,
             trace: false,
             producer_properties: Vec::new(),

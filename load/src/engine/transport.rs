@@ -171,18 +171,26 @@ pub(super) async fn send_kafka(
             let span_context = opentelemetry::trace::TraceContextExt::span(&context)
                 .span_context()
                 .clone();
+            // The SDK's sampler (OTEL_TRACES_SAMPLER) made the decision.
             format!(
-                "00-{}-{}-01",
+                "00-{}-{}-{:02x}",
                 span_context.trace_id(),
-                span_context.span_id()
+                span_context.span_id(),
+                span_context.trace_flags().to_u8()
             )
         }
         None => {
             // Still a fresh trace per request, so the application's spans of
-            // one request group together even without export.
-            let trace_id = uuid::Uuid::new_v4().simple().to_string();
+            // one request group together even without export; sampled as
+            // OTEL_TRACES_SAMPLER would decide for a root.
+            let trace_id = uuid::Uuid::new_v4();
+            let flags = match head_sampled(config.sample_ratio, trace_id.as_u128() as u64) {
+                true => "01",
+                false => "00",
+            };
             format!(
-                "00-{trace_id}-{}-01",
+                "00-{}-{}-{flags}",
+                trace_id.simple(),
                 &uuid::Uuid::new_v4().simple().to_string()[..16]
             )
         }
@@ -287,5 +295,29 @@ pub(super) async fn read_replies(replies: StreamConsumer, shared: Shared, stop: 
         if let Some(done) = pending.done {
             let _ = done.send(());
         }
+    }
+}
+
+/// Whether a root trace whose id ends in `low_bits` is sampled at `ratio`,
+/// by the SDK's TraceIdRatioBased rule: the id's low 63 bits below
+/// ratio × 2⁶³.
+fn head_sampled(ratio: f64, low_bits: u64) -> bool {
+    (low_bits >> 1) < (ratio.clamp(0.0, 1.0) * (1u64 << 63) as f64) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_sampled;
+
+    #[test]
+    fn the_ratio_decides_the_share_of_sampled_roots() {
+        let sampled = |ratio| {
+            (0..10_000u64)
+                .filter(|i| head_sampled(ratio, i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+                .count()
+        };
+        assert_eq!(sampled(1.0), 10_000);
+        assert_eq!(sampled(0.0), 0);
+        assert!((50..=150).contains(&sampled(0.01)), "{}", sampled(0.01));
     }
 }

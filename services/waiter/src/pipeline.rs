@@ -117,13 +117,26 @@ pub(crate) fn mark_dead_letter(headers: &mut Vec<(String, Vec<u8>)>, reason: &st
 /// Headers a reply carries on from its request: everything but the trace
 /// context (the reply has its own) and earlier timing (it has its own).
 pub(crate) fn carried_headers<H: Headers>(headers: Option<&H>) -> Vec<(String, Vec<u8>)> {
+    carried(headers, false)
+}
+
+/// [`carried_headers`] for a record whose trace is not sampled: no span of
+/// this waiter's injects its context, so the request's own trace context
+/// and baggage travel on unchanged, and the reply still continues the
+/// caller's (unsampled) trace.
+pub(crate) fn carried_headers_unsampled<H: Headers>(headers: Option<&H>) -> Vec<(String, Vec<u8>)> {
+    carried(headers, true)
+}
+
+fn carried<H: Headers>(headers: Option<&H>, with_trace_context: bool) -> Vec<(String, Vec<u8>)> {
     const REPLACED: [&str; 3] = [headers::TRACEPARENT, headers::TRACESTATE, headers::BAGGAGE];
     let Some(headers) = headers else {
         return Vec::new();
     };
     headers
         .iter()
-        .filter(|h| !REPLACED.contains(&h.key) && !h.key.starts_with("waiter."))
+        .filter(|h| with_trace_context || !REPLACED.contains(&h.key))
+        .filter(|h| !h.key.starts_with("waiter."))
         .filter(|h| h.key != headers::CORRELATION)
         .map(|h| {
             (

@@ -223,6 +223,11 @@ impl Record {
 }
 
 fn send_span(parent: &tracing::Span, config: &ProducerConfig, record: &Record) -> tracing::Span {
+    if parent.is_none() {
+        // An unsampled record: no span, and the request's trace context is
+        // among the carried headers (see `carried_headers_unsampled`).
+        return tracing::Span::none();
+    }
     let key_text = record
         .key
         .as_deref()

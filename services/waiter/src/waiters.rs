@@ -132,13 +132,18 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
             )
         }
         None => {
-            let wait_span = tracing::info_span!(
-                parent: &work.span,
-                "wait",
-                wait_ms = request.requested.as_millis() as u64,
-                service = protocol::Service::Waiter.as_str(),
-                variant = %config.variant,
-            );
+            // No span for an unsampled record (its process span is none):
+            // one with a `none` parent would start a trace of its own.
+            let wait_span = match work.span.is_none() {
+                true => tracing::Span::none(),
+                false => tracing::info_span!(
+                    parent: &work.span,
+                    "wait",
+                    wait_ms = request.requested.as_millis() as u64,
+                    service = protocol::Service::Waiter.as_str(),
+                    variant = %config.variant,
+                ),
+            };
             async {
                 let started = Instant::now();
                 tokio::time::sleep(request.requested.mul_f64(config.wait_scale)).await;

@@ -31,6 +31,8 @@ pub(crate) fn config(
     config.duration = duration;
     config.wait = WaitSpec::Fixed(wait_ms);
     config.timeout = Duration::from_secs(10);
+    // Every request traced unless a figure says otherwise.
+    config.sample_ratio = 1.0;
     config
 }
 

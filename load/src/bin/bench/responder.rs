@@ -165,17 +165,19 @@ pub(crate) async fn max_throughput(
     responder: Responder<'_>,
     users: &[usize],
     phase: Duration,
+    sample_ratio: f64,
 ) -> anyhow::Result<f64> {
     let mut best: f64 = 0.0;
     for &n in users {
         let running = responder.start(broker, &label.replace(' ', "-")).await?;
-        let load = config(
+        let mut load = config(
             broker.bootstrap_servers(),
             &running.topics,
             LoadModel::Closed { users: n },
             phase,
             0,
         );
+        load.sample_ratio = sample_ratio;
         best = best.max(
             measure(&format!("{label}, {n} users"), load)
                 .await?

@@ -177,7 +177,16 @@ async fn handle(
     let consumed = Consumed::now();
     let parent = propagation::extract_kafka(message.headers());
     let tenant = propagation::tenant(&parent);
-    let span = process_span(config, message);
+    // Head sampling: the caller decided (OTEL_TRACES_SAMPLER, parent-based)
+    // and said so in `traceparent`. An unsampled record gets no spans here
+    // at all, which is what makes it nearly free; its reply carries the
+    // request's own trace context on.
+    let parent_span = parent.span().span_context().clone();
+    let unsampled = parent_span.is_valid() && !parent_span.is_sampled();
+    let span = match unsampled {
+        true => tracing::Span::none(),
+        false => process_span(config, message),
+    };
     let _ = span.set_parent(parent);
     record_broker_timestamp(&span, message.timestamp(), consumed.wall_us);
 
@@ -224,12 +233,18 @@ async fn handle(
             }
             let item = Work {
                 request,
-                trace_id: span.context().span().span_context().trace_id().to_string(),
+                trace_id: match unsampled {
+                    true => parent_span.trace_id().to_string(),
+                    false => span.context().span().span_context().trace_id().to_string(),
+                },
                 span,
                 ack,
                 consumed_at: consumed.at,
                 consumed_wall_us: consumed.wall_us,
-                carried: carried_headers(message.headers()),
+                carried: match unsampled {
+                    true => crate::pipeline::carried_headers_unsampled(message.headers()),
+                    false => carried_headers(message.headers()),
+                },
                 tenant,
                 hops: propagation::kafka_header(message.headers(), headers::HOPS)
                     .map(protocol::Hops::parse)
