@@ -40,6 +40,73 @@ pub(crate) struct Work {
     pub deadline: Option<protocol::Deadline>,
 }
 
+/// How long work has lately waited between the consumer and a waiter slot
+/// (the request channel, then the pool): an exponentially weighted mean of
+/// what the pool observes, which halves every `HALF_LIFE` without a new
+/// observation, so an estimate from an overload past cannot keep shedding
+/// work once nothing reaches the pool any more. The consumer counts it in
+/// when judging whether a record can still meet its deadline, so it sheds
+/// at once, cheaply, what would otherwise expire in the channel, and the
+/// records it hands on are fresh enough to be served in time.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueEstimate {
+    inner: std::sync::Arc<QueueEstimateInner>,
+}
+
+#[derive(Debug)]
+struct QueueEstimateInner {
+    started: Instant,
+    mean_us: std::sync::atomic::AtomicU64,
+    observed_at_us: std::sync::atomic::AtomicU64,
+}
+
+impl QueueEstimate {
+    const HALF_LIFE: Duration = Duration::from_millis(250);
+
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: std::sync::Arc::new(QueueEstimateInner {
+                started: Instant::now(),
+                mean_us: 0.into(),
+                observed_at_us: 0.into(),
+            }),
+        }
+    }
+
+    /// Records that a request waited `queued` for its slot.
+    pub(crate) fn observe(&self, queued: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sample = queued.as_micros() as u64;
+        let mean = self.current().as_micros() as u64;
+        // Weight 1/8: a few dozen requests move it; races between waiters
+        // lose a sample now and then, which a mean can afford.
+        self.inner
+            .mean_us
+            .store(mean - mean / 8 + sample / 8, Relaxed);
+        self.inner
+            .observed_at_us
+            .store(self.inner.started.elapsed().as_micros() as u64, Relaxed);
+    }
+
+    /// The estimate now.
+    pub(crate) fn current(&self) -> Duration {
+        self.at(self.inner.started.elapsed())
+    }
+
+    /// The estimate `since_start` after it was created.
+    fn at(&self, since_start: Duration) -> Duration {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mean = self.inner.mean_us.load(Relaxed);
+        if mean == 0 {
+            return Duration::ZERO;
+        }
+        let since = (since_start.as_micros() as u64)
+            .saturating_sub(self.inner.observed_at_us.load(Relaxed));
+        let halvings = since / Self::HALF_LIFE.as_micros() as u64;
+        Duration::from_micros(mean.checked_shr(halvings as u32).unwrap_or(0))
+    }
+}
+
 /// Whether work with `deadline` that still has `work` to do (its wait) can
 /// finish with `margin` to spare (the reply's way back); no deadline, yes.
 pub(crate) fn can_finish(
@@ -145,4 +212,32 @@ fn carried<H: Headers>(headers: Option<&H>, with_trace_context: bool) -> Vec<(St
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_estimate_follows_the_pool_and_forgets_an_overload_past() {
+        let estimate = QueueEstimate::new();
+        assert_eq!(estimate.current(), Duration::ZERO);
+        for _ in 0..64 {
+            estimate.observe(Duration::from_secs(1));
+        }
+        let loaded = estimate.current();
+        assert!(loaded > Duration::from_millis(900), "{loaded:?}");
+        for _ in 0..64 {
+            estimate.observe(Duration::ZERO);
+        }
+        assert!(estimate.current() < Duration::from_millis(50));
+        // Without observations it halves every 250 ms: a stale estimate
+        // cannot keep the consumer shedding.
+        for _ in 0..64 {
+            estimate.observe(Duration::from_secs(1));
+        }
+        let now = estimate.inner.started.elapsed();
+        let later = estimate.at(now + Duration::from_secs(3));
+        assert!(later < Duration::from_millis(1), "{later:?}");
+    }
 }

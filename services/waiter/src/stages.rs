@@ -23,6 +23,7 @@ impl Stages {
         let w = &settings.waiter;
         let variant = settings.service.variant.clone();
         let metrics = WaiterMetrics::new(&variant);
+        let queue_estimate = crate::pipeline::QueueEstimate::new();
         Self {
             consumer: Arc::new(ConsumerConfig {
                 variant: variant.clone(),
@@ -34,6 +35,7 @@ impl Stages {
                 process_span_name: format!("process {}", w.request_topic).into(),
                 wait_scale: w.wait_scale,
                 deadline_margin: w.deadline_margin,
+                queue_estimate: queue_estimate.clone(),
                 tally: tenancy::TenantTally::default(),
                 limits: RequestLimits {
                     default_wait: w.default_wait,
@@ -50,6 +52,7 @@ impl Stages {
                 wait_scale: w.wait_scale,
                 behaviour: (w.wait_scale != 1.0).then(|| format!("wait_scale={}", w.wait_scale)),
                 deadline_margin: w.deadline_margin,
+                queue_estimate,
                 ledger: settings.ledger.url.as_deref().map(|url| {
                     ledger::LedgerClient::new(
                         url,

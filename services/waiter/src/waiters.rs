@@ -30,6 +30,8 @@ pub(crate) struct WaiterConfig {
     pub behaviour: Option<String>,
     /// See `waiter.deadline_margin`.
     pub deadline_margin: std::time::Duration,
+    /// Told how long each request waited for its slot.
+    pub queue_estimate: crate::pipeline::QueueEstimate,
     pub ledger: Option<crate::ledger::LedgerClient>,
     pub metrics: WaiterMetrics,
 }
@@ -48,6 +50,7 @@ pub(crate) async fn run(
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
+        config.queue_estimate.observe(work.consumed_at.elapsed());
         // The permit may have taken a while: a request that can no longer
         // finish before its caller gives up does not get to use it.
         let wait = match work.request.refusal {

@@ -132,15 +132,8 @@ async fn main() -> anyhow::Result<()> {
             ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
         ],
     };
-    f.waiter_sampled_max_per_s = max_throughput(
-        "waiter, 1 % sampled",
-        &broker,
-        sampled,
-        &args.users,
-        phase,
-        0.01,
-    )
-    .await?;
+    f.waiter_sampled_max_per_s =
+        max_throughput("sampled waiter", &broker, sampled, &args.users, phase, 0.01).await?;
     f.pipeline_overhead_sampled_ratio = f.waiter_sampled_max_per_s / f.echo_max_per_s;
 
     f.half_rate_per_s = (f.echo_max_per_s.min(f.waiter_max_per_s) / 2.0)

@@ -51,6 +51,8 @@ pub(crate) struct ConsumerConfig {
     pub wait_scale: f64,
     /// See `waiter.deadline_margin`.
     pub deadline_margin: std::time::Duration,
+    /// How long work lately waited for a waiter slot (the pool updates it).
+    pub queue_estimate: crate::pipeline::QueueEstimate,
     pub limits: RequestLimits,
     pub default_response_topic: String,
     pub dead_letter_topic: String,
@@ -226,7 +228,10 @@ async fn handle(
                 Some(_) => std::time::Duration::ZERO,
                 None => request.requested.mul_f64(config.wait_scale),
             };
-            if !crate::pipeline::can_finish(deadline, wait, config.deadline_margin) {
+            // Counting in how long work lately waited for a slot: what
+            // cannot make it after that is shed here, cheaply.
+            let ahead = wait + config.queue_estimate.current();
+            if !crate::pipeline::can_finish(deadline, ahead, config.deadline_margin) {
                 // Cheapest here: nothing downstream spends a slot on it.
                 crate::pipeline::expire(&config.metrics, &span, ack, ExpiredAt::Consumer);
                 return Handled::Next;

@@ -1002,3 +1002,52 @@ async fn requests_that_cannot_meet_their_deadline_are_dropped_and_the_rest_serve
         .await;
     waiter.stop().await;
 }
+
+/// Head sampling: a request whose `traceparent` says "not sampled" gets no
+/// spans here (not even a new root) and its reply carries the request's
+/// trace context on, unsampled; a sampled request sent alongside is traced.
+#[tokio::test]
+async fn an_unsampled_request_is_served_without_spans_and_its_reply_continues_its_trace() {
+    let telemetry = testkit::telemetry();
+    let (kafka, topics, waiter) = started().await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let unsampled_trace = uuid::Uuid::new_v4().simple().to_string();
+    let traceparent = format!(
+        "00-{unsampled_trace}-{}-00",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    client
+        .send(Request {
+            correlation: Some("unsampled"),
+            response_topic: None,
+            traceparent: Some(&traceparent),
+            body: br#"{"name":"unsampled","wait_ms":5}"#,
+        })
+        .await;
+    let sampled_trace = client.send_json("sampled", 5).await;
+    let replies = client.collect(|r| r.len() >= 2).await;
+
+    // The sampled one's spans arrive; by then the unsampled one's would have.
+    telemetry
+        .spans()
+        .wait_for_trace(
+            TraceId::from_hex(&sampled_trace).unwrap(),
+            DEADLINE,
+            |spans| spans.iter().any(|s| s.span_kind == SpanKind::Producer),
+        )
+        .await
+        .unwrap();
+    let unsampled_id = TraceId::from_hex(&unsampled_trace).unwrap();
+    assert!(telemetry.spans().trace(unsampled_id).is_empty());
+    let reply = replies
+        .iter()
+        .find(|r| header(r, "correlation").as_deref() == Some("unsampled"))
+        .unwrap();
+    let carried = header(reply, "traceparent").unwrap();
+    assert!(
+        carried.starts_with(&format!("00-{unsampled_trace}-")) && carried.ends_with("-00"),
+        "{carried}"
+    );
+    assert_eq!(reply_body(reply).trace_id, unsampled_trace);
+    waiter.stop().await;
+}
