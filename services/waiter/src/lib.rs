@@ -8,8 +8,11 @@
 //! stages in order. The stages themselves are [`consumer`], [`waiters`] and
 //! [`producer`]; [`pipeline`] holds what travels between them and how a
 //! record's offset is released only after its reply is acknowledged
-//! (at-least-once). [`request`] decides per record: serve, refuse with an
-//! error reply, or dead-letter. Programs that run a waiter inside
+//! (at-least-once), and how a caller's deadline drops work nobody waits
+//! for any more (`can_finish`, `expire`, the `QueueEstimate`). [`request`]
+//! decides per record: serve, refuse with an error reply, or dead-letter.
+//! `standins` runs the baseline in the group of a variant that is down.
+//! Programs that run a waiter inside
 //! themselves (the demo, `load --embedded`, tests) use [`RunningWaiter`]
 //! with [`Settings::in_process`].
 
