@@ -397,10 +397,12 @@ impl ServiceApp for Application {
         }
         sampler.abort();
         // The final commit and flush block (a commit waits out a pending
-        // rebalance): off the async threads, which other services in the
-        // same process (the demo, tests) share.
+        // rebalance, and for a coordinator while the broker is away): off
+        // the async threads, which other services in the same process (the
+        // demo, tests) share, and bounded, so a waiter whose broker is gone
+        // still stops.
         let (consumers, producers) = (self.consumers.clone(), self.producers.clone());
-        let _ = tokio::task::spawn_blocking(move || {
+        let committed = lifecycle::on_own_thread("final-commit", FINAL_COMMIT_BOUND, move || {
             for consumer in &consumers {
                 match consumer.commit_consumer_state(CommitMode::Sync) {
                     Ok(()) => {}
@@ -417,6 +419,13 @@ impl ServiceApp for Application {
             }
         })
         .await;
+        if !committed {
+            tracing::warn!(
+                bound = ?FINAL_COMMIT_BOUND,
+                "the final offset commit did not finish in time (is the broker reachable?); \
+                 records since the last commit will be redelivered"
+            );
+        }
         close_consumers(self.consumers, CONSUMER_CLOSE_BOUND).await;
         http_stop.cancel();
         match http.await {

@@ -25,30 +25,53 @@ pub(crate) const CONSUMER_CLOSE_BOUND: Duration = Duration::from_secs(10);
 /// committed before this, so a close left unfinished loses nothing: the
 /// broker drops the member after its session timeout.
 pub(crate) async fn close_consumers(consumers: Vec<Arc<WaiterConsumer>>, bound: Duration) {
-    let mut closed = JoinSet::new();
+    let mut closes = JoinSet::new();
     for consumer in consumers {
-        let (done, waited) = tokio::sync::oneshot::channel::<()>();
-        // A plain thread, not `spawn_blocking`: the runtime waits for its
-        // blocking tasks when it shuts down, which would bring the hang back.
-        let spawned = std::thread::Builder::new()
-            .name("consumer-close".into())
-            .spawn(move || {
-                drop(consumer);
-                let _ = done.send(());
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start a thread to close a consumer");
-            continue;
-        }
-        closed.spawn(waited);
+        closes.spawn(on_own_thread("consumer-close", bound, move || {
+            drop(consumer)
+        }));
     }
-    let all = async { while closed.join_next().await.is_some() {} };
-    if tokio::time::timeout(bound, all).await.is_err() {
+    let mut all_closed = true;
+    while let Some(closed) = closes.join_next().await {
+        all_closed &= closed.unwrap_or(false);
+    }
+    if !all_closed {
         tracing::warn!(
             ?bound,
             "consumers did not leave the group in time; offsets are committed, the broker will expire them"
         );
     }
+}
+
+/// How long shutdown waits for the final offset commit and producer flush.
+/// A commit with no broker to take it waits for a group coordinator that
+/// never comes; past this the offsets stay uncommitted and the records are
+/// redelivered, which at-least-once delivery allows.
+pub(crate) const FINAL_COMMIT_BOUND: Duration = Duration::from_secs(10);
+
+/// Runs blocking client work (a commit, a flush, a close) on a plain thread
+/// and waits for it at most `bound`; whether it finished in time. A plain
+/// thread, not `spawn_blocking`: the runtime waits for its blocking tasks
+/// when it shuts down, so work stuck inside librdkafka would hold the
+/// process open after SIGTERM. A thread that overruns is left behind and
+/// ends with the process.
+pub(crate) async fn on_own_thread(
+    name: &'static str,
+    bound: Duration,
+    work: impl FnOnce() + Send + 'static,
+) -> bool {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            work();
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, thread = name, "could not start a thread");
+        return false;
+    }
+    matches!(tokio::time::timeout(bound, finished).await, Ok(Ok(())))
 }
 
 /// Fixes where each assigned partition without a committed offset starts.

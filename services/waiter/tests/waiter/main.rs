@@ -563,6 +563,11 @@ impl WaiterProcess {
     }
 
     fn start_logging(kafka: &TestKafka, topics: &Topics, rust_log: &str) -> Self {
+        Self::start_with(kafka, topics, &[("RUST_LOG", rust_log)])
+    }
+
+    /// Started with `env` over the defaults below.
+    fn start_with(kafka: &TestKafka, topics: &Topics, env: &[(&str, &str)]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_waiter"))
             .env("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers())
             .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
@@ -580,7 +585,8 @@ impl WaiterProcess {
             .env("WAITER_BUS__WAITER__CONSUMERS", "1")
             .env("WAITER_BUS__WAITER__WAITERS", "20")
             .env("WAITER_BUS__WAITER__COMMIT_INTERVAL", "100ms")
-            .env("RUST_LOG", rust_log)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -716,6 +722,45 @@ async fn sigterm_stops_the_embedded_waiter_with_all_its_consumers() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             panic!("the waiter did not exit within 30 s of SIGTERM");
         }
+    }
+}
+
+/// SIGTERM with records streaming in, and the broker gone a moment later
+/// (a stack stopped all at once): the final offset commit has no
+/// coordinator to go to and waited for one forever, so the process never
+/// exited (two runs in three). It now gives the commit a bounded time and
+/// stops, leaving the records since its last commit to be redelivered.
+#[tokio::test]
+async fn a_waiter_stopping_as_its_broker_goes_away_still_exits() {
+    let kafka = TestKafka::start_own().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let client = std::sync::Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]));
+    // Replies in flight cannot be delivered with the broker gone: a short
+    // drain keeps the test short.
+    let drain = ("WAITER_BUS__WAITER__DRAIN_TIMEOUT", "2s");
+    let mut waiter = WaiterProcess::start_with(&kafka, &topics, &[drain]);
+    let sender = client.clone();
+    let _stream = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        for i in 0.. {
+            sender.send_json(&format!("stream-{i}"), 0).await;
+        }
+    }));
+    client.collect(|r| r.len() >= 100).await;
+
+    let pid = libc::pid_t::try_from(waiter.0.id()).unwrap();
+    // SAFETY: signalling a child this test started and has not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Gone as a crashed broker process is: listener closed as well.
+    drop(kafka);
+    // Drain (2 s), final commit (10 s) and consumer close (10 s) are
+    // bounded; a stop that outlives them all by far hangs.
+    let exited = testkit::eventually("the waiter exits", Duration::from_secs(40), || {
+        std::future::ready(waiter.0.try_wait().ok().flatten())
+    })
+    .await;
+    if exited.is_err() {
+        waiter.kill();
+        panic!("the waiter did not exit within 40 s of SIGTERM with its broker gone");
     }
 }
 
