@@ -149,8 +149,16 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
             };
             async {
                 let started = Instant::now();
-                tokio::time::sleep(request.requested.mul_f64(config.wait_scale)).await;
-                let waited = started.elapsed();
+                let wait = request.requested.mul_f64(config.wait_scale);
+                // A zero wait needs no timer: registering one costs a trip
+                // through the timer wheel and a wake-up per record.
+                let waited = match wait.is_zero() {
+                    true => std::time::Duration::ZERO,
+                    false => {
+                        tokio::time::sleep(wait).await;
+                        started.elapsed()
+                    }
+                };
                 drop(slot);
                 let recorded = match &config.ledger {
                     None => None,
