@@ -56,8 +56,10 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // One process, every service: each exports under its own service.name.
     let mut telemetry_config =
-        telemetry::TelemetryConfig::service("demo", env!("CARGO_PKG_VERSION"), "baseline");
+        telemetry::TelemetryConfig::service("demo", env!("CARGO_PKG_VERSION"), "baseline")
+            .hosting_every_service();
     // stdout is the demo's own output; log lines only when asked for.
     telemetry_config.log_output = match std::env::var_os("RUST_LOG") {
         Some(_) => telemetry::LogOutput::Stderr,

@@ -2,6 +2,7 @@
 //! draws both traces and the hop table, then serves the gateway until
 //! SIGTERM, answering the curl lines it printed.
 
+use opentelemetry_proto::tonic::common::v1::any_value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -118,19 +119,29 @@ async fn the_demo_draws_both_traces_then_serves_the_printed_curl_lines_until_sto
 }
 
 /// The demo exported over OTLP, as a user pointing it at a collector would
-/// run it: every hop of both requests reaches a real receiver, over gRPC and
-/// over http/protobuf (which once exported nothing: its client needed a
-/// runtime the exporting thread did not have).
+/// run it, checked by a real receiver over gRPC and over http/protobuf
+/// (which once exported nothing: its client needed a runtime the exporting
+/// thread did not have): every service under its own `service.name`, a
+/// CLIENT span before every SERVER span of a hop, messaging spans per the
+/// pinned conventions, the reply leg back in dispatch, typed attributes,
+/// and log records that carry their trace.
 #[tokio::test]
 async fn the_demo_exports_every_hop_over_grpc_and_http_protobuf() {
+    use testkit::otlp::{ReceivedSpan, attribute_value};
+    const INTERNAL: i32 = 1;
+    const SERVER: i32 = 2;
+    const CLIENT: i32 = 3;
+    const PRODUCER: i32 = 4;
+    const CONSUMER: i32 = 5;
     for protocol in ["grpc", "http/protobuf"] {
         let receiver = testkit::otlp::OtlpReceiver::start().await.unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_demo"))
             .args(["--once", "--port", "0", "--wait-ms", "20", "--isolated"])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint(protocol))
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -142,42 +153,172 @@ async fn the_demo_exports_every_hop_over_grpc_and_http_protobuf() {
         // The demo flushes before it exits, so everything has arrived.
         let spans = receiver.spans();
         assert!(spans.iter().all(|s| s.protocol == protocol), "{protocol}");
+        let services: std::collections::BTreeSet<&str> =
+            spans.iter().map(|s| s.service_name.as_str()).collect();
+        for service in ["gateway", "dispatch", "waiter", "ledger", "tenants"] {
+            assert!(
+                services.contains(service),
+                "{protocol}: no service.name {service} among {services:?}"
+            );
+        }
+        assert!(
+            spans
+                .iter()
+                .all(|s| s.schema_url == "https://opentelemetry.io/schemas/1.42.0"),
+            "{protocol}: every scope names the pinned conventions"
+        );
         // The tenant's request: one trace through A, B″, Kafka, C″ and D.
         let tenant_trace = spans
             .iter()
             .find(|s| {
-                s.attribute("service").as_deref() == Some("dispatch")
+                s.service_name == "dispatch"
+                    && s.span.kind == PRODUCER
                     && s.attribute("variant").as_deref() == Some("sbx-123")
             })
             .unwrap_or_else(|| panic!("{protocol}: no variant span among {} spans", spans.len()))
             .trace_id();
-        let in_trace: Vec<_> = spans
+        let in_trace: Vec<&ReceivedSpan> = spans
             .iter()
             .filter(|s| s.trace_id() == tenant_trace)
             .collect();
-        for service in ["gateway", "dispatch", "waiter", "ledger"] {
-            assert!(
-                in_trace
-                    .iter()
-                    .any(|s| s.attribute("service").as_deref() == Some(service)),
-                "{protocol}: no {service} span in the tenant's trace: {:?}",
-                in_trace.iter().map(|s| &s.span.name).collect::<Vec<_>>()
-            );
-        }
-        assert!(
+        let names = || {
             in_trace
                 .iter()
-                .any(|s| s.span.kind == 4 && s.span.name.starts_with("send")
-                    || s.span.kind == 3 && s.span.name.starts_with("publish")),
-            "{protocol}: a PRODUCER span crosses Kafka"
-        );
+                .map(|s| format!("{}:{}:{}", s.service_name, s.span.kind, s.span.name))
+                .collect::<Vec<_>>()
+        };
+        let parent_of = |span: &ReceivedSpan| {
+            in_trace
+                .iter()
+                .find(|p| p.span.span_id == span.span.parent_span_id)
+                .copied()
+        };
+        for service in ["gateway", "dispatch", "waiter", "ledger"] {
+            assert!(
+                in_trace.iter().any(|s| s.service_name == service),
+                "{protocol}: no {service} span in the tenant's trace: {:?}",
+                names()
+            );
+        }
+        // Every hop over HTTP is a CLIENT span of the caller with the
+        // callee's SERVER span under it.
+        for server in in_trace.iter().filter(|s| s.span.kind == SERVER) {
+            let Some(parent) = parent_of(server) else {
+                continue;
+            };
+            assert_eq!(parent.span.kind, CLIENT, "{protocol}: {:?}", names());
+            assert_ne!(parent.service_name, server.service_name);
+            assert!(
+                matches!(
+                    attribute_value(&parent.span, "http.response.status_code")
+                        .and_then(|v| v.value.as_ref()),
+                    Some(any_value::Value::IntValue(200..=299))
+                ),
+                "{protocol}: {:?}",
+                parent.span.attributes
+            );
+            assert!(
+                matches!(
+                    attribute_value(&server.span, "http.response.status_code")
+                        .and_then(|v| v.value.as_ref()),
+                    Some(any_value::Value::IntValue(200..=299))
+                ),
+                "{protocol}: the status code is an int: {:?}",
+                server.span.attributes
+            );
+            assert_eq!(server.attribute("url.scheme").as_deref(), Some("http"));
+            assert!(server.attribute("http.route").is_some());
+        }
+        for (caller, callee) in [("gateway", "dispatch"), ("waiter", "ledger")] {
+            assert!(
+                in_trace.iter().any(|s| s.span.kind == SERVER
+                    && s.service_name == callee
+                    && parent_of(s).is_some_and(|p| p.service_name == caller)),
+                "{protocol}: no {caller} → {callee} CLIENT/SERVER pair: {:?}",
+                names()
+            );
+        }
+        // Messaging: `send {topic}` PRODUCER spans, acknowledged with
+        // partition (a string, as the conventions type it) and offset.
+        let producers: Vec<_> = in_trace
+            .iter()
+            .filter(|s| s.span.kind == PRODUCER)
+            .collect();
+        assert!(producers.len() >= 2, "{protocol}: {:?}", names());
+        for producer in &producers {
+            assert!(
+                producer.span.name.starts_with("send "),
+                "{}",
+                producer.span.name
+            );
+            assert_eq!(
+                producer.attribute("messaging.operation.name").as_deref(),
+                Some("send")
+            );
+            assert!(matches!(
+                attribute_value(&producer.span, "messaging.destination.partition.id")
+                    .and_then(|v| v.value.as_ref()),
+                Some(any_value::Value::StringValue(_))
+            ));
+            assert!(matches!(
+                attribute_value(&producer.span, "messaging.kafka.offset")
+                    .and_then(|v| v.value.as_ref()),
+                Some(any_value::Value::IntValue(_))
+            ));
+        }
+        // The wait is an int, and a record the baseline leaves to the
+        // variant is an INTERNAL `skip`, never a second CONSUMER `process`.
+        let wait = in_trace
+            .iter()
+            .find(|s| s.span.name == "wait")
+            .expect("a wait span");
         assert!(
-            in_trace.iter().any(|s| s.span.kind == 5),
-            "{protocol}: a CONSUMER span continues it"
+            matches!(
+                attribute_value(&wait.span, "wait_ms").and_then(|v| v.value.as_ref()),
+                Some(any_value::Value::IntValue(20))
+            ),
+            "{protocol}: {:?}",
+            wait.span.attributes
         );
+        let consumers: Vec<_> = in_trace
+            .iter()
+            .filter(|s| s.span.kind == CONSUMER)
+            .collect();
+        let skips: Vec<_> = in_trace
+            .iter()
+            .filter(|s| s.span.name.starts_with("skip "))
+            .collect();
+        assert!(!skips.is_empty(), "{protocol}: {:?}", names());
+        assert!(skips.iter().all(|s| s.span.kind == INTERNAL));
+        // The reply leg: dispatch's CONSUMER span under the waiter's send.
+        let waiter_process = consumers
+            .iter()
+            .filter(|s| s.service_name == "waiter")
+            .count();
+        assert_eq!(
+            waiter_process,
+            1,
+            "{protocol}: one process span: {:?}",
+            names()
+        );
+        let reply = consumers
+            .iter()
+            .find(|s| s.service_name == "dispatch")
+            .unwrap_or_else(|| panic!("{protocol}: no reply leg: {:?}", names()));
+        let reply_parent = parent_of(reply).expect("the reply span's parent is in the trace");
+        assert_eq!(
+            (reply_parent.service_name.as_str(), reply_parent.span.kind),
+            ("waiter", PRODUCER)
+        );
+        // Logs: over OTLP with the trace they happen in.
+        let logs = receiver.logs();
+        let mapped = logs
+            .iter()
+            .find(|l| l.body() == Some("tenant mapped"))
+            .unwrap_or_else(|| panic!("{protocol}: no `tenant mapped` log among {}", logs.len()));
         assert!(
-            spans.iter().all(|s| !s.service_name.is_empty()),
-            "{protocol}: every resource names its service"
+            spans.iter().any(|s| s.trace_id() == mapped.trace_id()),
+            "{protocol}: the log names a trace that was exported"
         );
     }
 }

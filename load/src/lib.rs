@@ -122,9 +122,11 @@ pub struct Config {
     pub sample_ratio: f64,
     /// Draw a live progress line on stderr.
     pub progress: bool,
-    /// Make each request a root span (send started, acknowledged, reply
-    /// received) whose context the request carries, so the generator and the
-    /// application form one trace. Worth it only when spans are exported.
+    /// Make each request a root INTERNAL span `load.request` (its round
+    /// trip, with a `reply.received` event) and produce its record in a
+    /// PRODUCER `send` child whose context the record carries, so the
+    /// generator and the application form one trace. Worth it only when
+    /// spans are exported.
     pub trace: bool,
     /// librdkafka properties for the generator's producer, applied after its
     /// defaults (`acks=all`, `linger.ms=1`), e.g. `linger.ms=5` to batch.

@@ -132,6 +132,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut telemetry_config =
         telemetry::TelemetryConfig::service("load", env!("CARGO_PKG_VERSION"), "baseline");
     telemetry_config.log_output = telemetry::LogOutput::Stderr;
+    if args.embedded {
+        // The waiter runs in this process; its spans go out as the waiter's.
+        telemetry_config = telemetry_config.hosting_every_service();
+    }
     let telemetry = telemetry::init(telemetry_config)?;
     let model = match (args.rate, args.users) {
         (_, Some(users)) => LoadModel::Closed { users },

@@ -305,15 +305,40 @@ fn manifest_names(manifest: &str) -> (String, Vec<String>) {
 /// The string literal names given to `counter!(`, `gauge!(`, `histogram!(`.
 fn recorded_names(text: &str) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    for kind in ["counter", "gauge", "histogram"] {
-        let opener = format!("{kind}!(");
-        for (at, _) in text.match_indices(&opener) {
+    for (kind, opener) in [
+        ("counter", "counter!("),
+        ("counter", "counter_at_zero("),
+        ("gauge", "gauge!("),
+        ("histogram", "histogram!("),
+    ] {
+        for (at, _) in text.match_indices(opener) {
             let rest = text[at + opener.len()..].trim_start();
             if let Some(literal) = rest.strip_prefix('"')
                 && let Some(end) = literal.find('"')
             {
                 out.push((kind, literal[..end].to_string()));
             }
+        }
+    }
+    // Names kept in constants (`const REPLIES_LATE: &str = "…_total";`)
+    // and recorded through them.
+    for line in text.lines().filter(|l| l.contains("const ")) {
+        let Some((_, rest)) = line.split_once(": &str = \"") else {
+            continue;
+        };
+        let Some((name, _)) = rest.split_once('"') else {
+            continue;
+        };
+        let metric_like = name.contains('_')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if metric_like {
+            let kind = match name.ends_with("_seconds") {
+                true => "histogram",
+                false => "counter",
+            };
+            out.push((kind, name.to_string()));
         }
     }
     out

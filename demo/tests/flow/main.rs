@@ -507,3 +507,83 @@ async fn a_tenants_status_shows_its_variants_work_and_deleting_it_drains_first()
     );
     stack.stop().await;
 }
+
+/// What a Prometheus user scrapes: every service's `/metrics` passes
+/// `promtool check metrics` (HELP on every metric, valid names and types),
+/// HTTP server durations exist per service, and counters a dashboard
+/// queries exist at zero before their first event.
+#[tokio::test]
+async fn every_services_metrics_pass_promtool_with_http_durations_and_counters_at_zero() {
+    let mut stack = Stack::start(true).await;
+    stack.start_variant("sbx-123", true, true).await;
+    stack
+        .map("123", &[("dispatch", "sbx-123"), ("waiter", "sbx-123")])
+        .await;
+    stack.send(Some("123"), "metrics-tenant").await;
+    stack.send(None, "metrics-baseline").await;
+
+    for base in [&stack.gateway, &stack.registry, &stack.ledger] {
+        let exposition = stack
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let checked = promtool_check(&exposition);
+        assert!(checked.is_empty(), "{base}/metrics: {checked}");
+        for service in ["gateway", "dispatch", "ledger", "tenants"] {
+            let series =
+                format!("http_server_request_duration_seconds_count{{service=\"{service}\"");
+            assert!(
+                exposition.lines().any(|l| l.starts_with(&series)),
+                "{base}/metrics has no HTTP server durations of {service}"
+            );
+        }
+        for zero in [
+            "dispatch_replies_late_total 0",
+            "gateway_unregistered_variant_total 0",
+            "route_table_version_waits_expired_total 0",
+            "tenants_deleted_total{drain=\"timed_out\"} 0",
+        ] {
+            assert!(
+                exposition.lines().any(|l| l == zero),
+                "{base}/metrics lacks `{zero}`"
+            );
+        }
+    }
+    stack.stop().await;
+}
+
+/// `promtool check metrics` on `exposition`: what it complains about
+/// (empty when it is clean).
+fn promtool_check(exposition: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's `prometheus` package; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    match output.status.success() && complaints.trim().is_empty() {
+        true => String::new(),
+        false => format!("promtool: {}\n{complaints}", output.status),
+    }
+}

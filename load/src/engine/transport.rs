@@ -148,24 +148,41 @@ pub(super) async fn send_kafka(
     done: Option<oneshot::Sender<()>>,
 ) {
     let correlation = uuid::Uuid::new_v4().simple().to_string();
+    // The request's round trip is the root (INTERNAL: it is the caller's
+    // own work, not a message); producing the record is its PRODUCER
+    // `send` child, whose context the record carries.
     let span = config.trace.then(|| {
         let span = tracing::info_span!(
             "load.request",
-            otel.kind = "producer",
+            otel.kind = "internal",
             service = "load",
-            messaging.system = "kafka",
-            messaging.destination.name = %config.request_topic,
             messaging.message.conversation_id = %correlation,
         );
         // A root: the generator starts the trace the application continues.
         let _ = span.set_parent(opentelemetry::Context::new());
-        span.add_event("send.started", vec![]);
         span
+    });
+    let send_span = span.as_ref().map(|parent| {
+        tracing::info_span!(
+            parent: parent,
+            "send",
+            otel.name = format!("send {}", config.request_topic),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.operation.name = "send",
+            messaging.destination.name = %config.request_topic,
+            messaging.kafka.message.key = %correlation,
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
+            service = "load",
+        )
     });
     let actual = Instant::now();
     begin(&shared, &config, &correlation, intended, done, span.clone());
     let payload = serde_json::to_vec(&request_body(&config)).expect("a request always serialises");
-    let traceparent = match &span {
+    let traceparent = match &send_span {
         Some(span) => {
             let context = span.context();
             let span_context = opentelemetry::trace::TraceContextExt::span(&context)
@@ -222,6 +239,20 @@ pub(super) async fn send_kafka(
         .payload(&payload)
         .headers(record_headers);
     let result = producer.send(record, config.timeout).await;
+    if let Some(send_span) = send_span {
+        match &result {
+            Ok(delivery) => {
+                send_span.record(
+                    "messaging.destination.partition.id",
+                    delivery.partition.to_string(),
+                );
+                send_span.record("messaging.kafka.offset", delivery.offset);
+            }
+            Err(_) => {
+                send_span.record("otel.status_code", "ERROR");
+            }
+        }
+    }
     let mut state = lock(&shared);
     match result {
         Ok(_) => {
@@ -229,9 +260,6 @@ pub(super) async fn send_kafka(
             state
                 .producer_ack
                 .saturating_record(micros(actual.elapsed()));
-            if let Some(span) = &span {
-                span.add_event("send.acknowledged", vec![]);
-            }
         }
         Err((e, _)) => {
             tracing::debug!(error = %e, "request not produced");

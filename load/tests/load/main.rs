@@ -254,11 +254,9 @@ async fn traced_requests_are_root_spans_the_application_continues() {
         opentelemetry::trace::SpanId::INVALID,
         "a root span"
     );
+    assert_eq!(root.span_kind, opentelemetry::trace::SpanKind::Internal);
     let events: Vec<&str> = root.events.iter().map(|e| e.name.as_ref()).collect();
-    assert_eq!(
-        events,
-        ["send.started", "send.acknowledged", "reply.received"]
-    );
+    assert_eq!(events, ["reply.received"]);
     let trace = telemetry
         .spans()
         .wait_for_trace(
@@ -268,14 +266,44 @@ async fn traced_requests_are_root_spans_the_application_continues() {
         )
         .await
         .unwrap();
+    // The record is produced in a PRODUCER `send` child of the round trip,
+    // acknowledged with its partition and offset.
+    let send = trace
+        .iter()
+        .find(|s| s.parent_span_id == root.span_context.span_id())
+        .expect("a send span under the request");
+    assert_eq!(send.name, format!("send {}", topics.requests));
+    assert_eq!(send.span_kind, opentelemetry::trace::SpanKind::Producer);
+    let attribute = |key: &str| {
+        send.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.clone())
+    };
+    assert_eq!(
+        attribute("messaging.operation.name"),
+        Some(opentelemetry::Value::from("send"))
+    );
+    assert!(
+        matches!(
+            attribute("messaging.destination.partition.id"),
+            Some(opentelemetry::Value::String(_))
+        ),
+        "{:?}",
+        send.attributes
+    );
+    assert!(matches!(
+        attribute("messaging.kafka.offset"),
+        Some(opentelemetry::Value::I64(_))
+    ));
     let process = trace
         .iter()
         .find(|s| s.name.starts_with("process "))
         .unwrap();
     assert_eq!(
         process.parent_span_id,
-        root.span_context.span_id(),
-        "the waiter continues the generator's trace"
+        send.span_context.span_id(),
+        "the waiter continues the generator's trace from its send"
     );
     waiter.stop().await.unwrap();
 }

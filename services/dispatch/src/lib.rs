@@ -11,9 +11,12 @@
 //! reply, or 504 when none arrives within `reply_timeout`, or 503 when the
 //! broker does not take the request.
 
+mod instruments;
+mod replies;
+
+use replies::{Pending, PendingGuard, complete_replies};
 use service_kit::ServiceApp;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{State, rejection::JsonRejection};
@@ -23,9 +26,8 @@ use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
 use kafka_kit::assign::{Start, assign_topic_off_thread};
 use opentelemetry::baggage::BaggageExt;
-use protocol::wire::{NameRefusal, WaitReply, WaitRequestBody};
+use protocol::wire::{NameRefusal, WaitRequestBody};
 use protocol::{Hops, Service, headers};
-use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -33,7 +35,6 @@ use serde::Deserialize;
 use service_kit::HttpListener;
 use service_kit::{ApiError, HttpSettings, ServiceSettings};
 use tenancy::RegistrySettings;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -101,44 +102,6 @@ pub enum DispatchError {
 
 pub use protocol::wire::DispatchResponse;
 
-// Requests waiting for their reply, by correlation id. The reply reader
-// takes an entry when its reply arrives; otherwise the request's
-// `PendingGuard` removes it when the call ends for any reason (timeout,
-// failed publish, or a client that went away and dropped the call).
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<WaitReply>>>>;
-
-/// Removes a request's entry from the pending map when its call ends, however
-/// it ends: a client that disconnects drops the handler mid-wait, and a map
-/// entry must not outlive it.
-struct PendingGuard {
-    pending: Pending,
-    correlation: String,
-}
-
-impl PendingGuard {
-    fn register(pending: &Pending, correlation: &str) -> (Self, oneshot::Receiver<WaitReply>) {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(correlation.to_string(), reply_tx);
-        let guard = Self {
-            pending: pending.clone(),
-            correlation: correlation.to_string(),
-        };
-        (guard, reply_rx)
-    }
-}
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.correlation);
-    }
-}
-
 /// How many `/wait` calls are waiting for their reply; for tests and
 /// operators watching a drain.
 #[derive(Clone)]
@@ -147,7 +110,7 @@ pub struct PendingRequests(Pending);
 impl PendingRequests {
     /// Calls waiting for their reply right now.
     pub fn count(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.0.count()
     }
 }
 
@@ -177,33 +140,6 @@ impl Application {
     /// The calls waiting for their reply.
     pub fn pending_requests(&self) -> PendingRequests {
         PendingRequests(self.state.pending.clone())
-    }
-}
-
-async fn complete_replies(replies: StreamConsumer, pending: Pending, stop: CancellationToken) {
-    let mut stream = replies.stream();
-    while let Some(message) = kafka_kit::stream::next_message(&mut stream, &stop, "replies").await {
-        let Some(correlation) = propagation::kafka_header(message.headers(), headers::CORRELATION)
-        else {
-            continue;
-        };
-        let waiting = pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(correlation);
-        let Some(waiting) = waiting else {
-            // Another instance's request, or one that already timed out.
-            metrics::counter!("dispatch_replies_ignored_total").increment(1);
-            continue;
-        };
-        match message.payload().map(serde_json::from_slice::<WaitReply>) {
-            Some(Ok(reply)) => {
-                let _ = waiting.send(reply);
-            }
-            _ => {
-                tracing::warn!(%correlation, "reply is not a waiter reply; the caller will time out")
-            }
-        }
     }
 }
 
@@ -289,13 +225,18 @@ async fn wait(
         .to_header();
     let payload = serde_json::to_vec(&body).expect("a request always serialises");
     let publish = tracing::info_span!(
-        "publish",
-        otel.name = format!("publish {}", state.request_topic),
+        "send",
+        otel.name = format!("send {}", state.request_topic),
         otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
         messaging.system = "kafka",
         messaging.operation.type = "send",
+        messaging.operation.name = "send",
         messaging.destination.name = %state.request_topic,
+        messaging.kafka.message.key = %correlation,
         messaging.message.conversation_id = %correlation,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
         service = protocol::Service::Dispatch.as_str(),
         variant = %state.variant,
         waiter_bus.routes_version = %routes_version,
@@ -325,8 +266,21 @@ async fn wait(
     let sent = state
         .producer
         .send(record, Duration::from_secs(1))
-        .instrument(publish)
+        .instrument(publish.clone())
         .await;
+    match &sent {
+        Ok(delivery) => {
+            publish.record(
+                "messaging.destination.partition.id",
+                delivery.partition.to_string(),
+            );
+            publish.record("messaging.kafka.offset", delivery.offset);
+        }
+        Err(_) => {
+            publish.record("otel.status_code", "ERROR");
+        }
+    }
+    drop(publish);
     if let Err((e, _)) = sent {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -341,7 +295,10 @@ async fn wait(
             reply,
         })),
         _ => {
-            metrics::counter!("dispatch_replies_timed_out_total").increment(1);
+            metrics::counter!(instruments::REPLIES_TIMED_OUT).increment(1);
+            // On the call's SERVER span: a late reply shows up in the same
+            // trace as a `process` span marked `waiter_bus.reply.late`.
+            tracing::Span::current().add_event("reply.timed_out", vec![]);
             Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
@@ -366,6 +323,7 @@ impl ServiceApp for Application {
 
     /// Binds, creates the producer, assigns the reply reader at the current end.
     async fn build(settings: Settings) -> Result<Self, DispatchError> {
+        instruments::register();
         let listener = service_kit::bind(&settings.http).await?;
         let port = listener.port();
         let producer: FutureProducer = settings
@@ -413,7 +371,7 @@ impl ServiceApp for Application {
             port,
             state: AppState {
                 producer,
-                pending: Arc::default(),
+                pending: Pending::default(),
                 variant: variant.into(),
                 request_topic: settings.dispatch.request_topic.into(),
                 response_topic: settings.dispatch.response_topic.into(),
@@ -459,6 +417,7 @@ impl ServiceApp for Application {
         let reader = tokio::spawn(complete_replies(
             self.replies,
             self.state.pending.clone(),
+            self.state.variant.clone(),
             reader_stop.clone(),
         ));
         let api = Router::new()

@@ -104,7 +104,7 @@ pub struct GatewayResponse {
 #[derive(Clone)]
 struct AppState {
     routes: RouteTable,
-    http: reqwest::Client,
+    http: propagation::ClientWithMiddleware,
     variant: Arc<str>,
     baseline_dispatch: Arc<str>,
     trust_incoming_baggage: bool,
@@ -286,6 +286,11 @@ impl ServiceApp for Application {
 
     /// Binds and starts the route table.
     async fn build(settings: Settings) -> Result<Self, GatewayError> {
+        telemetry::counter_at_zero(
+            "gateway_unregistered_variant_total",
+            "Tenant requests sent to the baseline because their dispatch variant was not live.",
+            &[&[]],
+        );
         let listener = service_kit::bind(&settings.http).await?;
         let port = listener.port();
         let routes = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
@@ -296,10 +301,14 @@ impl ServiceApp for Application {
             catch_up: settings.routes.catch_up_timeout,
             state: AppState {
                 routes,
-                http: reqwest::Client::builder()
-                    .timeout(timeout)
-                    .build()
-                    .expect("a TLS-free reqwest client always builds"),
+                http: propagation::traced_client(
+                    reqwest::Client::builder()
+                        .timeout(timeout)
+                        .build()
+                        .expect("a TLS-free reqwest client always builds"),
+                    Service::Gateway.as_str(),
+                    &settings.service.variant,
+                ),
                 variant: settings.service.variant.into(),
                 baseline_dispatch: settings.gateway.dispatch_url.trim_end_matches('/').into(),
                 trust_incoming_baggage: settings.gateway.trust_incoming_baggage,

@@ -177,6 +177,22 @@ impl ServiceApp for Application {
 
     /// Binds the port.
     async fn build(settings: Settings) -> std::io::Result<Self> {
+        telemetry::counter_at_zero(
+            "ledger_entries_recorded_total",
+            "Completed waits recorded.",
+            &[&[]],
+        );
+        telemetry::counter_at_zero(
+            "ledger_entries_dropped_total",
+            "Oldest entries dropped to stay within the ledger's entry and byte limits.",
+            &[&[]],
+        );
+        metrics::describe_gauge!(
+            "ledger_bytes",
+            metrics::Unit::Bytes,
+            "Bytes of entries the ledger keeps."
+        );
+        metrics::gauge!("ledger_bytes").set(0.0);
         let listener = service_kit::bind(&settings.http).await?;
         let port = listener.port();
         Ok(Self {

@@ -149,6 +149,20 @@ impl ServiceApp for Application {
             .create()?;
         let admin: AdminClient<DefaultClientContext> = settings.kafka.client_config().create()?;
         groups::describe_metrics();
+        telemetry::counter_at_zero(
+            "tenants_variant_liveness_changes_total",
+            "Variants marked live or not live by their leases.",
+            &[&[("live", "true")], &[("live", "false")]],
+        );
+        telemetry::counter_at_zero(
+            "tenants_deleted_total",
+            "Tenants deleted, by how their variants' drain ended.",
+            &[
+                &[("drain", "drained")],
+                &[("drain", "timed_out")],
+                &[("drain", "nothing_to_drain")],
+            ],
+        );
         Ok(Self {
             listener,
             port,

@@ -20,7 +20,7 @@ use protocol::wire::LedgerEntry;
 pub enum LedgerError {
     /// Connection refused, timeout, or a transport failure.
     #[error("ledger unreachable: {0}")]
-    Unreachable(#[from] reqwest::Error),
+    Unreachable(#[from] propagation::ClientError),
     /// The ledger answered with an error status.
     #[error("ledger answered {0}")]
     Status(http::StatusCode),
@@ -69,7 +69,7 @@ struct Breaker {
 /// Posts completed waits to `{base}/records` with the trace context.
 #[derive(Debug, Clone)]
 pub struct LedgerClient {
-    client: reqwest::Client,
+    client: propagation::ClientWithMiddleware,
     records_url: String,
     limits: LedgerLimits,
     token: Option<settings::Secret>,
@@ -79,13 +79,23 @@ pub struct LedgerClient {
 
 impl LedgerClient {
     /// A client for the ledger at `base_url` within `limits`, sending
-    /// `token` when the ledger requires one.
-    pub fn new(base_url: &str, limits: LedgerLimits, token: Option<settings::Secret>) -> Self {
+    /// `token` when the ledger requires one; its calls are CLIENT spans of
+    /// the waiter `variant`.
+    pub fn new(
+        base_url: &str,
+        limits: LedgerLimits,
+        token: Option<settings::Secret>,
+        variant: &str,
+    ) -> Self {
         Self {
-            client: reqwest::Client::builder()
-                .timeout(limits.timeout)
-                .build()
-                .expect("a TLS-free reqwest client always builds"),
+            client: propagation::traced_client(
+                reqwest::Client::builder()
+                    .timeout(limits.timeout)
+                    .build()
+                    .expect("a TLS-free reqwest client always builds"),
+                protocol::Service::Waiter.as_str(),
+                variant,
+            ),
             records_url: format!("{}/records", base_url.trim_end_matches('/')),
             calls: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
             limits,

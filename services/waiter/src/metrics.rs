@@ -44,6 +44,19 @@ pub struct WaiterMetrics {
     skipped: std::sync::Arc<[(&'static str, Counter)]>,
 }
 
+/// Every `reason` of `waiter_records_failed_total`.
+pub const FAILURE_REASONS: [&str; 9] = [
+    "consume",
+    "commit",
+    "delivery",
+    "dead_letter_refused",
+    "routes_version",
+    "deadline",
+    "ledger",
+    "ledger_busy",
+    "ledger_paused",
+];
+
 /// Every reason a record is skipped for, besides the tenancy decision's.
 pub const HELD_BACK_FOR_LIVE_VARIANT: &str = "held_back_for_live_variant";
 
@@ -124,6 +137,30 @@ impl WaiterMetrics {
                 .collect(),
             variant: v,
         }
+        .registered_at_zero()
+    }
+
+    /// Registers every labelled counter the waiter may increment, at zero,
+    /// so a dashboard's query finds its series before the first event.
+    fn registered_at_zero(self) -> Self {
+        let dead_letter_reasons = crate::request::Unusable::LABELS
+            .iter()
+            .chain(&crate::producer::DEAD_LETTER_REASONS);
+        for reason in dead_letter_reasons {
+            self.zero("waiter_records_dead_lettered_total", "reason", reason);
+        }
+        for reason in FAILURE_REASONS {
+            self.zero("waiter_records_failed_total", "reason", reason);
+        }
+        for kind in ["assigned", "revoked", "error"] {
+            self.zero("waiter_rebalances_total", "kind", kind);
+        }
+        metrics::counter!("waiter_stand_ins_started_total").increment(0);
+        self
+    }
+
+    fn zero(&self, name: &'static str, key: &'static str, value: &'static str) {
+        metrics::counter!(name, "variant" => self.variant.clone(), key => value).increment(0);
     }
 
     /// Adds one to counter `name` of this variant, labelled `key=value`.
@@ -232,6 +269,10 @@ fn describe() {
         metrics::describe_counter!(
             "waiter_rebalances_total",
             "Partition assignments and revocations."
+        );
+        metrics::describe_counter!(
+            "waiter_stand_ins_started_total",
+            "Times the baseline started standing in for a mapped variant that is not live."
         );
         metrics::describe_gauge!("waiter_waits_in_flight", "Waits in progress.");
         metrics::describe_gauge!("waiter_channel_depth", "Items waiting in a stage channel.");

@@ -39,6 +39,10 @@ pub(crate) struct ProducerConfig {
     pub metrics: WaiterMetrics,
 }
 
+/// Why a reply becomes a dead letter at the producers (the consumers'
+/// reasons are [`crate::request::Unusable::LABELS`]).
+pub(crate) const DEAD_LETTER_REASONS: [&str; 2] = ["unknown_response_topic", "undeliverable_reply"];
+
 /// Longest pause between delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -119,7 +123,7 @@ async fn deliver(
         let reason = format!("responseTopic `{}` does not exist", record.topic);
         record = record.into_dead_letter(
             &config,
-            "unknown_response_topic",
+            DEAD_LETTER_REASONS[0],
             &reason,
             &origin,
             DEAD_LETTER_PAYLOAD_LIMIT,
@@ -151,8 +155,13 @@ async fn deliver(
                     true => DEAD_LETTER_PAYLOAD_AFTER_SIZE_REFUSAL,
                     false => DEAD_LETTER_PAYLOAD_LIMIT,
                 };
-                record =
-                    record.into_dead_letter(&config, "undeliverable_reply", &reason, &origin, keep);
+                record = record.into_dead_letter(
+                    &config,
+                    DEAD_LETTER_REASONS[1],
+                    &reason,
+                    &origin,
+                    keep,
+                );
             }
             Sent::Refused(error) => {
                 // The dead-letter topic itself refuses the record for good
@@ -245,6 +254,8 @@ fn send_span(parent: &tracing::Span, config: &ProducerConfig, record: &Record) -
         messaging.operation.name = "send",
         messaging.destination.name = %record.topic,
         messaging.kafka.message.key = %key_text,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
         service = protocol::Service::Waiter.as_str(),
         variant = %config.variant,
     )
@@ -336,6 +347,11 @@ fn record_delivery(
         Timestamp::LogAppendTime(ms) => ("LogAppendTime", ms),
         Timestamp::NotAvailable => ("NotAvailable", -1),
     };
+    send_span.record(
+        "messaging.destination.partition.id",
+        delivery.partition.to_string(),
+    );
+    send_span.record("messaging.kafka.offset", delivery.offset);
     send_span.add_event(
         "delivery.ack",
         vec![

@@ -50,6 +50,17 @@ pub enum Unusable {
 }
 
 impl Unusable {
+    /// Every [`Self::label`].
+    pub const LABELS: [&'static str; 7] = [
+        "empty_body",
+        "body_not_utf8",
+        "malformed_json",
+        "header_not_utf8",
+        "bad_response_topic",
+        "reply_would_loop",
+        "is_a_reply",
+    ];
+
     /// A short, bounded label for metrics.
     pub fn label(&self) -> &'static str {
         match self {

@@ -33,6 +33,7 @@ impl Stages {
                 version_wait: settings.routes.version_wait,
                 standing_in: false,
                 process_span_name: format!("process {}", w.request_topic).into(),
+                skip_span_name: format!("skip {}", w.request_topic).into(),
                 wait_scale: w.wait_scale,
                 deadline_margin: w.deadline_margin,
                 queue_estimate: queue_estimate.clone(),
@@ -58,6 +59,7 @@ impl Stages {
                         url,
                         settings.ledger.limits(),
                         settings.ledger.token.clone(),
+                        &settings.service.variant,
                     )
                 }),
                 metrics: metrics.clone(),

@@ -142,7 +142,7 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
                 false => tracing::info_span!(
                     parent: &work.span,
                     "wait",
-                    wait_ms = request.requested.as_millis() as u64,
+                    wait_ms = request.requested.as_millis() as i64,
                     service = protocol::Service::Waiter.as_str(),
                     variant = %config.variant,
                 ),

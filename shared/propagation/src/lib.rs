@@ -10,11 +10,13 @@
 //! or not UTF-8, is dropped with a warning and a count in
 //! `propagation_headers_rejected_total{carrier,header,reason}`; the request
 //! itself always goes on. [`HttpTraceLayer`] makes a SERVER span per request
-//! whose parent is the caller's context, and [`current_context`] gives the
-//! context to inject on the way out.
+//! whose parent is the caller's context, and [`traced_client`] wraps an
+//! HTTP client so every call is a CLIENT span carrying its context on;
+//! [`current_context`] gives the context to inject into a Kafka record.
 
 mod carriers;
 pub mod check;
+mod http_client;
 mod http_layer;
 
 use opentelemetry::Context;
@@ -24,7 +26,12 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use carriers::{extract_http, extract_kafka, inject_http, inject_kafka};
 pub use check::{Carrier, Rejection};
-pub use http_layer::{HttpTraceLayer, HttpTraceService};
+pub use http_client::traced_client;
+pub use http_layer::{
+    HTTP_SERVER_DURATION, HttpTraceLayer, HttpTraceService, describe_http_server_metrics,
+};
+/// The client [`traced_client`] returns, and its error.
+pub use reqwest_middleware::{ClientWithMiddleware, Error as ClientError, RequestBuilder};
 
 /// Baggage key carrying the tenant id.
 pub use protocol::TENANT_BAGGAGE_KEY;

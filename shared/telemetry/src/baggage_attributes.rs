@@ -47,24 +47,54 @@ impl SpanProcessor for BaggageAttributes {
 /// separately that was two deep copies of every span's attributes and
 /// events, the largest single cost of a traced record. As one processor a
 /// span is copied only when both the sink and the exporter keep it.
+///
+/// Exporting, it routes each span by its `service` attribute to that
+/// service's own batch processor, whose resource names the service: a
+/// process hosting several services (the demo, `load --embedded`) then
+/// shows as several services in Jaeger, with a dependency graph between
+/// them, as it would deployed. Spans of no hosted service go out under the
+/// process's own name.
 #[derive(Debug)]
 pub(crate) struct SpanPipeline {
     /// Kept for tests and the demo; `None` when the sink keeps nothing.
     pub(crate) sink: Option<SpanSink>,
-    /// Batches spans for OTLP; `None` when no endpoint is configured.
-    pub(crate) exporter: Option<BatchSpanProcessor>,
+    /// One batch processor per exported `service.name`, the process's own
+    /// first; empty when no OTLP endpoint is configured.
+    pub(crate) exporters: Vec<ServiceExporter>,
+}
+
+/// The batch processor exporting one service's spans.
+#[derive(Debug)]
+pub(crate) struct ServiceExporter {
+    /// Its `service.name`, and the `service` span attribute routed to it.
+    pub(crate) service: String,
+    pub(crate) processor: BatchSpanProcessor,
+}
+
+impl SpanPipeline {
+    fn exporter_for(&self, span: &SpanData) -> Option<&BatchSpanProcessor> {
+        let own = self.exporters.first()?;
+        let service = span
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == crate::SERVICE_ATTRIBUTE)
+            .map(|kv| kv.value.as_str());
+        let routed = service.and_then(|service| {
+            self.exporters[1..]
+                .iter()
+                .find(|e| e.service.as_str() == service.as_ref())
+        });
+        Some(&routed.unwrap_or(own).processor)
+    }
 }
 
 impl SpanProcessor for SpanPipeline {
     fn on_start(&self, span: &mut Span, cx: &Context) {
         BaggageAttributes.on_start(span, cx);
-        if let Some(exporter) = &self.exporter {
-            exporter.on_start(span, cx);
-        }
     }
 
     fn on_end(&self, span: SpanData) {
-        match (&self.sink, &self.exporter) {
+        match (&self.sink, self.exporter_for(&span)) {
             (Some(sink), Some(exporter)) => {
                 sink.on_end(span.clone());
                 exporter.on_end(span);
@@ -76,22 +106,34 @@ impl SpanProcessor for SpanPipeline {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        match &self.exporter {
-            Some(exporter) => exporter.force_flush(),
-            None => Ok(()),
-        }
+        self.exporters
+            .iter()
+            .map(|e| e.processor.force_flush())
+            .find(Result::is_err)
+            .unwrap_or(Ok(()))
     }
 
     fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
-        match &self.exporter {
-            Some(exporter) => exporter.shutdown_with_timeout(timeout),
-            None => Ok(()),
-        }
+        // Every one is shut down, even after one fails.
+        let results: Vec<_> = self
+            .exporters
+            .iter()
+            .map(|e| e.processor.shutdown_with_timeout(timeout))
+            .collect();
+        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        if let Some(exporter) = &mut self.exporter {
-            exporter.set_resource(resource);
+        for exporter in &mut self.exporters {
+            let named = Resource::builder_empty()
+                .with_attributes(
+                    resource
+                        .iter()
+                        .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+                )
+                .with_service_name(exporter.service.clone())
+                .build();
+            exporter.processor.set_resource(&named);
         }
     }
 }

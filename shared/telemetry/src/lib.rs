@@ -22,6 +22,7 @@
 //! attributes set by the code that starts them.
 
 mod baggage_attributes;
+mod log_lines;
 mod metrics_exporter;
 mod sink;
 
@@ -32,19 +33,26 @@ use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use baggage_attributes::SpanPipeline;
 pub use baggage_attributes::{BaggageAttributes, TENANT_ATTRIBUTE, TENANT_BAGGAGE_KEY};
-pub use metrics_exporter::{metrics_handler, render_metrics};
+use baggage_attributes::{ServiceExporter, SpanPipeline};
+use log_lines::WithTraceIds;
+pub use metrics_exporter::{counter_at_zero, metrics_handler, render_metrics};
 pub use sink::{SpanSink, SpanSinkTimeout};
+use std::io::IsTerminal;
 
 /// Re-exported so callers inspect spans without naming the SDK themselves.
 pub use opentelemetry_sdk::trace::SpanData;
+
+/// The semantic conventions every span follows: 1.42.0 (the version the
+/// `opentelemetry-semantic-conventions` crate in use is generated from).
+pub const SEMCONV_SCHEMA_URL: &str = opentelemetry_semantic_conventions::SCHEMA_URL;
 
 /// Span attribute naming the service that made the span.
 pub const SERVICE_ATTRIBUTE: &str = "service";
@@ -67,6 +75,10 @@ pub struct TelemetryConfig {
     /// How many finished spans the in-memory sink keeps (oldest dropped first);
     /// 0 keeps none, which is what a load-tested service wants.
     pub span_sink_capacity: usize,
+    /// Services this process runs besides itself (the demo runs them all):
+    /// spans whose `service` attribute names one are exported under that
+    /// `service.name`, so one process still shows as the services it runs.
+    pub hosts: Vec<String>,
 }
 
 /// Where the fmt layer writes.
@@ -89,6 +101,7 @@ impl TelemetryConfig {
             variant: variant.to_string(),
             log_output: LogOutput::Stdout,
             span_sink_capacity: 0,
+            hosts: Vec::new(),
         }
     }
 
@@ -104,7 +117,17 @@ impl TelemetryConfig {
                 LogOutput::Off
             },
             span_sink_capacity: 200_000,
+            hosts: Vec::new(),
         }
+    }
+
+    /// The same, hosting every waiter-bus service (see [`Self::hosts`]).
+    pub fn hosting_every_service(mut self) -> Self {
+        self.hosts = protocol::Service::ALL
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect();
+        self
     }
 }
 
@@ -123,6 +146,8 @@ pub enum TelemetryError {
 #[derive(Clone, Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    /// Exports log events over OTLP, when an endpoint is configured.
+    logs: Option<SdkLoggerProvider>,
     spans: SpanSink,
     otlp_enabled: bool,
 }
@@ -155,19 +180,36 @@ fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         ])
         .build();
     let spans = SpanSink::new(config.span_sink_capacity);
-    let otlp_enabled = otlp_endpoint_configured();
-    let exporter = match otlp_enabled {
-        true => Some(BatchSpanProcessor::builder(otlp_exporter()?).build()),
+    let otlp_enabled = otlp_endpoint_configured(Signal::Traces);
+    let mut exporters = Vec::new();
+    if otlp_enabled {
+        let own = std::iter::once(config.service.as_str());
+        let hosted = config.hosts.iter().map(String::as_str);
+        for service in own.chain(hosted.filter(|h| *h != config.service)) {
+            exporters.push(ServiceExporter {
+                service: service.to_string(),
+                processor: BatchSpanProcessor::builder(otlp_exporter()?).build(),
+            });
+        }
+    }
+    let logs = match otlp_endpoint_configured(Signal::Logs) {
+        true => Some(
+            SdkLoggerProvider::builder()
+                .with_resource(resource.clone())
+                .with_batch_exporter(otlp_log_exporter()?)
+                .build(),
+        ),
         false => None,
     };
     let builder = SdkTracerProvider::builder()
         .with_resource(resource)
         .with_span_processor(SpanPipeline {
             sink: (config.span_sink_capacity > 0).then(|| spans.clone()),
-            exporter,
+            exporters,
         });
     Ok(Telemetry {
         provider: builder.build(),
+        logs,
         spans,
         otlp_enabled,
     })
@@ -179,26 +221,52 @@ fn install_globals(config: &TelemetryConfig, telemetry: &Telemetry) {
         Box::new(BaggagePropagator::new()),
     ]));
     opentelemetry::global::set_tracer_provider(telemetry.provider.clone());
-    let tracer = telemetry.provider.tracer(config.service.clone());
+    // Every span follows one pinned version of the semantic conventions,
+    // named by the scope's schema URL so a backend can translate.
+    let tracer = telemetry.provider.tracer_with_scope(
+        opentelemetry::InstrumentationScope::builder("waiter-bus")
+            .with_version(config.version.clone())
+            .with_schema_url(SEMCONV_SCHEMA_URL)
+            .build(),
+    );
     // RUST_LOG chooses which log lines are printed, never which spans exist:
     // a span disabled by the log level would break the trace it belongs to
     // (its context is what the next hop's `traceparent` carries).
     let log_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(QUIET_DEPENDENCIES));
+    // Plain lines carry the trace and span id of the span they happen in,
+    // so a log line leads to its trace; colour only on a terminal.
     let fmt = match config.log_output {
         LogOutput::Stdout => Some(
             tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stdout().is_terminal())
+                .event_format(WithTraceIds(tracing_subscriber::fmt::format()))
                 .with_filter(log_filter)
                 .boxed(),
         ),
         LogOutput::Stderr => Some(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .event_format(WithTraceIds(tracing_subscriber::fmt::format()))
                 .with_filter(log_filter)
                 .boxed(),
         ),
         LogOutput::Off => None,
     };
+    // Log events over OTLP, with the trace context of the span they happen
+    // in (the tracing layer makes it the current OpenTelemetry context).
+    // Never the exporters' own clients: their logs would be exported by
+    // the exporter that logged them.
+    let otlp_logs = telemetry.logs.as_ref().map(|logs| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(logs).with_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(QUIET_DEPENDENCIES))
+                .add_directive("opentelemetry=off".parse().expect("a valid directive"))
+                .add_directive("opentelemetry_sdk=off".parse().expect("a valid directive"))
+                .add_directive("opentelemetry_otlp=off".parse().expect("a valid directive")),
+        )
+    });
     // Only the attributes the spans set: the layer's defaults add source
     // location (`code.*`), thread, level, target and busy/idle time to
     // every span, which costs a per-record share of the pipeline's CPU and
@@ -217,6 +285,7 @@ fn install_globals(config: &TelemetryConfig, telemetry: &Telemetry) {
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(spans)
+        .with(otlp_logs)
         .try_init();
 }
 
@@ -224,35 +293,72 @@ fn install_globals(config: &TelemetryConfig, telemetry: &Telemetry) {
 /// when it matters.
 const QUIET_DEPENDENCIES: &str = "info,rdkafka=warn,h2=warn,tonic=warn,hyper=warn,reqwest=warn";
 
-fn otlp_endpoint_configured() -> bool {
+fn otlp_endpoint_configured(signal: Signal) -> bool {
     [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        signal.variable("ENDPOINT").as_str(),
     ]
     .iter()
     .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()))
 }
 
-/// The OTLP exporter, speaking the protocol `OTEL_EXPORTER_OTLP_PROTOCOL`
-/// (or its traces-specific variable) names: `grpc` or `http/protobuf`.
+/// A kind of telemetry exported over OTLP; each may have its own variables.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Traces,
+    Logs,
+}
+
+impl Signal {
+    /// The signal-specific form of `OTEL_EXPORTER_OTLP_{what}`.
+    fn variable(self, what: &str) -> String {
+        let signal = match self {
+            Signal::Traces => "TRACES",
+            Signal::Logs => "LOGS",
+        };
+        format!("OTEL_EXPORTER_OTLP_{signal}_{what}")
+    }
+
+    /// Whether it goes over gRPC (`true`) or http/protobuf, as
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (or the signal's own variable) says.
+    fn grpc(self) -> Result<bool, TelemetryError> {
+        let protocol = std::env::var(self.variable("PROTOCOL"))
+            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .unwrap_or_else(|_| "grpc".into());
+        match protocol.trim() {
+            "grpc" => Ok(true),
+            "http/protobuf" => Ok(false),
+            other => Err(TelemetryError::Otlp(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use grpc or http/protobuf"
+            ))),
+        }
+    }
+}
+
+/// The OTLP span exporter, speaking the protocol the variables name.
 /// Endpoint, headers, timeout and compression come from the standard
 /// variables, read by the exporter itself.
 fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     use opentelemetry_otlp::{SpanExporter, WithExportConfig};
-    let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or_else(|_| "grpc".into());
-    let built = match protocol.trim() {
-        "grpc" => SpanExporter::builder().with_tonic().build(),
-        "http/protobuf" => SpanExporter::builder()
+    let built = match Signal::Traces.grpc()? {
+        true => SpanExporter::builder().with_tonic().build(),
+        false => SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .build(),
-        other => {
-            return Err(TelemetryError::Otlp(format!(
-                "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use grpc or http/protobuf"
-            )));
-        }
+    };
+    built.map_err(|e| TelemetryError::Otlp(e.to_string()))
+}
+
+/// The OTLP log exporter, likewise.
+fn otlp_log_exporter() -> Result<opentelemetry_otlp::LogExporter, TelemetryError> {
+    use opentelemetry_otlp::{LogExporter, WithExportConfig};
+    let built = match Signal::Logs.grpc()? {
+        true => LogExporter::builder().with_tonic().build(),
+        false => LogExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build(),
     };
     built.map_err(|e| TelemetryError::Otlp(e.to_string()))
 }
@@ -296,6 +402,12 @@ impl Telemetry {
         }
         if let Err(e) = self.provider.shutdown_with_timeout(timeout) {
             tracing::warn!(error = %e, "shutting the tracer provider down failed");
+        }
+        if let Some(logs) = &self.logs {
+            // Its own warnings would go to the provider being shut down.
+            if let Err(e) = logs.shutdown_with_timeout(timeout) {
+                eprintln!("shutting the logger provider down failed: {e}");
+            }
         }
     }
 }

@@ -63,3 +63,21 @@ pub async fn metrics_handler() -> impl IntoResponse {
         render_metrics(),
     )
 }
+
+/// Describes counter `name` (its HELP text) and registers one series per
+/// label set at zero, so a dashboard's query finds every series from the
+/// first scrape instead of after the first event of its kind.
+pub fn counter_at_zero(
+    name: &'static str,
+    help: &'static str,
+    label_sets: &[&[(&'static str, &'static str)]],
+) {
+    metrics::describe_counter!(name, help);
+    for labels in label_sets {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(key, value)| metrics::Label::new(*key, *value))
+            .collect();
+        metrics::counter!(name, labels).increment(0);
+    }
+}

@@ -102,7 +102,7 @@ impl TenantTally {
 pub enum RegistryError {
     /// Unreachable, or timed out.
     #[error("registry unreachable: {0}")]
-    Unreachable(#[from] reqwest::Error),
+    Unreachable(#[from] propagation::ClientError),
     /// The registry refused, saying why.
     #[error("registry refused ({status}): {body}")]
     Refused {
@@ -116,19 +116,29 @@ pub enum RegistryError {
 /// Talks to the tenants registry on behalf of one variant.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
-    http: reqwest::Client,
+    http: propagation::ClientWithMiddleware,
     base: String,
     token: Option<settings::Secret>,
 }
 
 impl RegistryClient {
-    /// A client for the registry at `base` with an optional bearer token.
-    pub fn new(base: &str, token: Option<settings::Secret>) -> Self {
+    /// A client for the registry at `base` with an optional bearer token,
+    /// calling on behalf of `variant` of `service` (named on its CLIENT spans).
+    pub fn new(
+        base: &str,
+        token: Option<settings::Secret>,
+        service: protocol::Service,
+        variant: &str,
+    ) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("a TLS-free reqwest client always builds"),
+            http: propagation::traced_client(
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("a TLS-free reqwest client always builds"),
+                service.as_str(),
+                variant,
+            ),
             base: base.trim_end_matches('/').to_string(),
             token,
         }
@@ -141,7 +151,7 @@ impl RegistryClient {
         service: protocol::Service,
         label: &str,
         rest: &str,
-    ) -> reqwest::RequestBuilder {
+    ) -> propagation::RequestBuilder {
         let url = format!("{}/variants/{service}/{label}{rest}", self.base);
         let builder = self.http.request(method, url);
         match &self.token {
@@ -232,7 +242,7 @@ impl Registration {
             .clone()
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         Some(Self {
-            client: RegistryClient::new(url, settings.token.clone()),
+            client: RegistryClient::new(url, settings.token.clone(), service, label),
             service,
             label: label.to_string(),
             endpoint,

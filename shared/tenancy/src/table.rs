@@ -90,6 +90,7 @@ static TABLES: AtomicU64 = AtomicU64::new(0);
 impl RouteTable {
     /// Starts tailing `topic` from its beginning.
     pub async fn start(kafka: &KafkaSettings, topic: &str) -> Result<Self, RouteTableError> {
+        describe_metrics();
         let group = format!(
             "route-table-{}-{}",
             std::process::id(),
@@ -271,5 +272,22 @@ async fn tail(
                 mark_caught_up(&table);
             }
         }
+    }
+}
+
+/// HELP for the route table's counters, each registered at zero.
+fn describe_metrics() {
+    for (name, help) in [
+        (
+            "route_table_version_waits_expired_total",
+            "Records or calls stamped with a routes version this table did not reach in time.",
+        ),
+        (
+            "route_table_records_rejected_total",
+            "Records on the routes topic that could not be read as a route, variant or tombstone.",
+        ),
+    ] {
+        metrics::describe_counter!(name, help);
+        metrics::counter!(name).increment(0);
     }
 }

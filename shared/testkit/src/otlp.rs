@@ -1,6 +1,7 @@
-//! A real OTLP trace receiver for tests: the upstream protocol's generated
-//! gRPC service (`opentelemetry-proto`, tonic) and the `POST /v1/traces`
-//! route of OTLP/HTTP with protobuf bodies, each on a loopback port 0.
+//! A real OTLP receiver for tests, for traces and logs: the upstream
+//! protocol's generated gRPC services (`opentelemetry-proto`, tonic) and the
+//! `POST /v1/traces` and `POST /v1/logs` routes of OTLP/HTTP with protobuf
+//! bodies, each on a loopback port 0.
 //!
 //! Point a process at it with `OTEL_EXPORTER_OTLP_ENDPOINT` set to
 //! [`OtlpReceiver::grpc_endpoint`] or [`OtlpReceiver::http_endpoint`] (and
@@ -14,6 +15,12 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -21,6 +28,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -32,6 +40,8 @@ pub struct ReceivedSpan {
     pub service_name: String,
     /// `grpc` or `http/protobuf`.
     pub protocol: &'static str,
+    /// The schema URL its scope declared (the semantic conventions version).
+    pub schema_url: String,
     /// The span, as the protocol defines it.
     pub span: Span,
 }
@@ -63,10 +73,69 @@ fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
     })
 }
 
+/// One log record as received, with the service that sent it.
+#[derive(Debug, Clone)]
+pub struct ReceivedLog {
+    /// `service.name` of the resource that sent it.
+    pub service_name: String,
+    /// The record, as the protocol defines it.
+    pub record: LogRecord,
+}
+
+impl ReceivedLog {
+    /// The body, when it is a string.
+    pub fn body(&self) -> Option<&str> {
+        match self.record.body.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The trace id in lowercase hex; empty when the record has none.
+    pub fn trace_id(&self) -> String {
+        hex(&self.record.trace_id)
+    }
+}
+
 #[derive(Clone, Default)]
 struct Received {
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    logs: Arc<Mutex<Vec<ReceivedLog>>>,
     arrived: Arc<tokio::sync::Notify>,
+}
+
+impl Received {
+    fn add_logs(&self, request: ExportLogsServiceRequest) {
+        let mut logs = self.logs.lock().expect("receiver lock");
+        for resource_logs in request.resource_logs {
+            let service_name = resource_logs
+                .resource
+                .as_ref()
+                .and_then(|r| attribute(&r.attributes, "service.name"))
+                .unwrap_or_default();
+            for scope_logs in resource_logs.scope_logs {
+                for record in scope_logs.log_records {
+                    logs.push(ReceivedLog {
+                        service_name: service_name.clone(),
+                        record,
+                    });
+                }
+            }
+        }
+        drop(logs);
+        self.arrived.notify_waiters();
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.add_logs(request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
 }
 
 impl Received {
@@ -83,6 +152,7 @@ impl Received {
                     spans.push(ReceivedSpan {
                         service_name: service_name.clone(),
                         protocol,
+                        schema_url: scope_spans.schema_url.clone(),
                         span,
                     });
                 }
@@ -121,10 +191,12 @@ impl OtlpReceiver {
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let grpc_port = grpc.local_addr()?.port();
         let service = TraceServiceServer::new(received.clone());
+        let logs_service = LogsServiceServer::new(received.clone());
         let grpc_stop = stop.clone();
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(logs_service)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc),
                     grpc_stop.cancelled_owned(),
@@ -135,24 +207,44 @@ impl OtlpReceiver {
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http_port = http.local_addr()?.port();
         let sink = received.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: Bytes| {
-                let sink = sink.clone();
-                async move {
-                    match ExportTraceServiceRequest::decode(body) {
-                        Ok(request) => {
-                            sink.add(request, "http/protobuf");
-                            (
-                                StatusCode::OK,
-                                ExportTraceServiceResponse::default().encode_to_vec(),
-                            )
+        let logs_sink = received.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/traces",
+                axum::routing::post(move |body: Bytes| {
+                    let sink = sink.clone();
+                    async move {
+                        match ExportTraceServiceRequest::decode(body) {
+                            Ok(request) => {
+                                sink.add(request, "http/protobuf");
+                                (
+                                    StatusCode::OK,
+                                    ExportTraceServiceResponse::default().encode_to_vec(),
+                                )
+                            }
+                            Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
                         }
-                        Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
                     }
-                }
-            }),
-        );
+                }),
+            )
+            .route(
+                "/v1/logs",
+                axum::routing::post(move |body: Bytes| {
+                    let sink = logs_sink.clone();
+                    async move {
+                        match ExportLogsServiceRequest::decode(body) {
+                            Ok(request) => {
+                                sink.add_logs(request);
+                                (
+                                    StatusCode::OK,
+                                    ExportLogsServiceResponse::default().encode_to_vec(),
+                                )
+                            }
+                            Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
+                        }
+                    }
+                }),
+            );
         let http_stop = stop.clone();
         tokio::spawn(async move {
             let _ = axum::serve(http, app)
@@ -189,6 +281,11 @@ impl OtlpReceiver {
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.received.spans.lock().expect("receiver lock").clone()
+    }
+
+    /// Every log record received so far.
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        self.received.logs.lock().expect("receiver lock").clone()
     }
 
     /// Waits until the spans received satisfy `condition`, or fails after

@@ -4,12 +4,10 @@
 use std::sync::Arc;
 
 use kafka_kit::acks::OffsetTracker;
-use opentelemetry::KeyValue;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::ConsumerConfig;
 use crate::metrics::WaiterMetrics;
@@ -40,21 +38,21 @@ impl WaiterContext {
         }
     }
 
+    /// A rebalance is a log event and a metric, not a span: as a span it
+    /// was a one-span trace of its own, most of a trace list's entries.
     fn rebalance_event(&self, kind: &'static str, list: &TopicPartitionList) {
-        let described = describe(list);
-        tracing::info!(variant = %self.variant, group = %self.group, partitions = %described, "partitions {kind}");
         self.metrics.rebalanced(kind);
-        let span = tracing::info_span!(
-            "rebalance",
-            otel.kind = "internal",
-            service = protocol::Service::Waiter.as_str(),
-            variant = %self.variant,
-            messaging.consumer.group.name = %self.group,
-        );
-        span.add_event(
-            format!("partitions.{kind}"),
-            vec![KeyValue::new("messaging.kafka.partitions", described)],
-        );
+        let described = describe(list);
+        match list.count() {
+            // An instance with more consumers than partitions sees this on
+            // every rebalance of the group.
+            0 => {
+                tracing::debug!(variant = %self.variant, group = %self.group, "no partitions {kind}")
+            }
+            _ => {
+                tracing::info!(variant = %self.variant, group = %self.group, partitions = %described, "partitions {kind}")
+            }
+        }
     }
 }
 

@@ -47,6 +47,8 @@ pub(crate) struct ConsumerConfig {
     pub standing_in: bool,
     /// `process <request topic>`, built once.
     pub process_span_name: Arc<str>,
+    /// `skip {topic}`: the span of a record left to another consumer.
+    pub skip_span_name: Arc<str>,
     /// The waiters' factor on every wait, to judge what a deadline allows.
     pub wait_scale: f64,
     /// See `waiter.deadline_margin`.
@@ -185,14 +187,17 @@ async fn handle(
     // request's own trace context on.
     let parent_span = parent.span().span_context().clone();
     let unsampled = parent_span.is_valid() && !parent_span.is_sampled();
-    let span = match unsampled {
-        true => tracing::Span::none(),
-        false => process_span(config, message),
+    let verdict = decide(config, message, tenant.as_deref()).await;
+    // A record this waiter does not process gets an INTERNAL `skip` span,
+    // not a CONSUMER `process` one: visible in its trace with the reason,
+    // without counting as a processed message in span metrics.
+    let span = match (unsampled, &verdict) {
+        (true, _) => tracing::Span::none(),
+        (false, Verdict::Process) => process_span(config, message),
+        (false, Verdict::Skip(_) | Verdict::HoldBack) => skip_span(config, message),
     };
     let _ = span.set_parent(parent);
     record_broker_timestamp(&span, message.timestamp(), consumed.wall_us);
-
-    let verdict = decide(config, message, tenant.as_deref()).await;
     if let Some(tenant) = &tenant {
         match verdict {
             Verdict::Skip(_) => config.tally.skipped(tenant),
@@ -205,6 +210,7 @@ async fn handle(
         Verdict::Skip(reason) => {
             // Not ours: commit past it. The span shows who skipped it and why.
             config.metrics.skipped(reason.label());
+            span.record("waiter_bus.skip_reason", reason.label());
             span.add_event(
                 "skipped",
                 vec![KeyValue::new("tenancy.skip_reason", reason.label())],
@@ -306,11 +312,28 @@ fn process_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> traci
         messaging.operation.type = "process",
         messaging.operation.name = "process",
         messaging.destination.name = %message.topic(),
-        messaging.destination.partition.id = message.partition(),
+        messaging.destination.partition.id = message.partition().to_string(),
         messaging.kafka.offset = message.offset(),
         messaging.kafka.message.key = key.as_deref().unwrap_or_default(),
         messaging.consumer.group.name = %config.group,
         messaging.message.conversation_id = tracing::field::Empty,
+        service = protocol::Service::Waiter.as_str(),
+        variant = %config.variant,
+    )
+}
+
+/// The INTERNAL span of a record this waiter leaves to another consumer.
+fn skip_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> tracing::Span {
+    tracing::info_span!(
+        "skip",
+        otel.name = %config.skip_span_name,
+        otel.kind = "internal",
+        messaging.system = "kafka",
+        messaging.destination.name = %message.topic(),
+        messaging.destination.partition.id = message.partition().to_string(),
+        messaging.kafka.offset = message.offset(),
+        messaging.consumer.group.name = %config.group,
+        waiter_bus.skip_reason = tracing::field::Empty,
         service = protocol::Service::Waiter.as_str(),
         variant = %config.variant,
     )

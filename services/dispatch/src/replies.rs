@@ -1,0 +1,190 @@
+//! The reply leg: calls waiting for their reply, and the reader that
+//! completes them from `Waiter-Responses`.
+//!
+//! Every dispatch instance reads every reply (no consumer group) and
+//! completes only the calls it is waiting for. A reply it takes gets a
+//! CONSUMER `process Waiter-Responses` span, a child of the waiter's `send`
+//! span, so one trace runs from the caller through Kafka and the waiter
+//! and back. A reply that arrives after its call gave up (a 504, or a
+//! client that went away) gets the same span marked
+//! `waiter_bus.reply.late`, so a user looking at that trace finds it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use protocol::headers;
+use protocol::wire::WaitReply;
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::BorrowedMessage;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// How many calls that gave up are remembered, to recognise their late
+/// replies: a bounded record, oldest forgotten first.
+const GAVE_UP_REMEMBERED: usize = 10_000;
+
+/// Calls waiting for their reply, by correlation id, and those that lately
+/// gave up waiting. Shared by the handlers and the reply reader.
+#[derive(Clone, Default)]
+pub(crate) struct Pending(Arc<Mutex<Calls>>);
+
+#[derive(Default)]
+struct Calls {
+    waiting: HashMap<String, oneshot::Sender<WaitReply>>,
+    gave_up: HashMap<String, Instant>,
+    gave_up_order: VecDeque<String>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls waiting right now.
+    pub(crate) fn count(&self) -> usize {
+        self.lock().waiting.len()
+    }
+}
+
+/// Removes a call's entry when the call ends, however it ends: a client
+/// that disconnects drops the handler mid-wait, and an entry must not
+/// outlive it. A call that ends unanswered is remembered as given up.
+pub(crate) struct PendingGuard {
+    pending: Pending,
+    correlation: String,
+}
+
+impl PendingGuard {
+    pub(crate) fn register(
+        pending: &Pending,
+        correlation: &str,
+    ) -> (Self, oneshot::Receiver<WaitReply>) {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        pending
+            .lock()
+            .waiting
+            .insert(correlation.to_string(), reply_tx);
+        let guard = Self {
+            pending: pending.clone(),
+            correlation: correlation.to_string(),
+        };
+        (guard, reply_rx)
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut calls = self.pending.lock();
+        if calls.waiting.remove(&self.correlation).is_none() {
+            return;
+        }
+        if calls.gave_up_order.len() >= GAVE_UP_REMEMBERED
+            && let Some(oldest) = calls.gave_up_order.pop_front()
+        {
+            calls.gave_up.remove(&oldest);
+        }
+        calls
+            .gave_up
+            .insert(self.correlation.clone(), Instant::now());
+        calls.gave_up_order.push_back(self.correlation.clone());
+    }
+}
+
+/// Whose a reply is, as far as this instance knows.
+enum Owner {
+    /// A call here is waiting for it.
+    Waiting(oneshot::Sender<WaitReply>),
+    /// A call here gave up on it this long ago.
+    GaveUp(std::time::Duration),
+    /// Another instance's.
+    Elsewhere,
+}
+
+impl Pending {
+    fn owner(&self, correlation: &str) -> Owner {
+        let mut calls = self.lock();
+        if let Some(waiting) = calls.waiting.remove(correlation) {
+            return Owner::Waiting(waiting);
+        }
+        match calls.gave_up.remove(correlation) {
+            Some(at) => Owner::GaveUp(at.elapsed()),
+            None => Owner::Elsewhere,
+        }
+    }
+}
+
+/// Reads replies until `stop`, completing the calls waiting for them.
+pub(crate) async fn complete_replies(
+    replies: StreamConsumer,
+    pending: Pending,
+    variant: Arc<str>,
+    stop: CancellationToken,
+) {
+    let mut stream = replies.stream();
+    while let Some(message) = kafka_kit::stream::next_message(&mut stream, &stop, "replies").await {
+        let Some(correlation) = propagation::kafka_header(message.headers(), headers::CORRELATION)
+        else {
+            continue;
+        };
+        let waiting = match pending.owner(correlation) {
+            Owner::Elsewhere => {
+                // Another instance's request: its span is that instance's.
+                metrics::counter!(crate::instruments::REPLIES_IGNORED).increment(1);
+                continue;
+            }
+            Owner::GaveUp(ago) => {
+                metrics::counter!(crate::instruments::REPLIES_LATE).increment(1);
+                let span = reply_span(&message, &variant, correlation);
+                span.record("waiter_bus.reply.late", true);
+                span.add_event(
+                    "reply arrived after the call gave up",
+                    vec![opentelemetry::KeyValue::new(
+                        "waiter_bus.reply.late_ms",
+                        ago.as_millis() as i64,
+                    )],
+                );
+                tracing::info!(parent: &span, %correlation, late_ms = ago.as_millis() as i64, "late reply: its call already gave up");
+                continue;
+            }
+            Owner::Waiting(waiting) => waiting,
+        };
+        let span = reply_span(&message, &variant, correlation);
+        let _entered = span.enter();
+        match message.payload().map(serde_json::from_slice::<WaitReply>) {
+            Some(Ok(reply)) => {
+                let _ = waiting.send(reply);
+            }
+            _ => {
+                span.record("otel.status_code", "ERROR");
+                tracing::warn!(%correlation, "reply is not a waiter reply; the caller will time out")
+            }
+        }
+    }
+}
+
+/// The CONSUMER span of a reply this instance takes, a child of the
+/// waiter's `send` span whose context the reply carries.
+fn reply_span(message: &BorrowedMessage<'_>, variant: &str, correlation: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "process",
+        otel.name = format!("process {}", message.topic()),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %message.topic(),
+        messaging.destination.partition.id = message.partition().to_string(),
+        messaging.kafka.offset = message.offset(),
+        messaging.kafka.message.key = %String::from_utf8_lossy(message.key().unwrap_or_default()),
+        messaging.message.conversation_id = %correlation,
+        waiter_bus.reply.late = tracing::field::Empty,
+        service = protocol::Service::Dispatch.as_str(),
+        variant = %variant,
+    );
+    let _ = span.set_parent(propagation::extract_kafka(message.headers()));
+    span
+}
