@@ -99,11 +99,10 @@ pub fn render_trace(spans: &[SpanData]) -> String {
         let from = from.min(BAR_WIDTH - 1);
         let to = to.clamp(from + 1, BAR_WIDTH);
         let bar = format!("{}{}", " ".repeat(from), "█".repeat(to - from));
+        // A skip span says so in its name (`skip {topic}`); its reason
+        // is the last column.
         let mut name = format!("{}{}", "  ".repeat(depth), span.name);
         let skipped = skip_reason(span);
-        if skipped.is_some() {
-            name.push_str(" (skipped)");
-        }
         if name.chars().count() > NAME_WIDTH {
             name = name.chars().take(NAME_WIDTH - 1).collect::<String>() + "…";
         }
@@ -261,7 +260,7 @@ mod tests {
 
     #[test]
     fn hops_name_the_variant_that_did_the_work_not_the_one_that_skipped() {
-        let mut skipped = span(4, 1, "waiter process", 1, 2);
+        let mut skipped = span(4, 1, "skip Waiter-Requests", 1, 2);
         skipped.attributes[1] = KeyValue::new("variant", "sbx-123");
         skipped.events.events.push(opentelemetry::trace::Event::new(
             "skipped",
@@ -288,11 +287,8 @@ mod tests {
             ]
         );
         let text = render_trace(&spans);
-        let skipped_line = text.lines().find(|l| l.contains("(skipped)")).unwrap();
-        assert!(
-            skipped_line.contains("  waiter process (skipped)"),
-            "{text}"
-        );
+        let skipped_line = text.lines().find(|l| l.contains("skip ")).unwrap();
+        assert!(skipped_line.contains("  skip Waiter-Requests"), "{text}");
         assert!(skipped_line.ends_with("ms  routed_elsewhere"), "{text}");
 
         let tenant = vec![
