@@ -48,6 +48,18 @@ pub struct TenancySettings {
     pub variant_group: String,
 }
 
+/// How a consumer span relates to the producer span of its record: both
+/// are what the messaging conventions allow, and the OpenTelemetry demo
+/// shows both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceMode {
+    /// A child: the producer's trace continues.
+    Child,
+    /// A root of its own trace, linked to the producer's span.
+    Link,
+}
+
 /// The consumer → waiters → producer pipeline.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +101,8 @@ pub struct WaiterSettings {
     /// unanswered (see README, "Deadlines and shedding").
     #[serde(with = "settings::duration")]
     pub deadline_margin: Duration,
+    /// How a record's `process` span relates to its producer's span.
+    pub trace_mode: TraceMode,
     /// Time allowed for the broker to acknowledge a reply.
     #[serde(with = "settings::duration")]
     pub delivery_timeout: Duration,

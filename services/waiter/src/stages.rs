@@ -36,6 +36,7 @@ impl Stages {
                 skip_span_name: format!("skip {}", w.request_topic).into(),
                 wait_scale: w.wait_scale,
                 deadline_margin: w.deadline_margin,
+                trace_mode: w.trace_mode,
                 queue_estimate: queue_estimate.clone(),
                 tally: tenancy::TenantTally::default(),
                 limits: RequestLimits {

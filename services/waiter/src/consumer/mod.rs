@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use kafka_kit::acks::{Ack, Finished, ack_channel};
 use kafka_kit::handoff::send_timed;
 use opentelemetry::KeyValue;
+use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
 use protocol::headers;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -53,6 +54,8 @@ pub(crate) struct ConsumerConfig {
     pub wait_scale: f64,
     /// See `waiter.deadline_margin`.
     pub deadline_margin: std::time::Duration,
+    /// See `waiter.trace_mode`.
+    pub trace_mode: crate::settings::TraceMode,
     /// How long work lately waited for a waiter slot (the pool updates it).
     pub queue_estimate: crate::pipeline::QueueEstimate,
     pub limits: RequestLimits,
@@ -196,7 +199,26 @@ async fn handle(
         (false, Verdict::Process) => process_span(config, message),
         (false, Verdict::Skip(_) | Verdict::HoldBack) => skip_span(config, message),
     };
-    let _ = span.set_parent(parent);
+    match config.trace_mode {
+        crate::settings::TraceMode::Child => {
+            let _ = span.set_parent(parent);
+        }
+        crate::settings::TraceMode::Link => {
+            // A trace of its own, keeping the baggage (the tenant), linked
+            // to the span that produced the record.
+            let _ = span.set_parent(
+                opentelemetry::Context::new().with_baggage(
+                    parent
+                        .baggage()
+                        .iter()
+                        .map(|(key, (value, _))| KeyValue::new(key.clone(), value.clone())),
+                ),
+            );
+            if parent_span.is_valid() {
+                span.add_link(parent_span.clone());
+            }
+        }
+    }
     record_broker_timestamp(&span, message.timestamp(), consumed.wall_us);
     if let Some(tenant) = &tenant {
         match verdict {

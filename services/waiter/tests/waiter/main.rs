@@ -459,6 +459,64 @@ async fn spans_follow_the_messaging_conventions() {
     waiter.stop().await;
 }
 
+/// `waiter.trace_mode: link`: the record's `process` span starts a trace of
+/// its own, linked to the span that produced the record, and the tenant in
+/// the baggage still reaches it; the reply continues the waiter's trace.
+#[tokio::test]
+async fn in_link_mode_the_process_span_is_a_linked_root_that_keeps_the_baggage() {
+    let telemetry = testkit::telemetry();
+    let (kafka, topics, waiter) = started_with(|s| {
+        s.waiter.trace_mode = waiter::settings::TraceMode::Link;
+    })
+    .await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let producer_trace = uuid::Uuid::new_v4().simple().to_string();
+    let producer_span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let traceparent = format!("00-{producer_trace}-{producer_span}-01");
+    client
+        .send_with_headers(
+            &[
+                ("correlation", b"linked"),
+                ("traceparent", traceparent.as_bytes()),
+                ("baggage", b"tenant=42"),
+            ],
+            br#"{"name":"linked","wait_ms":1}"#,
+        )
+        .await;
+    let replies = client.collect(|r| !r.is_empty()).await;
+    let reply = reply_body(&replies[0]);
+    assert_ne!(reply.trace_id, producer_trace, "a trace of its own");
+    let spans = telemetry
+        .spans()
+        .wait_for_trace(
+            TraceId::from_hex(&reply.trace_id).unwrap(),
+            DEADLINE,
+            |spans| spans.iter().any(|s| s.span_kind == SpanKind::Consumer),
+        )
+        .await
+        .unwrap();
+    let process = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Consumer)
+        .unwrap();
+    assert_eq!(
+        process.parent_span_id,
+        opentelemetry::trace::SpanId::INVALID
+    );
+    let link = process.links.links.first().expect("a link to the producer");
+    assert_eq!(link.span_context.trace_id().to_string(), producer_trace);
+    assert_eq!(link.span_context.span_id().to_string(), producer_span);
+    assert!(
+        process
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "tenant" && kv.value.as_str() == "42"),
+        "the tenant's baggage goes on: {:?}",
+        process.attributes
+    );
+    waiter.stop().await;
+}
+
 #[tokio::test]
 async fn a_saturated_pool_blocks_the_consumer_instead_of_buffering() {
     let (kafka, topics, waiter) = started_with(|s| {
