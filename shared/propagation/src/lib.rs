@@ -21,6 +21,7 @@ mod http_layer;
 
 use opentelemetry::Context;
 use opentelemetry::baggage::BaggageExt;
+use opentelemetry::trace::TraceContextExt;
 use rdkafka::message::Headers;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -40,6 +41,30 @@ pub use protocol::TENANT_BAGGAGE_KEY;
 /// inject into an outgoing request or record.
 pub fn current_context() -> Context {
     tracing::Span::current().context()
+}
+
+/// A context whose (remote, made-up) parent is not sampled: work started
+/// under it records no spans with the SDK's parent-based sampler, and what
+/// it calls is told so in `traceparent`, so the callee records none
+/// either. For routine background calls that would otherwise each be a
+/// trace of their own.
+pub fn unsampled_context() -> Context {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Ids only need to be valid and distinct; nothing records them.
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let parent = SpanContext::new(
+        TraceId::from(((nanos as u128) << 64) | u128::from(n)),
+        SpanId::from(n | 1 << 63),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    );
+    Context::new().with_remote_span_context(parent)
 }
 
 /// The tenant in `cx`'s baggage, if any.

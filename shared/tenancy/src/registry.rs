@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The `registry` section of a variant's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -282,7 +284,13 @@ impl Registration {
         let mut failing = false;
         loop {
             tokio::time::sleep(self.renew_every).await;
-            match self.renew().await {
+            // A renewal a second per instance would be a trace a second in
+            // Jaeger, burying the requests; its spans are left unsampled
+            // (the registry's SERVER span follows, parent-based). The
+            // registration itself, and leaving, are traced.
+            let renewal = tracing::info_span!("lease renewal");
+            let _ = renewal.set_parent(propagation::unsampled_context());
+            match self.renew().instrument(renewal).await {
                 Ok(()) if failing => {
                     tracing::info!(label = %self.label, "lease renewed again");
                     failing = false;

@@ -516,3 +516,83 @@ async fn one_of_two_instances_in_a_process_leaving_keeps_the_variant_live() {
     let status: serde_json::Value = registry.get("/tenants/pair").await.json().await.unwrap();
     assert_eq!(status["variants"][0]["live"], false, "{status}");
 }
+
+/// Lease renewals (one a second per instance) record no spans at either
+/// end: as traces they would bury the requests in Jaeger. The registration
+/// itself is traced, as a CLIENT span with the registry's SERVER span under it.
+#[tokio::test]
+async fn lease_renewals_leave_no_traces_but_the_registration_does() {
+    let telemetry = testkit::telemetry();
+    let kafka = TestKafka::start().unwrap();
+    let registry = start(&kafka).await;
+    let label = testkit::unique_name("sbx-quiet");
+    let settings = tenancy::RegistrySettings {
+        url: Some(registry.base.clone()),
+        token: Some(settings::Secret::new(TOKEN)),
+        renew_every: Duration::from_millis(20),
+        ..tenancy::RegistrySettings::default()
+    };
+    let registration = tenancy::Registration::for_variant(
+        &settings,
+        protocol::Service::Waiter,
+        &label,
+        40003,
+        "quiet",
+        tenancy::TenantTally::default(),
+    )
+    .unwrap();
+    registration.register().await.unwrap();
+    let renewing = registration.clone();
+    let renewals = tokio::spawn(async move { renewing.keep_alive().await });
+    let tenant = testkit::unique_name("quiet");
+    let mapped = registry
+        .put(
+            &format!("/tenants/{tenant}"),
+            json!({"services": {"waiter": label}}),
+        )
+        .await;
+    assert_eq!(mapped.status(), 200);
+    // Three heartbeats the registry saw after the registration.
+    let heartbeats = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    testkit::eventually("three lease renewals", Duration::from_secs(10), || {
+        let registry = &registry;
+        let tenant = &tenant;
+        let heartbeats = &heartbeats;
+        async move {
+            let status: serde_json::Value = registry
+                .get(&format!("/tenants/{tenant}"))
+                .await
+                .json()
+                .await
+                .ok()?;
+            let heartbeat = status["variants"][0]["last_heartbeat_ms"].as_u64()?;
+            let mut seen = heartbeats.lock().unwrap();
+            seen.insert(heartbeat);
+            (seen.len() >= 4).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    renewals.abort();
+    let path = format!("/variants/waiter/{label}");
+    let spans = telemetry.spans().snapshot();
+    let servers = spans
+        .iter()
+        .filter(|s| {
+            s.span_kind == opentelemetry::trace::SpanKind::Server
+                && s.attributes
+                    .iter()
+                    .any(|kv| kv.key.as_str() == "url.path" && kv.value.as_str() == path)
+        })
+        .count();
+    let clients = spans
+        .iter()
+        .filter(|s| {
+            s.span_kind == opentelemetry::trace::SpanKind::Client
+                && s.attributes
+                    .iter()
+                    .any(|kv| kv.key.as_str() == "url.full" && kv.value.as_str().ends_with(&path))
+        })
+        .count();
+    assert_eq!((clients, servers), (1, 1), "the registration only");
+}
