@@ -318,3 +318,103 @@ async fn a_client_that_goes_away_leaves_no_pending_request() {
     pending_becomes(&pending, 0, Duration::from_secs(2)).await;
     tracked.stop().await;
 }
+
+/// A reply that arrives after its call got a 504 is found where a user
+/// looks: a CONSUMER span in the request's own trace, marked late, and a
+/// count in `dispatch_replies_late_total`.
+#[tokio::test]
+async fn a_late_reply_shows_up_in_its_requests_trace() {
+    let telemetry = testkit::telemetry();
+    let kafka = TestKafka::start().unwrap();
+    let topics = topics(&kafka).await;
+    let dispatch = start_dispatch(&kafka, &topics, Duration::from_millis(300)).await;
+    let base = dispatch.url();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/wait"))
+        .json(&json!({"name": "Late"}))
+        .sent()
+        .await;
+    assert_eq!(response.status(), 504);
+
+    // The test is the slow waiter: it answers the request now, continuing
+    // the request's trace as a waiter would.
+    let reader = testkit::reader(&kafka, &[&topics.requests]);
+    let mut requests = reader.stream();
+    let request = futures_lite::StreamExt::next(&mut requests)
+        .await
+        .unwrap()
+        .unwrap();
+    let request_headers = rdkafka::Message::headers(&request);
+    let correlation = protocol::headers::last_str(request_headers, "correlation")
+        .unwrap()
+        .to_string();
+    let traceparent = protocol::headers::last_str(request_headers, "traceparent")
+        .unwrap()
+        .to_string();
+    let trace_id = traceparent.split('-').nth(1).unwrap().to_string();
+    let reply_traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let headers = rdkafka::message::OwnedHeaders::new()
+        .insert(rdkafka::message::Header {
+            key: "correlation",
+            value: Some(&correlation),
+        })
+        .insert(rdkafka::message::Header {
+            key: "traceparent",
+            value: Some(&reply_traceparent),
+        });
+    kafka
+        .producer()
+        .send(
+            rdkafka::producer::FutureRecord::<str, str>::to(&topics.replies)
+                .key(&correlation)
+                .payload("{}")
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let trace = opentelemetry::trace::TraceId::from_hex(&trace_id).unwrap();
+    let spans = telemetry
+        .spans()
+        .wait_for_trace(trace, Duration::from_secs(10), |spans| {
+            spans
+                .iter()
+                .any(|s| s.span_kind == opentelemetry::trace::SpanKind::Consumer)
+        })
+        .await
+        .unwrap();
+    let reply = spans
+        .iter()
+        .find(|s| s.span_kind == opentelemetry::trace::SpanKind::Consumer)
+        .unwrap();
+    assert_eq!(reply.name, format!("process {}", topics.replies));
+    assert!(
+        reply
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "waiter_bus.reply.late" && kv.value.as_str() == "true"),
+        "{:?}",
+        reply.attributes
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.events.iter().any(|e| e.name == "reply.timed_out")),
+        "the call's SERVER span says it timed out"
+    );
+    let metrics = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .sent()
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dispatch_replies_late_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    dispatch.stop().await.unwrap();
+}
