@@ -509,9 +509,9 @@ async fn a_tenants_status_shows_its_variants_work_and_deleting_it_drains_first()
 }
 
 /// What a Prometheus user scrapes: every service's `/metrics` passes
-/// `promtool check metrics` (HELP on every metric, valid names and types),
-/// HTTP server durations exist per service, and counters a dashboard
-/// queries exist at zero before their first event.
+/// `promtool check metrics` (HELP on every metric, valid names and types)
+/// and serves that service's registry only, with its HTTP server durations
+/// and the counters a dashboard queries at zero before their first event.
 #[tokio::test]
 async fn every_services_metrics_pass_promtool_with_http_durations_and_counters_at_zero() {
     let mut stack = Stack::start(true).await;
@@ -522,7 +522,22 @@ async fn every_services_metrics_pass_promtool_with_http_durations_and_counters_a
     stack.send(Some("123"), "metrics-tenant").await;
     stack.send(None, "metrics-baseline").await;
 
-    for base in [&stack.gateway, &stack.registry, &stack.ledger] {
+    // One process, one registry per service: each port serves its own
+    // service's metrics (and the shared libraries'), as deployed.
+    let services = [
+        (
+            "gateway",
+            &stack.gateway,
+            "gateway_unregistered_variant_total 0",
+        ),
+        (
+            "tenants",
+            &stack.registry,
+            "tenants_deleted_total{drain=\"timed_out\"} 0",
+        ),
+        ("ledger", &stack.ledger, "ledger_entries_dropped_total 0"),
+    ];
+    for (service, base, zero) in services {
         let exposition = stack
             .http
             .get(format!("{base}/metrics"))
@@ -536,25 +551,27 @@ async fn every_services_metrics_pass_promtool_with_http_durations_and_counters_a
             .unwrap();
         let checked = promtool_check(&exposition);
         assert!(checked.is_empty(), "{base}/metrics: {checked}");
-        for service in ["gateway", "dispatch", "ledger", "tenants"] {
-            let series =
-                format!("http_server_request_duration_seconds_count{{service=\"{service}\"");
+        let durations = |of: &str| {
+            let series = format!("http_server_request_duration_seconds_count{{service=\"{of}\"");
+            exposition.lines().any(|l| l.starts_with(&series))
+        };
+        assert!(durations(service), "{service}: no HTTP server durations");
+        for other in ["gateway", "dispatch", "ledger", "tenants"] {
             assert!(
-                exposition.lines().any(|l| l.starts_with(&series)),
-                "{base}/metrics has no HTTP server durations of {service}"
+                other == service || !durations(other),
+                "{service}'s /metrics serves {other}'s series"
             );
         }
-        for zero in [
-            "dispatch_replies_late_total 0",
-            "gateway_unregistered_variant_total 0",
-            "route_table_version_waits_expired_total 0",
-            "tenants_deleted_total{drain=\"timed_out\"} 0",
-        ] {
+        for expected in [zero, "route_table_version_waits_expired_total 0"] {
             assert!(
-                exposition.lines().any(|l| l == zero),
-                "{base}/metrics lacks `{zero}`"
+                exposition.lines().any(|l| l == expected),
+                "{service}'s /metrics lacks `{expected}`"
             );
         }
+        assert!(
+            !exposition.contains("waiter_") && !exposition.contains("dispatch_"),
+            "{service}'s /metrics serves another service's families"
+        );
     }
     stack.stop().await;
 }

@@ -190,11 +190,12 @@ pub trait Readiness: Send + Sync + 'static {
     fn check(&self) -> Result<(), String>;
 }
 
-/// `/metrics` (Prometheus), `/healthz` (the process answers) and `/readyz`
-/// (503 with the reason until `readiness` says ready).
-pub fn operational_routes(readiness: Arc<dyn Readiness>) -> Router {
+/// `/metrics` (Prometheus: `service`'s own registry, see
+/// `telemetry::render_metrics_of`), `/healthz` (the process answers) and
+/// `/readyz` (503 with the reason until `readiness` says ready).
+pub fn operational_routes(service: protocol::Service, readiness: Arc<dyn Readiness>) -> Router {
     Router::new()
-        .route("/metrics", get(telemetry::metrics_handler))
+        .route("/metrics", get(telemetry::service_metrics_handler(service)))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -222,7 +223,7 @@ pub fn with_operations(
     variant: &str,
     readiness: Arc<dyn Readiness>,
 ) -> Router {
-    api.merge(operational_routes(readiness))
+    api.merge(operational_routes(service, readiness))
         .layer(propagation::HttpTraceLayer::new(service.as_str(), variant))
 }
 

@@ -43,7 +43,9 @@ use tracing_subscriber::{EnvFilter, Layer};
 pub use baggage_attributes::{BaggageAttributes, TENANT_ATTRIBUTE, TENANT_BAGGAGE_KEY};
 use baggage_attributes::{ServiceExporter, SpanPipeline};
 use log_lines::WithTraceIds;
-pub use metrics_exporter::{counter_at_zero, metrics_handler, render_metrics};
+pub use metrics_exporter::{
+    counter_at_zero, metrics_handler, render_metrics, render_metrics_of, service_metrics_handler,
+};
 pub use sink::{SpanSink, SpanSinkTimeout};
 use std::io::IsTerminal;
 

@@ -53,15 +53,127 @@ pub fn render_metrics() -> String {
     HANDLE.get().map(|h| h.render()).unwrap_or_default()
 }
 
-/// axum handler for `GET /metrics`.
+/// axum handler for `GET /metrics`: every metric of the process.
 pub async fn metrics_handler() -> impl IntoResponse {
+    exposition(render_metrics())
+}
+
+/// An axum handler for `GET /metrics` of one `service`: what
+/// [`render_metrics_of`] gives it.
+pub fn service_metrics_handler(
+    service: protocol::Service,
+) -> impl Fn() -> std::future::Ready<axum::response::Response> + Clone + Send + 'static {
+    move || std::future::ready(exposition(render_metrics_of(service)).into_response())
+}
+
+fn exposition(text: String) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(),
+        text,
     )
+}
+
+/// The exposition as one `service` serves it: its own families (named
+/// `<service>_…`), the shared libraries' (route table, propagation), and of
+/// families labelled by `service` (HTTP server durations) only its series.
+/// In a process running one service this is everything; in one running
+/// several (the demo) each service's port serves its own registry, as it
+/// would deployed.
+pub fn render_metrics_of(service: protocol::Service) -> String {
+    only_service(&render_metrics(), service.as_str())
+}
+
+fn only_service(exposition: &str, service: &str) -> String {
+    let owner_of = |family: &str| {
+        protocol::Service::ALL.iter().map(|s| s.as_str()).find(|s| {
+            family
+                .strip_prefix(s)
+                .is_some_and(|rest| rest.starts_with('_'))
+        })
+    };
+    let label = format!("service=\"{service}\"");
+    let mut out = String::with_capacity(exposition.len());
+    // Lines of one family (HELP, TYPE, samples), kept only if a sample is.
+    let mut family: Vec<&str> = Vec::new();
+    let mut kept_samples = 0;
+    let mut flush = |family: &mut Vec<&str>, kept: &mut usize, out: &mut String| {
+        if *kept > 0 {
+            for line in family.iter() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        family.clear();
+        *kept = 0;
+    };
+    let mut current = String::new();
+    for line in exposition.lines() {
+        let name = match line.strip_prefix("# ") {
+            Some(comment) => comment.split_whitespace().nth(1).unwrap_or_default(),
+            None => line.split(['{', ' ']).next().unwrap_or_default(),
+        };
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| *base == current)
+            .unwrap_or(name);
+        if base != current {
+            flush(&mut family, &mut kept_samples, &mut out);
+            current = base.to_string();
+        }
+        let ours = owner_of(&current).is_none_or(|owner| owner == service);
+        if line.starts_with('#') || line.is_empty() {
+            family.push(line);
+        } else if ours && (!line.contains("service=\"") || line.contains(&label)) {
+            family.push(line);
+            kept_samples += 1;
+        }
+    }
+    flush(&mut family, &mut kept_samples, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::only_service;
+
+    #[test]
+    fn a_service_serves_its_own_shared_and_labelled_series_only() {
+        let exposition = "\
+# HELP waiter_replies_total Replies.
+# TYPE waiter_replies_total counter
+waiter_replies_total{variant=\"baseline\"} 3
+# HELP dispatch_replies_late_total Late.
+# TYPE dispatch_replies_late_total counter
+dispatch_replies_late_total 0
+# HELP route_table_records_rejected_total Shared.
+# TYPE route_table_records_rejected_total counter
+route_table_records_rejected_total 0
+# HELP http_server_request_duration_seconds Durations.
+# TYPE http_server_request_duration_seconds histogram
+http_server_request_duration_seconds_bucket{service=\"gateway\",le=\"0.1\"} 1
+http_server_request_duration_seconds_sum{service=\"gateway\"} 0.01
+http_server_request_duration_seconds_count{service=\"gateway\"} 1
+http_server_request_duration_seconds_bucket{service=\"dispatch\",le=\"0.1\"} 2
+http_server_request_duration_seconds_sum{service=\"dispatch\"} 0.02
+http_server_request_duration_seconds_count{service=\"dispatch\"} 2
+";
+        let dispatch = only_service(exposition, "dispatch");
+        assert!(!dispatch.contains("waiter_replies_total"), "{dispatch}");
+        assert!(dispatch.contains("dispatch_replies_late_total 0"));
+        assert!(dispatch.contains("route_table_records_rejected_total 0"));
+        assert!(dispatch.contains("_count{service=\"dispatch\"} 2"));
+        assert!(!dispatch.contains("service=\"gateway\""), "{dispatch}");
+        let waiter = only_service(exposition, "waiter");
+        assert!(waiter.contains("waiter_replies_total{variant=\"baseline\"} 3"));
+        assert!(
+            !waiter.contains("http_server_request_duration_seconds"),
+            "no HELP without samples: {waiter}"
+        );
+    }
 }
 
 /// Describes counter `name` (its HELP text) and registers one series per
