@@ -99,7 +99,7 @@ fn only_service(exposition: &str, service: &str) -> String {
     // Lines of one family (HELP, TYPE, samples), kept only if a sample is.
     let mut family: Vec<&str> = Vec::new();
     let mut kept_samples = 0;
-    let mut flush = |family: &mut Vec<&str>, kept: &mut usize, out: &mut String| {
+    let flush = |family: &mut Vec<&str>, kept: &mut usize, out: &mut String| {
         if *kept > 0 {
             for line in family.iter() {
                 out.push_str(line);
@@ -134,6 +134,24 @@ fn only_service(exposition: &str, service: &str) -> String {
     }
     flush(&mut family, &mut kept_samples, &mut out);
     out
+}
+
+/// Describes counter `name` (its HELP text) and registers one series per
+/// label set at zero, so a dashboard's query finds every series from the
+/// first scrape instead of after the first event of its kind.
+pub fn counter_at_zero(
+    name: &'static str,
+    help: &'static str,
+    label_sets: &[&[(&'static str, &'static str)]],
+) {
+    metrics::describe_counter!(name, help);
+    for labels in label_sets {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(key, value)| metrics::Label::new(*key, *value))
+            .collect();
+        metrics::counter!(name, labels).increment(0);
+    }
 }
 
 #[cfg(test)]
@@ -173,23 +191,5 @@ http_server_request_duration_seconds_count{service=\"dispatch\"} 2
             !waiter.contains("http_server_request_duration_seconds"),
             "no HELP without samples: {waiter}"
         );
-    }
-}
-
-/// Describes counter `name` (its HELP text) and registers one series per
-/// label set at zero, so a dashboard's query finds every series from the
-/// first scrape instead of after the first event of its kind.
-pub fn counter_at_zero(
-    name: &'static str,
-    help: &'static str,
-    label_sets: &[&[(&'static str, &'static str)]],
-) {
-    metrics::describe_counter!(name, help);
-    for labels in label_sets {
-        let labels: Vec<metrics::Label> = labels
-            .iter()
-            .map(|(key, value)| metrics::Label::new(*key, *value))
-            .collect();
-        metrics::counter!(name, labels).increment(0);
     }
 }
