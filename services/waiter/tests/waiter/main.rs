@@ -626,7 +626,42 @@ impl WaiterProcess {
 
     /// Started with `env` over the defaults below.
     fn start_with(kafka: &TestKafka, topics: &Topics, env: &[(&str, &str)]) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_waiter"))
+        Self::command(kafka, topics, env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(Self)
+            .expect("the waiter binary starts")
+    }
+
+    /// Started with its log lines (stdout, a pipe: not a terminal) sent to
+    /// the receiver as they come.
+    fn start_reading_logs(
+        kafka: &TestKafka,
+        topics: &Topics,
+    ) -> (Self, std::sync::mpsc::Receiver<String>) {
+        let mut child = Self::command(kafka, topics, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the waiter binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (Self(child), received)
+    }
+
+    fn command(kafka: &TestKafka, topics: &Topics, env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_waiter"));
+        command
             .env("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers())
             .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
             .env("WAITER_BUS__HTTP__PORT", "0")
@@ -644,12 +679,8 @@ impl WaiterProcess {
             .env("WAITER_BUS__WAITER__WAITERS", "20")
             .env("WAITER_BUS__WAITER__COMMIT_INTERVAL", "100ms")
             .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the waiter binary starts");
-        Self(child)
+            .envs(env.iter().copied());
+        command
     }
 
     fn kill(&mut self) {
@@ -706,6 +737,49 @@ async fn killing_the_waiter_mid_run_loses_no_request() {
         "kill-and-restart: {} replies, {duplicates} duplicates",
         replies.len()
     );
+}
+
+/// A log line written while handling a record leads to its trace: it
+/// starts with the record's `trace_id=… span_id=…`, and stdout being a
+/// pipe, it has no colour codes.
+#[tokio::test]
+async fn a_log_line_names_its_trace_and_has_no_colour_off_a_terminal() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let (_waiter, lines) = WaiterProcess::start_reading_logs(&kafka, &topics);
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    // No correlation header: the waiter generates one and says so (a
+    // warning, logged inside the record's span).
+    client
+        .send(Request {
+            correlation: None,
+            response_topic: None,
+            traceparent: Some(&traceparent),
+            body: b"Anonymous",
+        })
+        .await;
+    client.collect(|r| !r.is_empty()).await;
+    let line = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains("generated one") => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no log line about the generated correlation in {seen:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        line.starts_with(&format!("trace_id={trace_id} span_id=")),
+        "{line}"
+    );
+    assert!(!line.contains('\u{1b}'), "no ANSI codes: {line:?}");
 }
 
 #[tokio::test]
