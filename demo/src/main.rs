@@ -35,6 +35,9 @@ struct Args {
     /// them); they are created at start.
     #[arg(long)]
     isolated: bool,
+    /// The web console's port; when taken, any free port is used instead.
+    #[arg(long, default_value_t = 8086)]
+    console_port: u16,
 }
 
 fn main() -> std::process::ExitCode {
@@ -167,6 +170,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     if !args.once {
         let body = format!(r#"{{"name":"you","wait_ms":{}}}"#, args.wait_ms);
+        let console_port = match args.console_port {
+            0 => 0,
+            wanted if std::net::TcpListener::bind(("127.0.0.1", wanted)).is_ok() => wanted,
+            _ => 0,
+        };
+        let console = stack.start_console(console_port, telemetry.spans()).await?;
+        println!();
+        println!("console: {console}  (live flow, send requests, tenants, the waiter's pipeline;");
+        println!(
+            "         the registry token for changes is `{}`)",
+            demo::StackOptions::default().token
+        );
         println!();
         println!("gateway (A) listening on {}; try:", stack.gateway);
         println!(

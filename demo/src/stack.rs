@@ -167,6 +167,8 @@ pub struct Stack {
     pub ledger: String,
     /// The gateway's base URL: where requests enter.
     pub gateway: String,
+    /// Every in-process waiter's base URL (its `/metrics` feeds the console).
+    pub waiters: Vec<String>,
     /// Every route table in the stack, to know when a change is everywhere.
     pub tables: Vec<RouteTable>,
     /// A client for talking to the stack.
@@ -186,6 +188,7 @@ impl Stack {
             registry: String::new(),
             ledger: String::new(),
             gateway: String::new(),
+            waiters: Vec::new(),
             tables: Vec::new(),
             http: reqwest::Client::new(),
         };
@@ -327,8 +330,31 @@ impl Stack {
             .with_context(|| format!("starting waiter `{label}`"))?;
         self.tables.push(waiter.route_table());
         let assigned = waiter.assigned(DEADLINE).await;
-        self.keep_labelled(waiter.into_service(), label);
+        let url = self.keep_labelled(waiter.into_service(), label);
+        self.waiters.push(url);
         assigned
+    }
+
+    /// Starts the web console on `port` (0: any free one), watching this
+    /// stack and fed every span `spans` receives; returns its URL.
+    pub async fn start_console(
+        &mut self,
+        port: u16,
+        spans: &telemetry::SpanSink,
+    ) -> anyhow::Result<String> {
+        let metrics = self
+            .waiters
+            .iter()
+            .map(|w| format!("{w}/metrics"))
+            .collect();
+        let mut settings = console::Settings::in_process(&self.gateway, &self.registry, metrics);
+        settings.http.port = port;
+        settings.console.jaeger_url = std::env::var("JAEGER_URL").ok();
+        let console = console::Application::build(settings)
+            .await
+            .context("starting the console")?;
+        console.follow(spans);
+        Ok(self.keep(RunningService::spawn(console)))
     }
 
     /// Starts a dispatch labelled `label`; returns its base URL.

@@ -16,6 +16,9 @@ pub enum Service {
     Ledger,
     /// The tenants registry.
     Tenants,
+    /// The web console: watches the others, is no hop of the flow (not in
+    /// [`Service::ALL`], never parsed from a hops header).
+    Console,
 }
 
 impl Service {
@@ -36,6 +39,7 @@ impl Service {
             Service::Waiter => "waiter",
             Service::Ledger => "ledger",
             Service::Tenants => "tenants",
+            Service::Console => "console",
         }
     }
 }

@@ -8,7 +8,7 @@ use opentelemetry::Context;
 use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// Keeps the most recent finished spans. Tests wait on it for a condition
 /// instead of sleeping; the demo reads a trace from it to draw a waterfall.
@@ -24,6 +24,9 @@ struct Inner {
     // Bumped on every finished span so waiters re-check their condition
     // without polling.
     finished: watch::Sender<u64>,
+    // Every finished span, for followers such as the web console; a span
+    // is copied for it only while someone follows.
+    followers: broadcast::Sender<SpanData>,
 }
 
 /// The condition was not met before the deadline.
@@ -39,8 +42,15 @@ impl SpanSink {
                 capacity,
                 spans: Mutex::new(VecDeque::new()),
                 finished: watch::channel(0).0,
+                followers: broadcast::channel(4096).0,
             }),
         }
+    }
+
+    /// Every span finished from now on (a follower that falls more than
+    /// 4,096 spans behind is told how many it missed).
+    pub fn subscribe(&self) -> broadcast::Receiver<SpanData> {
+        self.inner.followers.subscribe()
     }
 
     /// A copy of every span held.
@@ -97,6 +107,9 @@ impl SpanProcessor for SpanSink {
     fn on_end(&self, span: SpanData) {
         if self.inner.capacity == 0 {
             return;
+        }
+        if self.inner.followers.receiver_count() > 0 {
+            let _ = self.inner.followers.send(span.clone());
         }
         {
             let mut spans = self.lock();
