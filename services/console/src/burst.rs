@@ -10,6 +10,9 @@ use axum::extract::rejection::JsonRejection;
 use serde::{Deserialize, Serialize};
 use service_kit::ApiError;
 
+/// Longest a burst may take to send.
+const MAX_BURST_SECONDS: f64 = 30.0;
+
 /// What the page asks for.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +86,13 @@ pub(crate) async fn send(
             "`rate` must be above 0 and at most 1000 per second",
         ));
     }
+    // The page's call must end before the server's request timeout.
+    if f64::from(burst.count) / burst.rate > MAX_BURST_SECONDS {
+        return Err(ApiError::bad_request(format!(
+            "{} requests at {} per second take longer than {MAX_BURST_SECONDS} s; send fewer or faster",
+            burst.count, burst.rate
+        )));
+    }
     let tenant = burst
         .tenant
         .as_deref()
@@ -103,7 +113,7 @@ pub(crate) async fn send(
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..burst.count {
         ticks.tick().await;
-        let mut request = state.http.post(&url).json(&serde_json::json!({
+        let mut request = state.traced.post(&url).json(&serde_json::json!({
             "name": format!("console-{}", i + 1),
             "wait_ms": burst.wait_ms,
         }));
@@ -133,7 +143,7 @@ pub(crate) async fn send(
     Ok(Json(summary))
 }
 
-async fn outcome(sent: reqwest::Result<reqwest::Response>) -> Outcome {
+async fn outcome(sent: Result<reqwest::Response, propagation::ClientError>) -> Outcome {
     let response = match sent {
         Ok(response) => response,
         Err(e) if e.is_timeout() => return Outcome::TimedOut,

@@ -93,7 +93,12 @@ pub enum ConsoleError {
 struct AppState {
     feed: Feed,
     settings: Arc<ConsoleSettings>,
+    /// For the registry and the waiters' `/metrics`: the console's own
+    /// polling, which is no one's trace.
     http: reqwest::Client,
+    /// For the requests a user sends: each a CLIENT span of the console,
+    /// the root of that request's trace.
+    traced: propagation::ClientWithMiddleware,
 }
 
 /// A built, not yet running, console.
@@ -131,10 +136,12 @@ impl ServiceApp for Application {
             port,
             state: AppState {
                 feed: Feed::new(settings.console.recent_spans),
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .expect("a TLS-free reqwest client always builds"),
+                http: client(),
+                traced: propagation::traced_client(
+                    client(),
+                    protocol::Service::Console.as_str(),
+                    protocol::BASELINE,
+                ),
                 settings: Arc::new(settings.console),
             },
         })
@@ -152,8 +159,18 @@ impl ServiceApp for Application {
     }
 }
 
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a TLS-free reqwest client always builds")
+}
+
+/// The page and its API. No SERVER spans here, unlike the services: the
+/// page polls, and a burst's requests must each be a trace of their own,
+/// rooted in the console's CLIENT span, not children of one `/api/send`.
 fn router(state: AppState, shutdown: CancellationToken) -> Router {
-    let api = Router::new()
+    Router::new()
         .route("/", get(page))
         .route("/console.js", get(script))
         .route("/console.css", get(style))
@@ -169,13 +186,11 @@ fn router(state: AppState, shutdown: CancellationToken) -> Router {
             "/api/registry/{*path}",
             axum::routing::any(registry::pass_through),
         )
-        .with_state(state);
-    service_kit::with_operations(
-        api,
-        protocol::Service::Console,
-        protocol::BASELINE,
-        Arc::new(service_kit::AlwaysReady),
-    )
+        .with_state(state)
+        .merge(service_kit::operational_routes(
+            protocol::Service::Console,
+            Arc::new(service_kit::AlwaysReady),
+        ))
 }
 
 async fn page() -> impl IntoResponse {

@@ -1,0 +1,181 @@
+//! The console's API on a real HTTP server on port 0: what a page or a
+//! collector sends it, good and bad. The page itself is tested in a real
+//! browser with the whole stack (`demo/tests/console`).
+
+use std::time::Duration;
+
+use console::Application;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_json::json;
+use service_kit::{RunningService, ServiceApp};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A console whose gateway and registry are a port nothing listens on.
+async fn console() -> RunningService {
+    let nowhere = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let settings = console::Settings::in_process(&nowhere, &nowhere, vec![]);
+    RunningService::spawn(Application::build(settings).await.unwrap())
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_a_dead_gateway_is_reported() {
+    testkit::telemetry();
+    let console = console().await;
+    let base = console.url();
+    let http = reqwest::Client::new();
+    let send = |body: serde_json::Value| http.post(format!("{base}/api/send")).json(&body).send();
+    for (body, expected) in [
+        (
+            json!({"wait_ms": 1, "count": 0}),
+            "`count` must be 1 to 500",
+        ),
+        (json!({"wait_ms": 1, "rate": 0}), "`rate` must be above 0"),
+        (json!({"wait_ms": 1, "tenant": "a b"}), "`tenant` may hold"),
+        (
+            json!({"wait_ms": 1, "count": 100, "rate": 1}),
+            "take longer than 30 s",
+        ),
+        (json!({"wait": 1}), "unknown field"),
+    ] {
+        let response = send(body.clone()).await.unwrap();
+        assert!(
+            response.status().is_client_error(),
+            "{body}: {}",
+            response.status()
+        );
+        let text = response.text().await.unwrap();
+        assert!(text.contains(expected), "{body}: {text}");
+    }
+    let summary: serde_json::Value = send(json!({"wait_ms": 1, "tenant": "123"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["sent"], 1);
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert!(
+        summary["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("gateway unreachable"),
+        "{summary}"
+    );
+
+    let other = http
+        .get(format!("{base}/api/registry/admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        404,
+        "only tenants and variants pass through"
+    );
+    let down = http
+        .get(format!("{base}/api/registry/tenants"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 502);
+    assert!(
+        down.text()
+            .await
+            .unwrap()
+            .contains("registry is unreachable")
+    );
+    let garbage = http
+        .post(format!("{base}/v1/traces"))
+        .body(b"not protobuf".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    console.stop().await.unwrap();
+}
+
+/// What a collector exports to the console reaches an open page as a
+/// `span` event, typed as the page reads it.
+#[tokio::test]
+async fn spans_posted_over_otlp_reach_an_open_page() {
+    testkit::telemetry();
+    let console = console().await;
+    let base = console.url();
+    let http = reqwest::Client::new();
+    let mut events = http.get(format!("{base}/events")).send().await.unwrap();
+
+    let string = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..KeyValue::default()
+    };
+    let span = Span {
+        trace_id: vec![0xab; 16],
+        span_id: vec![0xcd; 8],
+        name: "skip Waiter-Requests".into(),
+        kind: 1,
+        start_time_unix_nano: 1_000_000_000,
+        end_time_unix_nano: 1_002_000_000,
+        attributes: vec![
+            string("variant", "baseline"),
+            string("tenant", "123"),
+            string("waiter_bus.skip_reason", "routed_to_variant"),
+        ],
+        ..Span::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![string("service.name", "waiter")],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    };
+    let posted = http
+        .post(format!("{base}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+
+    let mut text = String::new();
+    let event = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let chunk = events
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(line) = text.lines().find(|l| l.starts_with("data: {")) {
+                return serde_json::from_str::<serde_json::Value>(&line["data: ".len()..]).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the span reaches the page");
+    assert_eq!(event["trace_id"], "ab".repeat(16));
+    assert_eq!(event["service"], "waiter", "the exporter's service.name");
+    assert_eq!(event["kind"], "internal");
+    assert_eq!(event["skip_reason"], "routed_to_variant");
+    assert_eq!(event["duration_us"], 2000);
+    assert_eq!(event["tenant"], "123");
+    console.stop().await.unwrap();
+}
