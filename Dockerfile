@@ -17,10 +17,11 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-      --bin gateway --bin dispatch --bin waiter --bin ledger --bin tenants --bin load \
+      --bin gateway --bin dispatch --bin waiter --bin ledger --bin tenants --bin load --bin console \
  && mkdir -p /out \
  && cp target/release/gateway target/release/dispatch target/release/waiter \
-       target/release/ledger target/release/tenants target/release/load /out/
+       target/release/ledger target/release/tenants target/release/load \
+       target/release/console /out/
 
 FROM debian:bookworm-slim
 # curl: health checks and the tenant registration jobs.

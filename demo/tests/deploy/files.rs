@@ -170,8 +170,9 @@ pub struct Binaries {
 
 impl Binaries {
     /// The services, each with `services/<name>/config/base.yaml`.
-    pub const SERVICES: &'static [&'static str] =
-        &["gateway", "dispatch", "waiter", "ledger", "tenants"];
+    pub const SERVICES: &'static [&'static str] = &[
+        "gateway", "dispatch", "waiter", "ledger", "tenants", "console",
+    ];
 
     pub fn discover() -> Self {
         let mut packages = BTreeMap::new();

@@ -151,9 +151,30 @@ fn compose_environment_ports_and_addresses_line_up_with_the_binaries() {
             assert_eq!(inside, port.to_string(), "{name} publishes {published:?}");
         }
     }
+    // Links the console hands to the user's browser: published ports on
+    // the host, not addresses inside the stack.
+    const BROWSER_LINKS: [&str; 1] = ["WAITER_BUS__CONSOLE__JAEGER_URL"];
+    let published: BTreeSet<u16> = compose
+        .services
+        .values()
+        .flat_map(|s| s["ports"].as_sequence().cloned().unwrap_or_default())
+        .filter_map(|p| p.as_str()?.split(':').next()?.parse().ok())
+        .collect();
     // Every address one service gives another names a service on its port.
     for (name, service) in compose.project_services() {
         for (variable, value) in files::compose_environment(&service["environment"]) {
+            if BROWSER_LINKS.contains(&variable.as_str()) {
+                let (host, port) = files::http_address(&value).unwrap();
+                assert_eq!(
+                    host, "localhost",
+                    "{name}: {variable} is opened by a browser"
+                );
+                assert!(
+                    published.contains(&port),
+                    "{name}: {variable}: nothing publishes {port}"
+                );
+                continue;
+            }
             if let Some((host, port)) = files::http_address(&value) {
                 let expected = match host.as_str() {
                     "otel-collector" => 4317,

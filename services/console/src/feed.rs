@@ -17,6 +17,9 @@ use prost::Message;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+/// `console_spans_received_total{source}`.
+const SPANS_RECEIVED: &str = "console_spans_received_total";
+
 /// One finished span, with what the page draws from it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SpanEvent {
@@ -63,6 +66,11 @@ pub struct Feed {
 impl Feed {
     /// A feed keeping `capacity` recent spans.
     pub fn new(capacity: usize) -> Self {
+        telemetry::counter_at_zero(
+            SPANS_RECEIVED,
+            "Finished spans the console received, by source (otlp or this process).",
+            &[&[("source", "otlp")], &[("source", "process")]],
+        );
         Self {
             recent: Arc::default(),
             capacity,
@@ -92,14 +100,25 @@ impl Feed {
         (recent.iter().cloned().collect(), live)
     }
 
-    /// Publishes every span `sink` receives from now on.
+    /// Publishes the spans `sink` holds, then every one it receives from
+    /// now on (subscribed first, so none falls in between; a page drops
+    /// the few it may see twice by span id).
     pub fn follow(&self, sink: &telemetry::SpanSink) {
         let mut spans = sink.subscribe();
+        let mut held = sink.snapshot();
+        held.sort_by_key(|s| s.end_time);
+        let skip = held.len().saturating_sub(self.capacity);
+        for span in &held[skip..] {
+            self.publish(from_sdk(span));
+        }
         let feed = self.clone();
         tokio::spawn(async move {
             loop {
                 match spans.recv().await {
-                    Ok(span) => feed.publish(from_sdk(&span)),
+                    Ok(span) => {
+                        metrics::counter!(SPANS_RECEIVED, "source" => "process").increment(1);
+                        feed.publish(from_sdk(&span));
+                    }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "the console fell behind the span sink");
                     }
@@ -184,6 +203,7 @@ pub(crate) async fn ingest_otlp(
             .unwrap_or_default();
         for scope_spans in resource_spans.scope_spans {
             for span in scope_spans.spans {
+                metrics::counter!(SPANS_RECEIVED, "source" => "otlp").increment(1);
                 state.feed.publish(from_otlp(&span, &service_name));
             }
         }

@@ -57,7 +57,9 @@ pub struct ConsoleSettings {
     pub gateway_url: String,
     /// The tenants registry.
     pub registry_url: String,
-    /// The waiters' `/metrics`, for the pipeline view.
+    /// The waiters' `/metrics`, for the pipeline view: a list in a file,
+    /// comma-separated in `WAITER_BUS__CONSOLE__WAITER_METRICS_URLS`.
+    #[serde(deserialize_with = "list_or_commas")]
     pub waiter_metrics_urls: Vec<String>,
     /// A Jaeger UI to link traces to.
     pub jaeger_url: Option<String>,
@@ -65,6 +67,25 @@ pub struct ConsoleSettings {
     pub recent_spans: usize,
     /// The most requests one burst may send.
     pub max_burst: u32,
+}
+
+/// A list, or (from an environment variable) one comma-separated string.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCommas {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match ListOrCommas::deserialize(d)? {
+        ListOrCommas::List(list) => list,
+        ListOrCommas::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
 }
 
 impl Settings {
