@@ -66,9 +66,13 @@ function drawRow(traceId, trace) {
     const taken = spans.find((s) => lane(s) === name);
     const cell = el("td", { class: "lane", "data-lane": name });
     if (taken) {
-      const variant = name === "kafka" ? (taken.detail || "sent") : (taken.variant || "?");
-      cell.setAttribute("data-variant", name === "kafka" ? "" : taken.variant);
-      cell.append(el("span", { class: "variant " + (variant === "baseline" ? "baseline" : "") }, variant));
+      if (name === "kafka") {
+        cell.append(el("span", { class: "record" }, taken.detail || "sent"));
+      } else {
+        const variant = taken.variant || "?";
+        cell.setAttribute("data-variant", variant);
+        cell.append(el("span", { class: "variant " + (variant === "baseline" ? "baseline" : "") }, variant));
+      }
       cell.append(el("span", { class: "timing" }, " " + ms(taken.duration_us)));
       if (taken.late) cell.append(el("span", { class: "late" }, " late"));
     }
@@ -229,11 +233,15 @@ async function refreshPipeline() {
   const views = await fetch("/api/pipeline").then((r) => r.json()).catch(() => []);
   const box = $("pipeline");
   box.replaceChildren();
+  // Waiters sharing a process (the demo) share a registry: each variant
+  // is shown once, from the first source that has it.
+  const shown = new Set();
   for (const view of views) {
-    box.append(el("h3", {}, view.source));
-    if (view.error) { box.append(el("p", {}, `unreadable: ${view.error}`)); continue; }
+    if (view.error) { box.append(el("p", {}, `${view.source}: unreadable: ${view.error}`)); continue; }
     for (const [variant, stages] of Object.entries(view.variants)) {
-      box.append(el("h4", {}, variant));
+      if (shown.has(variant)) continue;
+      shown.add(variant);
+      box.append(el("h3", { "data-variant": variant }, `${variant} `, el("span", { class: "source" }, view.source)));
       for (const channel of Object.keys(stages.channel_capacity)) {
         const depth = stages.channel_depth[channel] || 0;
         const capacity = stages.channel_capacity[channel] || 1;
