@@ -15,6 +15,9 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// deleted through the page with the registry token typed in.
 #[tokio::test]
 async fn the_console_shows_a_tenants_lanes_and_manages_tenants() {
+    if !testkit::tool_available("chromedriver", "chromium chromium-driver") {
+        return;
+    }
     let telemetry = testkit::telemetry();
     let kafka = TestKafka::start().unwrap();
     let names = demo::StackNames::unique("console", &testkit::unique_name("stack"));

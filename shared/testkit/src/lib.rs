@@ -175,6 +175,31 @@ pub fn reader(kafka: &TestKafka, topics: &[&str]) -> StreamConsumer {
     consumer
 }
 
+/// Whether the external `tool` (from Debian package `package`) is on the
+/// PATH, for the few tests that drive one (promtool, chromedriver). CI sets
+/// `WAITER_BUS_TEST_TOOLS=required` and installs them, so there a missing
+/// tool fails the test; on a newcomer's machine the test says what to
+/// install and passes without it, so `cargo test` works from a clean clone.
+pub fn tool_available(tool: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        let required = std::env::var("WAITER_BUS_TEST_TOOLS").is_ok_and(|v| v == "required");
+        assert!(
+            !required,
+            "`{tool}` is not installed (Debian package `{package}`)"
+        );
+        // Straight to the process's stderr: the test harness captures
+        // `eprintln!`, and a skip must be seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: `{tool}` is not installed; `apt-get install {package}` to run this test (CI always does)"
+        );
+    }
+    found
+}
+
 /// A name no other test in this run uses, for topics and consumer groups.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
