@@ -173,20 +173,30 @@ async function refreshTenants() {
     registry("tenants").then((r) => (r.ok ? r.json() : [])).catch(() => []),
     registry("variants").then((r) => (r.ok ? r.json() : [])).catch(() => []),
   ]);
+  // Each tenant's own status: its variants' liveness, instances, lag and
+  // the records they processed and skipped.
+  const statuses = await Promise.all(tenants.map((t) =>
+    registry(`tenants/${encodeURIComponent(t.id)}`).then((r) => (r.ok ? r.json() : null)).catch(() => null)));
   const rows = $("tenant-rows");
   rows.replaceChildren();
-  for (const tenant of tenants) {
-    const mapped = Object.entries(tenant.services).map(([s, l]) => `${s}=${l}`).join(" ");
-    const live = Object.entries(tenant.services).map(([s, l]) => {
-      const v = variants.find((x) => x.service === s && x.label === l);
-      return `${s}=${l}: ${v ? (v.live ? "live" : "not live") : "not registered"}`;
-    }).join(", ");
+  tenants.forEach((tenant, i) => {
+    const mapped = Object.entries(tenant.services).map(([s, l]) => `${s}=${l}`).join(" ")
+      + (tenant.expires_at_ms ? ` (expires ${new Date(tenant.expires_at_ms).toLocaleTimeString()})` : "");
+    const status = statuses[i];
+    const live = status && status.variants
+      ? status.variants.map((v) => `${v.service}=${v.label}: ${v.live ? "live" : "not live"}, `
+          + `${v.instances} instance(s)` + (v.lag != null ? `, lag ${v.lag}` : "")
+          + `, processed ${v.processed}, skipped ${v.skipped}`).join("; ")
+      : Object.entries(tenant.services).map(([s, l]) => {
+          const v = variants.find((x) => x.service === s && x.label === l);
+          return `${s}=${l}: ${v ? (v.live ? "live" : "not live") : "not registered"}`;
+        }).join(", ");
     const remove = el("button", { type: "button", "data-delete": tenant.id }, "Delete");
     remove.addEventListener("click", () => deleteTenant(tenant.id));
     rows.append(el("tr", { "data-tenant": tenant.id },
       el("td", {}, tenant.id + (tenant.state && tenant.state !== "active" ? ` (${tenant.state})` : "")),
       el("td", {}, mapped), el("td", {}, live), el("td", {}, remove)));
-  }
+  });
   for (const service of ["dispatch", "waiter"]) {
     const select = $(`tenant-${service}`);
     const chosen = select.value;
