@@ -163,21 +163,14 @@ pub(super) async fn send_kafka(
         span
     });
     let send_span = span.as_ref().map(|parent| {
-        tracing::info_span!(
-            parent: parent,
-            "send",
-            otel.name = format!("send {}", config.request_topic),
-            otel.kind = "producer",
-            otel.status_code = tracing::field::Empty,
-            messaging.system = "kafka",
-            messaging.operation.type = "send",
-            messaging.operation.name = "send",
-            messaging.destination.name = %config.request_topic,
-            messaging.kafka.message.key = %correlation,
-            messaging.destination.partition.id = tracing::field::Empty,
-            messaging.kafka.offset = tracing::field::Empty,
-            service = "load",
-        )
+        parent.in_scope(|| {
+            kafka_kit::spans::send(
+                &config.request_topic,
+                &correlation,
+                "load",
+                protocol::BASELINE,
+            )
+        })
     });
     let actual = Instant::now();
     begin(&shared, &config, &correlation, intended, done, span.clone());
@@ -240,18 +233,7 @@ pub(super) async fn send_kafka(
         .headers(record_headers);
     let result = producer.send(record, config.timeout).await;
     if let Some(send_span) = send_span {
-        match &result {
-            Ok(delivery) => {
-                send_span.record(
-                    "messaging.destination.partition.id",
-                    delivery.partition.to_string(),
-                );
-                send_span.record("messaging.kafka.offset", delivery.offset);
-            }
-            Err(_) => {
-                send_span.record("otel.status_code", "ERROR");
-            }
-        }
+        kafka_kit::spans::record_outcome(&send_span, &result);
     }
     let mut state = lock(&shared);
     match result {

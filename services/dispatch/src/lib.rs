@@ -213,6 +213,7 @@ async fn wait(
     let deadline = protocol::Deadline::after(state.reply_timeout)
         .earliest(service_kit::caller_deadline(&request_headers)?);
     let (routes_version, context) = route_request(&state, &request_headers).await?;
+    let routes_version_number = routes_version as i64;
     let routes_version = routes_version.to_string();
     let deadline_header = deadline.to_header();
     let correlation = uuid::Uuid::new_v4().to_string();
@@ -224,23 +225,14 @@ async fn wait(
         .then(Service::Dispatch, &state.variant)
         .to_header();
     let payload = serde_json::to_vec(&body).expect("a request always serialises");
-    let publish = tracing::info_span!(
-        "send",
-        otel.name = format!("send {}", state.request_topic),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.operation.name = "send",
-        messaging.destination.name = %state.request_topic,
-        messaging.kafka.message.key = %correlation,
-        messaging.message.conversation_id = %correlation,
-        messaging.destination.partition.id = tracing::field::Empty,
-        messaging.kafka.offset = tracing::field::Empty,
-        service = protocol::Service::Dispatch.as_str(),
-        variant = %state.variant,
-        waiter_bus.routes_version = %routes_version,
+    let publish = kafka_kit::spans::send(
+        &state.request_topic,
+        &correlation,
+        Service::Dispatch.as_str(),
+        &state.variant,
     );
+    publish.record("messaging.message.conversation_id", correlation.as_str());
+    publish.record("waiter_bus.routes_version", routes_version_number);
     let _ = publish.set_parent(context);
     let record_headers = [
         (headers::CORRELATION, correlation.as_str()),
@@ -268,18 +260,7 @@ async fn wait(
         .send(record, Duration::from_secs(1))
         .instrument(publish.clone())
         .await;
-    match &sent {
-        Ok(delivery) => {
-            publish.record(
-                "messaging.destination.partition.id",
-                delivery.partition.to_string(),
-            );
-            publish.record("messaging.kafka.offset", delivery.offset);
-        }
-        Err(_) => {
-            publish.record("otel.status_code", "ERROR");
-        }
-    }
+    kafka_kit::spans::record_outcome(&publish, &sent);
     drop(publish);
     if let Err((e, _)) = sent {
         return Err(ApiError::new(

@@ -168,23 +168,13 @@ pub(crate) async fn complete_replies(
 /// The CONSUMER span of a reply this instance takes, a child of the
 /// waiter's `send` span whose context the reply carries.
 fn reply_span(message: &BorrowedMessage<'_>, variant: &str, correlation: &str) -> tracing::Span {
-    let span = tracing::info_span!(
-        "process",
-        otel.name = format!("process {}", message.topic()),
-        otel.kind = "consumer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = %message.topic(),
-        messaging.destination.partition.id = message.partition().to_string(),
-        messaging.kafka.offset = message.offset(),
-        messaging.kafka.message.key = %String::from_utf8_lossy(message.key().unwrap_or_default()),
-        messaging.message.conversation_id = %correlation,
-        waiter_bus.reply.late = tracing::field::Empty,
-        service = protocol::Service::Dispatch.as_str(),
-        variant = %variant,
+    let span = kafka_kit::spans::process(
+        &format!("process {}", message.topic()),
+        message,
+        protocol::Service::Dispatch.as_str(),
+        variant,
     );
+    span.record("messaging.message.conversation_id", correlation);
     let _ = span.set_parent(propagation::extract_kafka(message.headers()));
     span
 }

@@ -243,22 +243,14 @@ fn send_span(parent: &tracing::Span, config: &ProducerConfig, record: &Record) -
         .map(String::from_utf8_lossy)
         .unwrap_or_default()
         .into_owned();
-    tracing::info_span!(
-        parent: parent,
-        "send",
-        otel.name = format!("send {}", record.topic),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.operation.name = "send",
-        messaging.destination.name = %record.topic,
-        messaging.kafka.message.key = %key_text,
-        messaging.destination.partition.id = tracing::field::Empty,
-        messaging.kafka.offset = tracing::field::Empty,
-        service = protocol::Service::Waiter.as_str(),
-        variant = %config.variant,
-    )
+    parent.in_scope(|| {
+        kafka_kit::spans::send(
+            &record.topic,
+            &key_text,
+            protocol::Service::Waiter.as_str(),
+            &config.variant,
+        )
+    })
 }
 
 /// How a delivery ended.
@@ -347,11 +339,7 @@ fn record_delivery(
         Timestamp::LogAppendTime(ms) => ("LogAppendTime", ms),
         Timestamp::NotAvailable => ("NotAvailable", -1),
     };
-    send_span.record(
-        "messaging.destination.partition.id",
-        delivery.partition.to_string(),
-    );
-    send_span.record("messaging.kafka.offset", delivery.offset);
+    kafka_kit::spans::record_delivery(send_span, delivery);
     send_span.add_event(
         "delivery.ack",
         vec![

@@ -10,12 +10,14 @@
 //! every at-least-once pipeline stage needs: acknowledgements that flow back
 //! to the consumer, which commits only what is finished, and measuring how
 //! long a full channel held a stage back; [`stream`] reads a consumer until
-//! told to stop.
+//! told to stop; [`spans`] are the messaging spans every producer and
+//! consumer makes.
 
 pub mod acks;
 pub mod assign;
 pub mod handoff;
 pub mod offsets;
+pub mod spans;
 pub mod stream;
 
 use std::collections::BTreeMap;

@@ -323,25 +323,14 @@ impl Consumed {
 
 /// The record's CONSUMER `process` span (its parent is set by the caller).
 fn process_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> tracing::Span {
-    // Borrowed when UTF-8, as keys are: no allocation per record.
-    let key = message.key().map(String::from_utf8_lossy);
-    tracing::info_span!(
-        "process",
-        otel.name = %config.process_span_name,
-        otel.kind = "consumer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = %message.topic(),
-        messaging.destination.partition.id = message.partition().to_string(),
-        messaging.kafka.offset = message.offset(),
-        messaging.kafka.message.key = key.as_deref().unwrap_or_default(),
-        messaging.consumer.group.name = %config.group,
-        messaging.message.conversation_id = tracing::field::Empty,
-        service = protocol::Service::Waiter.as_str(),
-        variant = %config.variant,
-    )
+    let span = kafka_kit::spans::process(
+        &config.process_span_name,
+        message,
+        protocol::Service::Waiter.as_str(),
+        &config.variant,
+    );
+    span.record("messaging.consumer.group.name", config.group.as_str());
+    span
 }
 
 /// The INTERNAL span of a record this waiter leaves to another consumer.
