@@ -320,5 +320,9 @@ async fn the_demo_exports_every_hop_over_grpc_and_http_protobuf() {
             spans.iter().any(|s| s.trace_id() == mapped.trace_id()),
             "{protocol}: the log names a trace that was exported"
         );
+        assert_eq!(
+            mapped.service_name, "tenants",
+            "{protocol}: a log record goes out under the service that logged it"
+        );
     }
 }

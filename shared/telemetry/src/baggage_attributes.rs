@@ -125,15 +125,9 @@ impl SpanProcessor for SpanPipeline {
 
     fn set_resource(&mut self, resource: &Resource) {
         for exporter in &mut self.exporters {
-            let named = Resource::builder_empty()
-                .with_attributes(
-                    resource
-                        .iter()
-                        .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
-                )
-                .with_service_name(exporter.service.clone())
-                .build();
-            exporter.processor.set_resource(&named);
+            exporter
+                .processor
+                .set_resource(&crate::named(resource, &exporter.service));
         }
     }
 }

@@ -23,6 +23,7 @@
 
 mod baggage_attributes;
 mod log_lines;
+mod log_pipeline;
 mod metrics_exporter;
 mod sink;
 
@@ -33,7 +34,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLoggerProvider};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;
@@ -43,6 +44,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 pub use baggage_attributes::{BaggageAttributes, TENANT_ATTRIBUTE, TENANT_BAGGAGE_KEY};
 use baggage_attributes::{ServiceExporter, SpanPipeline};
 use log_lines::WithTraceIds;
+use log_pipeline::{LogPipeline, named};
 pub use metrics_exporter::{
     counter_at_zero, metrics_handler, render_metrics, render_metrics_of, service_metrics_handler,
 };
@@ -183,11 +185,13 @@ fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         .build();
     let spans = SpanSink::new(config.span_sink_capacity);
     let otlp_enabled = otlp_endpoint_configured(Signal::Traces);
+    // The process's own name first, then each service it hosts.
+    let own = std::iter::once(config.service.as_str());
+    let hosted = config.hosts.iter().map(String::as_str);
+    let names: Vec<&str> = own.chain(hosted.filter(|h| *h != config.service)).collect();
     let mut exporters = Vec::new();
     if otlp_enabled {
-        let own = std::iter::once(config.service.as_str());
-        let hosted = config.hosts.iter().map(String::as_str);
-        for service in own.chain(hosted.filter(|h| *h != config.service)) {
+        for service in &names {
             exporters.push(ServiceExporter {
                 service: service.to_string(),
                 processor: BatchSpanProcessor::builder(otlp_exporter()?).build(),
@@ -195,12 +199,19 @@ fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         }
     }
     let logs = match otlp_endpoint_configured(Signal::Logs) {
-        true => Some(
-            SdkLoggerProvider::builder()
-                .with_resource(resource.clone())
-                .with_batch_exporter(otlp_log_exporter()?)
-                .build(),
-        ),
+        true => {
+            let mut exporters = Vec::new();
+            for service in &names {
+                let processor = BatchLogProcessor::builder(otlp_log_exporter()?).build();
+                exporters.push((service.to_string(), processor));
+            }
+            Some(
+                SdkLoggerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_log_processor(LogPipeline { exporters })
+                    .build(),
+            )
+        }
         false => None,
     };
     let builder = SdkTracerProvider::builder()
