@@ -163,14 +163,13 @@ pub(super) async fn send_kafka(
         span
     });
     let send_span = span.as_ref().map(|parent| {
-        parent.in_scope(|| {
-            kafka_kit::spans::send(
-                &config.request_topic,
-                &correlation,
-                "load",
-                protocol::BASELINE,
-            )
-        })
+        kafka_kit::spans::send(
+            parent,
+            &config.request_topic,
+            &correlation,
+            "load",
+            protocol::BASELINE,
+        )
     });
     let actual = Instant::now();
     begin(&shared, &config, &correlation, intended, done, span.clone());

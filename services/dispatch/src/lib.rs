@@ -226,6 +226,7 @@ async fn wait(
         .to_header();
     let payload = serde_json::to_vec(&body).expect("a request always serialises");
     let publish = kafka_kit::spans::send(
+        &tracing::Span::current(),
         &state.request_topic,
         &correlation,
         Service::Dispatch.as_str(),

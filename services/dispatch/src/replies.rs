@@ -16,7 +16,7 @@ use std::time::Instant;
 use protocol::headers;
 use protocol::wire::WaitReply;
 use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -123,6 +123,17 @@ pub(crate) async fn complete_replies(
     variant: Arc<str>,
     stop: CancellationToken,
 ) {
+    // Every reply comes from the one response topic this reader is assigned.
+    let span_name = replies
+        .assignment()
+        .ok()
+        .and_then(|assigned| {
+            assigned
+                .elements()
+                .first()
+                .map(|e| format!("process {}", e.topic()))
+        })
+        .unwrap_or_else(|| "process".into());
     let mut stream = replies.stream();
     while let Some(message) = kafka_kit::stream::next_message(&mut stream, &stop, "replies").await {
         let Some(correlation) = propagation::kafka_header(message.headers(), headers::CORRELATION)
@@ -137,7 +148,7 @@ pub(crate) async fn complete_replies(
             }
             Owner::GaveUp(ago) => {
                 metrics::counter!(crate::instruments::REPLIES_LATE).increment(1);
-                let span = reply_span(&message, &variant, correlation);
+                let span = reply_span(&span_name, &message, &variant, correlation);
                 span.record("waiter_bus.reply.late", true);
                 span.add_event(
                     "reply arrived after the call gave up",
@@ -151,7 +162,7 @@ pub(crate) async fn complete_replies(
             }
             Owner::Waiting(waiting) => waiting,
         };
-        let span = reply_span(&message, &variant, correlation);
+        let span = reply_span(&span_name, &message, &variant, correlation);
         let _entered = span.enter();
         match message.payload().map(serde_json::from_slice::<WaitReply>) {
             Some(Ok(reply)) => {
@@ -167,10 +178,17 @@ pub(crate) async fn complete_replies(
 
 /// The CONSUMER span of a reply this instance takes, a child of the
 /// waiter's `send` span whose context the reply carries.
-fn reply_span(message: &BorrowedMessage<'_>, variant: &str, correlation: &str) -> tracing::Span {
+fn reply_span(
+    name: &str,
+    message: &BorrowedMessage<'_>,
+    variant: &str,
+    correlation: &str,
+) -> tracing::Span {
+    // No consumer group: the reader is assigned every partition itself.
     let span = kafka_kit::spans::process(
-        &format!("process {}", message.topic()),
+        name,
         message,
+        None,
         protocol::Service::Dispatch.as_str(),
         variant,
     );

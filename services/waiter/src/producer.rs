@@ -243,14 +243,13 @@ fn send_span(parent: &tracing::Span, config: &ProducerConfig, record: &Record) -
         .map(String::from_utf8_lossy)
         .unwrap_or_default()
         .into_owned();
-    parent.in_scope(|| {
-        kafka_kit::spans::send(
-            &record.topic,
-            &key_text,
-            protocol::Service::Waiter.as_str(),
-            &config.variant,
-        )
-    })
+    kafka_kit::spans::send(
+        parent,
+        &record.topic,
+        &key_text,
+        protocol::Service::Waiter.as_str(),
+        &config.variant,
+    )
 }
 
 /// How a delivery ended.

@@ -10,12 +10,19 @@ use rdkafka::producer::future_producer::Delivery;
 use tracing::field::Empty;
 
 /// A PRODUCER `send {topic}` span for a record keyed `key`, by `service`
-/// running as `variant`, child of the current span. Empty until recorded:
+/// running as `variant`, a child of `parent`. Empty until recorded:
 /// `otel.status_code`, `messaging.destination.partition.id` and
 /// `messaging.kafka.offset` ([`record_delivery`]),
 /// `messaging.message.conversation_id`, `waiter_bus.routes_version`.
-pub fn send(topic: &str, key: &str, service: &str, variant: &str) -> tracing::Span {
+pub fn send(
+    parent: &tracing::Span,
+    topic: &str,
+    key: &str,
+    service: &str,
+    variant: &str,
+) -> tracing::Span {
     tracing::info_span!(
+        parent: parent,
         "send",
         otel.name = format!("send {topic}"),
         otel.kind = "producer",
@@ -55,13 +62,14 @@ pub fn record_delivery(span: &tracing::Span, delivery: &Delivery) {
 }
 
 /// A CONSUMER span named `name` (`process {topic}`, built once by the
-/// caller) for `message`, by `service` running as `variant`, child of the
-/// current span. Empty until recorded: `otel.status_code`,
-/// `messaging.consumer.group.name`, `messaging.message.conversation_id`,
-/// `waiter_bus.reply.late`.
+/// caller) for `message`, read by consumer group `group` (none for a reader
+/// assigned partitions directly), by `service` running as `variant`; its
+/// parent is the caller's to set. Empty until recorded: `otel.status_code`,
+/// `messaging.message.conversation_id`, `waiter_bus.reply.late`.
 pub fn process(
     name: &str,
     message: &BorrowedMessage<'_>,
+    group: Option<&str>,
     service: &str,
     variant: &str,
 ) -> tracing::Span {
@@ -79,7 +87,7 @@ pub fn process(
         messaging.destination.partition.id = message.partition().to_string(),
         messaging.kafka.offset = message.offset(),
         messaging.kafka.message.key = key.as_deref().unwrap_or_default(),
-        messaging.consumer.group.name = Empty,
+        messaging.consumer.group.name = group,
         messaging.message.conversation_id = Empty,
         waiter_bus.reply.late = Empty,
         service = service,

@@ -10,6 +10,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, Span, SpanData, SpanProcessor};
 
 use crate::SpanSink;
+use crate::per_service::PerService;
 
 /// Baggage key carrying the tenant id; absent means the production tenancy
 /// (defined by the `protocol` crate).
@@ -58,33 +59,19 @@ impl SpanProcessor for BaggageAttributes {
 pub(crate) struct SpanPipeline {
     /// Kept for tests and the demo; `None` when the sink keeps nothing.
     pub(crate) sink: Option<SpanSink>,
-    /// One batch processor per exported `service.name`, the process's own
-    /// first; empty when no OTLP endpoint is configured.
-    pub(crate) exporters: Vec<ServiceExporter>,
-}
-
-/// The batch processor exporting one service's spans.
-#[derive(Debug)]
-pub(crate) struct ServiceExporter {
-    /// Its `service.name`, and the `service` span attribute routed to it.
-    pub(crate) service: String,
-    pub(crate) processor: BatchSpanProcessor,
+    /// The batch processors exporting over OTLP, by the `service` span
+    /// attribute; none when no OTLP endpoint is configured.
+    pub(crate) exporters: PerService<BatchSpanProcessor>,
 }
 
 impl SpanPipeline {
     fn exporter_for(&self, span: &SpanData) -> Option<&BatchSpanProcessor> {
-        let own = self.exporters.first()?;
         let service = span
             .attributes
             .iter()
             .find(|kv| kv.key.as_str() == crate::SERVICE_ATTRIBUTE)
             .map(|kv| kv.value.as_str());
-        let routed = service.and_then(|service| {
-            self.exporters[1..]
-                .iter()
-                .find(|e| e.service.as_str() == service.as_ref())
-        });
-        Some(&routed.unwrap_or(own).processor)
+        self.exporters.for_service(service.as_deref())
     }
 }
 
@@ -106,28 +93,16 @@ impl SpanProcessor for SpanPipeline {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.exporters
-            .iter()
-            .map(|e| e.processor.force_flush())
-            .find(Result::is_err)
-            .unwrap_or(Ok(()))
+        self.exporters.on_all(BatchSpanProcessor::force_flush)
     }
 
     fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
-        // Every one is shut down, even after one fails.
-        let results: Vec<_> = self
-            .exporters
-            .iter()
-            .map(|e| e.processor.shutdown_with_timeout(timeout))
-            .collect();
-        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+        self.exporters
+            .on_all(|exporter| exporter.shutdown_with_timeout(timeout))
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        for exporter in &mut self.exporters {
-            exporter
-                .processor
-                .set_resource(&crate::named(resource, &exporter.service));
-        }
+        self.exporters
+            .set_resource(resource, BatchSpanProcessor::set_resource);
     }
 }

@@ -25,6 +25,7 @@ mod baggage_attributes;
 mod log_lines;
 mod log_pipeline;
 mod metrics_exporter;
+mod per_service;
 mod sink;
 
 use std::sync::OnceLock;
@@ -41,13 +42,14 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use baggage_attributes::SpanPipeline;
 pub use baggage_attributes::{BaggageAttributes, TENANT_ATTRIBUTE, TENANT_BAGGAGE_KEY};
-use baggage_attributes::{ServiceExporter, SpanPipeline};
 use log_lines::WithTraceIds;
-use log_pipeline::{LogPipeline, named};
+use log_pipeline::LogPipeline;
 pub use metrics_exporter::{
     counter_at_zero, metrics_handler, render_metrics, render_metrics_of, service_metrics_handler,
 };
+use per_service::PerService;
 pub use sink::{SpanSink, SpanSinkTimeout};
 use std::io::IsTerminal;
 
@@ -189,22 +191,17 @@ fn build(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let own = std::iter::once(config.service.as_str());
     let hosted = config.hosts.iter().map(String::as_str);
     let names: Vec<&str> = own.chain(hosted.filter(|h| *h != config.service)).collect();
-    let mut exporters = Vec::new();
-    if otlp_enabled {
-        for service in &names {
-            exporters.push(ServiceExporter {
-                service: service.to_string(),
-                processor: BatchSpanProcessor::builder(otlp_exporter()?).build(),
-            });
-        }
-    }
+    let exporters = match otlp_enabled {
+        true => PerService::build(&names, || {
+            Ok::<_, TelemetryError>(BatchSpanProcessor::builder(otlp_exporter()?).build())
+        })?,
+        false => PerService::none(),
+    };
     let logs = match otlp_endpoint_configured(Signal::Logs) {
         true => {
-            let mut exporters = Vec::new();
-            for service in &names {
-                let processor = BatchLogProcessor::builder(otlp_log_exporter()?).build();
-                exporters.push((service.to_string(), processor));
-            }
+            let exporters = PerService::build(&names, || {
+                Ok::<_, TelemetryError>(BatchLogProcessor::builder(otlp_log_exporter()?).build())
+            })?;
             Some(
                 SdkLoggerProvider::builder()
                     .with_resource(resource.clone())

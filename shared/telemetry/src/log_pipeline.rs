@@ -8,73 +8,37 @@
 use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
-use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{BatchLogProcessor, LogProcessor, SdkLogRecord};
 
-/// One batch processor per exported `service.name`, the process's own first.
+use crate::per_service::PerService;
+
+/// The batch processors exporting log records, by the logging crate.
 #[derive(Debug)]
 pub(crate) struct LogPipeline {
-    pub(crate) exporters: Vec<(String, BatchLogProcessor)>,
-}
-
-impl LogPipeline {
-    fn exporter_for(&self, record: &SdkLogRecord) -> Option<&BatchLogProcessor> {
-        let (_, own) = self.exporters.first()?;
-        let service = record
-            .target()
-            .and_then(|target| target.split("::").next().map(str::to_string));
-        let routed = service.and_then(|service| {
-            self.exporters[1..]
-                .iter()
-                .find(|(name, _)| *name == service)
-                .map(|(_, exporter)| exporter)
-        });
-        Some(routed.unwrap_or(own))
-    }
+    pub(crate) exporters: PerService<BatchLogProcessor>,
 }
 
 impl LogProcessor for LogPipeline {
     fn emit(&self, record: &mut SdkLogRecord, scope: &InstrumentationScope) {
-        if let Some(exporter) = self.exporter_for(record) {
+        let service = record.target().and_then(|target| target.split("::").next());
+        if let Some(exporter) = self.exporters.for_service(service) {
             exporter.emit(record, scope);
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.exporters
-            .iter()
-            .map(|(_, e)| e.force_flush())
-            .find(Result::is_err)
-            .unwrap_or(Ok(()))
+        self.exporters.on_all(BatchLogProcessor::force_flush)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        // Every one is shut down, even after one fails.
-        let results: Vec<_> = self
-            .exporters
-            .iter()
-            .map(|(_, e)| e.shutdown_with_timeout(timeout))
-            .collect();
-        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+        self.exporters
+            .on_all(|exporter| exporter.shutdown_with_timeout(timeout))
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        for (service, exporter) in &mut self.exporters {
-            exporter.set_resource(&crate::named(resource, service));
-        }
+        self.exporters
+            .set_resource(resource, BatchLogProcessor::set_resource);
     }
-}
-
-/// `resource` with `service.name` = `service`.
-pub(crate) fn named(resource: &Resource, service: &str) -> Resource {
-    Resource::builder_empty()
-        .with_attributes(
-            resource
-                .iter()
-                .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
-        )
-        .with_service_name(service.to_string())
-        .build()
 }

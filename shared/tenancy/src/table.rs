@@ -277,17 +277,14 @@ async fn tail(
 
 /// HELP for the route table's counters, each registered at zero.
 fn describe_metrics() {
-    for (name, help) in [
-        (
-            "route_table_version_waits_expired_total",
-            "Records or calls stamped with a routes version this table did not reach in time.",
-        ),
-        (
-            "route_table_records_rejected_total",
-            "Records on the routes topic that could not be read as a route, variant or tombstone.",
-        ),
-    ] {
-        metrics::describe_counter!(name, help);
-        metrics::counter!(name).increment(0);
-    }
+    telemetry::counter_at_zero(
+        "route_table_version_waits_expired_total",
+        "Records or calls stamped with a routes version this table did not reach in time.",
+        &[&[]],
+    );
+    telemetry::counter_at_zero(
+        "route_table_records_rejected_total",
+        "Records on the routes topic that could not be read as a route, variant or tombstone.",
+        &[&[]],
+    );
 }

@@ -323,14 +323,13 @@ impl Consumed {
 
 /// The record's CONSUMER `process` span (its parent is set by the caller).
 fn process_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> tracing::Span {
-    let span = kafka_kit::spans::process(
+    kafka_kit::spans::process(
         &config.process_span_name,
         message,
+        Some(&config.group),
         protocol::Service::Waiter.as_str(),
         &config.variant,
-    );
-    span.record("messaging.consumer.group.name", config.group.as_str());
-    span
+    )
 }
 
 /// The INTERNAL span of a record this waiter leaves to another consumer.
