@@ -88,7 +88,11 @@ pub fn render_metrics_of(service: protocol::Service) -> String {
 
 fn only_service(exposition: &str, service: &str) -> String {
     let owner_of = |family: &str| {
-        protocol::Service::ALL.iter().map(|s| s.as_str()).find(|s| {
+        // The console is no hop of the flow, but its families are its own.
+        let every = protocol::Service::ALL
+            .iter()
+            .chain([&protocol::Service::Console]);
+        every.map(|s| s.as_str()).find(|s| {
             family
                 .strip_prefix(s)
                 .is_some_and(|rest| rest.starts_with('_'))
@@ -164,6 +168,9 @@ mod tests {
 # HELP waiter_replies_total Replies.
 # TYPE waiter_replies_total counter
 waiter_replies_total{variant=\"baseline\"} 3
+# HELP console_spans_received_total Spans.
+# TYPE console_spans_received_total counter
+console_spans_received_total 4
 # HELP dispatch_replies_late_total Late.
 # TYPE dispatch_replies_late_total counter
 dispatch_replies_late_total 0
@@ -182,6 +189,8 @@ http_server_request_duration_seconds_count{service=\"dispatch\"} 2
         let dispatch = only_service(exposition, "dispatch");
         assert!(!dispatch.contains("waiter_replies_total"), "{dispatch}");
         assert!(dispatch.contains("dispatch_replies_late_total 0"));
+        assert!(!dispatch.contains("console_"), "{dispatch}");
+        assert!(only_service(exposition, "console").contains("console_spans_received_total 4"));
         assert!(dispatch.contains("route_table_records_rejected_total 0"));
         assert!(dispatch.contains("_count{service=\"dispatch\"} 2"));
         assert!(!dispatch.contains("service=\"gateway\""), "{dispatch}");
