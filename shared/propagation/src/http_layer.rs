@@ -103,7 +103,8 @@ where
             otel.name = name,
             otel.kind = "server",
             http.request.method = %method,
-            http.route = tracing::field::Empty,
+            // Absent, not empty, when no route matched.
+            http.route = route.as_deref(),
             url.path = %path,
             url.scheme = "http",
             network.protocol.version = protocol_version(request.version()),
@@ -112,9 +113,6 @@ where
             service = %self.layer.service,
             variant = %self.layer.variant,
         );
-        if let Some(route) = &route {
-            span.record("http.route", route.as_str());
-        }
         // The parent must be set before the span is first entered.
         let _ = span.set_parent(crate::carriers::extract_http(request.headers()));
         let future = span.in_scope(|| self.inner.call(request));

@@ -246,24 +246,25 @@ fn install_globals(config: &TelemetryConfig, telemetry: &Telemetry) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(QUIET_DEPENDENCIES));
     // Plain lines carry the trace and span id of the span they happen in,
     // so a log line leads to its trace; colour only on a terminal.
-    let fmt = match config.log_output {
-        LogOutput::Stdout => Some(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::stdout().is_terminal())
-                .event_format(WithTraceIds(tracing_subscriber::fmt::format()))
-                .with_filter(log_filter)
-                .boxed(),
-        ),
-        LogOutput::Stderr => Some(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .event_format(WithTraceIds(tracing_subscriber::fmt::format()))
-                .with_filter(log_filter)
-                .boxed(),
-        ),
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    let writer = match config.log_output {
+        LogOutput::Stdout => Some((
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        )),
+        LogOutput::Stderr => Some((
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        )),
         LogOutput::Off => None,
     };
+    let fmt = writer.map(|(writer, terminal)| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(terminal)
+            .event_format(WithTraceIds(tracing_subscriber::fmt::format()))
+            .with_filter(log_filter)
+    });
     // Log events over OTLP, with the trace context of the span they happen
     // in (the tracing layer makes it the current OpenTelemetry context).
     // Never the exporters' own clients: their logs would be exported by

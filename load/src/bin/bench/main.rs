@@ -71,7 +71,11 @@ struct Figures {
 
 /// Accepts OTLP/HTTP exports and discards them: the exporter's full cost, no collector.
 async fn otlp_sink() -> anyhow::Result<String> {
-    let router = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
+    // Logs too: with an endpoint set the waiter exports its log events,
+    // and a sink that refused them would add failed exports to the cost.
+    let router = axum::Router::new()
+        .route("/v1/traces", axum::routing::post(|| async { "" }))
+        .route("/v1/logs", axum::routing::post(|| async { "" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, router).await });
