@@ -41,6 +41,8 @@ pub struct WaiterMetrics {
     /// Requests dropped because their caller's deadline had passed or
     /// could not be met, by where they were dropped.
     pub expired: ExpiredCounters,
+    /// Requests that named no correlation id (one was generated).
+    pub without_correlation: Counter,
     skipped: std::sync::Arc<[(&'static str, Counter)]>,
 }
 
@@ -129,6 +131,7 @@ impl WaiterMetrics {
                     reply: at(ExpiredAt::Reply),
                 }
             },
+            without_correlation: metrics::counter!("waiter_requests_without_correlation_total", "variant" => v.clone()),
             skipped: tenancy::SkipReason::ALL
                 .iter()
                 .map(|reason| reason.label())
@@ -265,6 +268,10 @@ fn describe() {
         metrics::describe_counter!(
             "waiter_records_failed_total",
             "Failures that were retried or left for redelivery, by reason."
+        );
+        metrics::describe_counter!(
+            "waiter_requests_without_correlation_total",
+            "Requests with none of the correlation headers; their replies carry a generated id."
         );
         metrics::describe_counter!(
             "waiter_rebalances_total",

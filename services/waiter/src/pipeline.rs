@@ -29,7 +29,9 @@ pub(crate) struct Work {
     pub consumed_at: Instant,
     pub consumed_wall_us: u64,
     /// Request headers carried on to the reply.
-    pub carried: Vec<(String, Vec<u8>)>,
+    pub carried: HeaderList,
+    /// The request record's key, which the reply echoes.
+    pub key: Option<Vec<u8>>,
     pub trace_id: String,
     pub tenant: Option<String>,
     /// `waiter-bus-hops` from the request: who handled the earlier hops.
@@ -139,13 +141,19 @@ pub(crate) fn expire(
     ack.finish();
 }
 
+/// Record headers as they travel between stages: a value may be null, and
+/// stays null on the reply.
+pub(crate) type HeaderList = Vec<(String, Option<Vec<u8>>)>;
+
 /// A record on its way to a producer.
 pub(crate) struct Outgoing {
     pub topic: String,
+    /// The partition the caller asked for; `None` partitions by key.
+    pub partition: Option<i32>,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     /// Headers other than trace context, which the producer injects.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: HeaderList,
     pub span: tracing::Span,
     pub ack: Ack,
     pub consumed_at: Instant,
@@ -170,20 +178,22 @@ pub(crate) enum OutgoingKind {
 
 /// Marks `headers` as a dead letter's: why it could not be used or
 /// delivered, and the request record it came from.
-pub(crate) fn mark_dead_letter(headers: &mut Vec<(String, Vec<u8>)>, reason: &str, origin: &str) {
+pub(crate) fn mark_dead_letter(headers: &mut HeaderList, reason: &str, origin: &str) {
     headers.push((
         headers::DEAD_LETTER_REASON.into(),
-        reason.as_bytes().to_vec(),
+        Some(reason.as_bytes().to_vec()),
     ));
     headers.push((
         headers::DEAD_LETTER_ORIGIN.into(),
-        origin.as_bytes().to_vec(),
+        Some(origin.as_bytes().to_vec()),
     ));
 }
 
-/// Headers a reply carries on from its request: everything but the trace
-/// context (the reply has its own) and earlier timing (it has its own).
-pub(crate) fn carried_headers<H: Headers>(headers: Option<&H>) -> Vec<(String, Vec<u8>)> {
+/// Headers a reply carries on from its request, as they came (the
+/// correlation header byte for byte, null values null, repeats repeated):
+/// everything but the trace context (the reply has its own) and earlier
+/// timing (it has its own).
+pub(crate) fn carried_headers<H: Headers>(headers: Option<&H>) -> HeaderList {
     carried(headers, false)
 }
 
@@ -191,11 +201,11 @@ pub(crate) fn carried_headers<H: Headers>(headers: Option<&H>) -> Vec<(String, V
 /// this waiter's injects its context, so the request's own trace context
 /// and baggage travel on unchanged, and the reply still continues the
 /// caller's (unsampled) trace.
-pub(crate) fn carried_headers_unsampled<H: Headers>(headers: Option<&H>) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn carried_headers_unsampled<H: Headers>(headers: Option<&H>) -> HeaderList {
     carried(headers, true)
 }
 
-fn carried<H: Headers>(headers: Option<&H>, with_trace_context: bool) -> Vec<(String, Vec<u8>)> {
+fn carried<H: Headers>(headers: Option<&H>, with_trace_context: bool) -> HeaderList {
     const REPLACED: [&str; 3] = [headers::TRACEPARENT, headers::TRACESTATE, headers::BAGGAGE];
     let Some(headers) = headers else {
         return Vec::new();
@@ -204,13 +214,7 @@ fn carried<H: Headers>(headers: Option<&H>, with_trace_context: bool) -> Vec<(St
         .iter()
         .filter(|h| with_trace_context || !REPLACED.contains(&h.key))
         .filter(|h| !h.key.starts_with("waiter."))
-        .filter(|h| h.key != headers::CORRELATION)
-        .map(|h| {
-            (
-                h.key.to_string(),
-                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-            )
-        })
+        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
         .collect()
 }
 

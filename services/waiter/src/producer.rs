@@ -41,7 +41,11 @@ pub(crate) struct ProducerConfig {
 
 /// Why a reply becomes a dead letter at the producers (the consumers'
 /// reasons are [`crate::request::Unusable::LABELS`]).
-pub(crate) const DEAD_LETTER_REASONS: [&str; 2] = ["unknown_response_topic", "undeliverable_reply"];
+pub(crate) const DEAD_LETTER_REASONS: [&str; 3] = [
+    "unknown_response_topic",
+    "undeliverable_reply",
+    "unknown_reply_partition",
+];
 
 /// Longest pause between delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -82,6 +86,7 @@ async fn deliver(
 ) {
     let Outgoing {
         topic,
+        partition,
         key,
         payload,
         mut headers,
@@ -107,27 +112,46 @@ async fn deliver(
             (timing::SERVICE_US, service.as_micros() as u64),
             (timing::HANDOFF_US, handoff.as_micros() as u64),
         ] {
-            headers.push((name.into(), value.to_string().into_bytes()));
+            headers.push((name.into(), Some(value.to_string().into_bytes())));
         }
     }
     let mut record = Record {
         topic,
+        partition,
         key,
         payload,
         headers,
         kind,
     };
-    // A reply goes only to a topic that exists: on a broker that creates
-    // topics on first use, any `responseTopic` would otherwise become one.
-    if record.is_reply() && !config.topics.exists(&producer, &record.topic).await {
-        let reason = format!("responseTopic `{}` does not exist", record.topic);
-        record = record.into_dead_letter(
-            &config,
-            DEAD_LETTER_REASONS[0],
-            &reason,
-            &origin,
-            DEAD_LETTER_PAYLOAD_LIMIT,
-        );
+    // A reply goes only to a topic (and partition) that exists: on a
+    // broker that creates topics on first use, any reply topic would
+    // otherwise become one, and a partition that does not exist would be
+    // retried as a transient failure for `delivery_retry_for`.
+    if record.is_reply() {
+        let refusal = match config.topics.partitions(&producer, &record.topic).await {
+            Known::Missing => Some((
+                DEAD_LETTER_REASONS[0],
+                format!("reply topic `{}` does not exist", record.topic),
+            )),
+            Known::Partitions(count) if record.partition.is_some_and(|p| p >= count) => Some((
+                DEAD_LETTER_REASONS[2],
+                format!(
+                    "reply partition {} does not exist: `{}` has {count}",
+                    record.partition.unwrap_or_default(),
+                    record.topic
+                ),
+            )),
+            Known::Partitions(_) | Known::Unknown => None,
+        };
+        if let Some((label, reason)) = refusal {
+            record = record.into_dead_letter(
+                &config,
+                label,
+                &reason,
+                &origin,
+                DEAD_LETTER_PAYLOAD_LIMIT,
+            );
+        }
     }
     let sent_at = Instant::now();
     loop {
@@ -180,10 +204,12 @@ async fn deliver(
 /// One record as it is produced.
 struct Record {
     topic: String,
+    /// The partition the caller asked for; `None` partitions by key.
+    partition: Option<i32>,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
     /// Headers other than trace context, which each send span injects.
-    headers: Vec<(String, Vec<u8>)>,
+    headers: crate::pipeline::HeaderList,
     kind: OutgoingKind,
 }
 
@@ -218,13 +244,14 @@ impl Record {
         if self.payload.len() > keep {
             self.headers.push((
                 headers::DEAD_LETTER_TRUNCATED.into(),
-                self.payload.len().to_string().into_bytes(),
+                Some(self.payload.len().to_string().into_bytes()),
             ));
             self.payload.truncate(keep);
         }
         mark_dead_letter(&mut self.headers, reason, origin);
         Self {
             topic: config.dead_letter_topic.clone(),
+            partition: None,
             kind: OutgoingKind::DeadLetter { reason: label },
             ..self
         }
@@ -279,7 +306,7 @@ async fn send_with_retries(
         |acc, (name, value)| {
             acc.insert(Header {
                 key: name,
-                value: Some(value),
+                value: value.as_deref(),
             })
         },
     );
@@ -292,6 +319,9 @@ async fn send_with_retries(
             .headers(record_headers.clone());
         if let Some(key) = &record.key {
             kafka_record = kafka_record.key(key);
+        }
+        if let Some(partition) = record.partition {
+            kafka_record = kafka_record.partition(partition);
         }
         let result = tokio::select! {
             result = producer.send(kafka_record, Duration::from_secs(5)) => result,
@@ -393,7 +423,19 @@ pub fn classify(error: &KafkaError) -> FailureClass {
     }
 }
 
-/// The topics that exist, as the broker last said, for the reply check.
+/// What the catalog knows of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// It exists, with this many partitions.
+    Partitions(i32),
+    /// The broker says it does not exist.
+    Missing,
+    /// The broker could not be asked: let the delivery itself decide.
+    Unknown,
+}
+
+/// The topics that exist and their partition counts, as the broker last
+/// said, for the reply check.
 #[derive(Default)]
 pub(crate) struct TopicCatalog {
     known: std::sync::Mutex<CatalogState>,
@@ -401,27 +443,27 @@ pub(crate) struct TopicCatalog {
 
 #[derive(Default)]
 struct CatalogState {
-    topics: std::collections::HashSet<String>,
+    topics: std::collections::HashMap<String, i32>,
     // A topic found missing, and when: asked again within a second, the
     // answer stands without another metadata request.
     missing: std::collections::HashMap<String, Instant>,
 }
 
 impl TopicCatalog {
-    /// Whether `topic` exists; a topic not seen before costs one metadata
-    /// request for every topic (which never creates one).
-    pub(crate) async fn exists(&self, producer: &FutureProducer, topic: &str) -> bool {
+    /// What is known of `topic`; a topic not seen before costs one
+    /// metadata request for every topic (which never creates one).
+    pub(crate) async fn partitions(&self, producer: &FutureProducer, topic: &str) -> Known {
         {
             let state = self.lock();
-            if state.topics.contains(topic) {
-                return true;
+            if let Some(&count) = state.topics.get(topic) {
+                return Known::Partitions(count);
             }
             if state
                 .missing
                 .get(topic)
                 .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
             {
-                return false;
+                return Known::Missing;
             }
         }
         let client = producer.clone();
@@ -432,7 +474,8 @@ impl TopicCatalog {
                 .map(|m| {
                     m.topics()
                         .iter()
-                        .map(|t| t.name().to_string())
+                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
                         .collect::<Vec<_>>()
                 })
         })
@@ -440,14 +483,15 @@ impl TopicCatalog {
         let mut state = self.lock();
         match listed {
             Ok(Ok(topics)) => state.topics.extend(topics),
-            // Unknown is not "missing": let the delivery itself decide.
-            _ => return true,
+            _ => return Known::Unknown,
         }
-        let found = state.topics.contains(topic);
-        if !found {
-            state.missing.insert(topic.to_string(), Instant::now());
+        match state.topics.get(topic) {
+            Some(&count) => Known::Partitions(count),
+            None => {
+                state.missing.insert(topic.to_string(), Instant::now());
+                Known::Missing
+            }
         }
-        found
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CatalogState> {

@@ -9,10 +9,16 @@ use rdkafka::message::Headers;
 /// A request the waiter can answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitRequest {
-    /// The `correlation` header, or a generated id when it was missing.
-    pub correlation: String,
+    /// What matches the reply to the request, as the caller sent it; empty
+    /// when it sent none (the consumer then generates one).
+    pub correlation: Correlation,
+    /// The correlation was generated here (the request had none), so the
+    /// reply must add the header: it is not among those carried on.
+    pub correlation_generated: bool,
     /// Topic for the reply.
     pub response_topic: String,
+    /// The partition the caller reads replies from, when it named one.
+    pub reply_partition: Option<i32>,
     /// The caller's name.
     pub name: String,
     /// The wait requested (or the default).
@@ -33,16 +39,34 @@ pub enum Unusable {
     /// The payload looks like JSON but is not a valid request.
     #[error("malformed JSON body: {0}")]
     MalformedJson(String),
-    /// A header the waiter needs is not UTF-8.
+    /// A header the waiter needs as text (the reply topic) is not UTF-8.
     #[error("header `{0}` is not UTF-8")]
-    HeaderNotUtf8(&'static str),
-    /// `responseTopic` names no legal topic.
-    #[error("header `responseTopic` is not a legal topic name: {0:?}")]
-    BadResponseTopic(String),
-    /// `responseTopic` names the topic the request came from: its reply
-    /// would come straight back as a request.
-    #[error("header `responseTopic` names the request topic `{0}`; a reply there would loop")]
-    ReplyWouldLoop(String),
+    HeaderNotUtf8(String),
+    /// The reply-topic header names no legal topic.
+    #[error("header `{header}` is not a legal topic name: {topic:?}")]
+    BadResponseTopic {
+        /// The header it came in.
+        header: String,
+        /// What it said.
+        topic: String,
+    },
+    /// The reply-topic header names the topic the request came from: its
+    /// reply would come straight back as a request.
+    #[error("header `{header}` names the request topic `{topic}`; a reply there would loop")]
+    ReplyWouldLoop {
+        /// The header it came in.
+        header: String,
+        /// The request topic.
+        topic: String,
+    },
+    /// The reply-partition header is not a partition number.
+    #[error("header `{header}`: {reason}")]
+    BadReplyPartition {
+        /// The header it came in.
+        header: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The record is a waiter's reply (it carries `waiter-bus-reply`):
     /// serving it would answer a reply, and so on for ever.
     #[error("the record is a reply (header `waiter-bus-reply`), not a request")]
@@ -51,13 +75,14 @@ pub enum Unusable {
 
 impl Unusable {
     /// Every [`Self::label`].
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 8] = [
         "empty_body",
         "body_not_utf8",
         "malformed_json",
         "header_not_utf8",
         "bad_response_topic",
         "reply_would_loop",
+        "bad_reply_partition",
         "is_a_reply",
     ];
 
@@ -68,8 +93,9 @@ impl Unusable {
             Unusable::BodyNotUtf8 => "body_not_utf8",
             Unusable::MalformedJson(_) => "malformed_json",
             Unusable::HeaderNotUtf8(_) => "header_not_utf8",
-            Unusable::BadResponseTopic(_) => "bad_response_topic",
-            Unusable::ReplyWouldLoop(_) => "reply_would_loop",
+            Unusable::BadResponseTopic { .. } => "bad_response_topic",
+            Unusable::ReplyWouldLoop { .. } => "reply_would_loop",
+            Unusable::BadReplyPartition { .. } => "bad_reply_partition",
             Unusable::IsAReply => "is_a_reply",
         }
     }
@@ -93,32 +119,132 @@ pub struct Topics<'a> {
     pub default_response: &'a str,
 }
 
+/// The request headers that say where a reply goes and how it is matched:
+/// each list is tried in order and the first header present wins. The
+/// defaults (`config/base.yaml`) read the Go app's, Spring Kafka's and
+/// SmallRye's names (see the README's table of request/reply dialects).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyHeaders {
+    /// Headers naming the reply topic.
+    pub topic: Vec<String>,
+    /// Headers naming the reply partition (a 4-byte big-endian int).
+    pub partition: Vec<String>,
+    /// Headers carrying the correlation id; a reply carries it back under
+    /// the same name, byte for byte. The first name is the one a generated
+    /// id goes under when a request has none.
+    pub correlation: Vec<String>,
+}
+
+impl Default for ReplyHeaders {
+    fn default() -> Self {
+        use protocol::headers::{smallrye, spring};
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        Self {
+            topic: names(&[
+                headers::RESPONSE_TOPIC,
+                spring::REPLY_TOPIC,
+                smallrye::REPLY_TOPIC,
+            ]),
+            partition: names(&[spring::REPLY_PARTITION, smallrye::REPLY_PARTITION]),
+            correlation: names(&[
+                headers::CORRELATION,
+                spring::CORRELATION_ID,
+                smallrye::CORRELATION_ID,
+            ]),
+        }
+    }
+}
+
+impl ReplyHeaders {
+    /// The first of `names` present on the record, with its (last) value.
+    fn first<'h, 'n, H: Headers>(
+        headers: Option<&'h H>,
+        names: &'n [String],
+    ) -> Option<(&'n str, &'h [u8])> {
+        names.iter().find_map(|name| {
+            protocol::headers::last(headers, name).map(|value| (name.as_str(), value))
+        })
+    }
+}
+
+/// What matches a reply to its request: the header it came in and its
+/// bytes, which the reply carries back unchanged (Spring's default is a
+/// 16-byte binary UUID; the Go app's, text).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Correlation {
+    /// The header name.
+    pub header: String,
+    /// Its value, byte for byte.
+    pub value: Vec<u8>,
+}
+
+impl Correlation {
+    /// The value as text for logs, spans, reply bodies and the ledger: as
+    /// it is when UTF-8, else in hex.
+    pub fn text(&self) -> String {
+        match std::str::from_utf8(&self.value) {
+            Ok(text) => text.to_string(),
+            Err(_) => self.value.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// Whether the request carried none.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+}
+
 /// Reads a record's headers and payload.
 pub fn parse<H: Headers>(
     headers: Option<&H>,
     payload: Option<&[u8]>,
     topics: Topics<'_>,
     limits: RequestLimits,
+    names: &ReplyHeaders,
 ) -> Result<WaitRequest, Unusable> {
     if protocol::headers::last(headers, headers::REPLY).is_some() {
         return Err(Unusable::IsAReply);
     }
-    let header = |name: &'static str| -> Result<Option<&str>, Unusable> {
-        match protocol::headers::last(headers, name) {
-            None => Ok(None),
-            Some(bytes) => std::str::from_utf8(bytes)
-                .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
-                .map_err(|_| Unusable::HeaderNotUtf8(name)),
+    let correlation = match ReplyHeaders::first(headers, &names.correlation) {
+        Some((header, value)) => Correlation {
+            header: header.to_string(),
+            value: value.to_vec(),
+        },
+        None => Correlation::default(),
+    };
+    let response_topic = match ReplyHeaders::first(headers, &names.topic) {
+        None => topics.default_response.to_string(),
+        Some((header, bytes)) => {
+            let topic = std::str::from_utf8(bytes)
+                .map_err(|_| Unusable::HeaderNotUtf8(header.to_string()))?
+                .trim();
+            match topic {
+                "" => topics.default_response.to_string(),
+                topic if topic == topics.request => {
+                    return Err(Unusable::ReplyWouldLoop {
+                        header: header.to_string(),
+                        topic: topic.to_string(),
+                    });
+                }
+                topic if is_legal_topic(topic) => topic.to_string(),
+                topic => {
+                    return Err(Unusable::BadResponseTopic {
+                        header: header.to_string(),
+                        topic: topic.to_string(),
+                    });
+                }
+            }
         }
     };
-    let correlation = header(headers::CORRELATION)?.map(str::to_string);
-    let response_topic = match header(headers::RESPONSE_TOPIC)? {
-        None => topics.default_response.to_string(),
-        Some(topic) if topic == topics.request => {
-            return Err(Unusable::ReplyWouldLoop(topic.to_string()));
-        }
-        Some(topic) if is_legal_topic(topic) => topic.to_string(),
-        Some(topic) => return Err(Unusable::BadResponseTopic(topic.to_string())),
+    let reply_partition = match ReplyHeaders::first(headers, &names.partition) {
+        None => None,
+        Some((header, value)) => protocol::headers::reply_partition(value).map_err(|reason| {
+            Unusable::BadReplyPartition {
+                header: header.to_string(),
+                reason,
+            }
+        })?,
     };
 
     let payload = payload
@@ -146,8 +272,10 @@ pub fn parse<H: Headers>(
         }),
     };
     Ok(WaitRequest {
-        correlation: correlation.unwrap_or_default(),
+        correlation,
+        correlation_generated: false,
         response_topic,
+        reply_partition,
         name: truncated(name, MAX_NAME_BYTES),
         requested,
         refusal,
@@ -201,6 +329,9 @@ mod fuzz {
         prop_oneof![
             Just("correlation".to_string()),
             Just("responseTopic".to_string()),
+            Just("kafka_replyTopic".to_string()),
+            Just("kafka_replyPartition".to_string()),
+            Just("kafka_correlationId".to_string()),
             Just("waiter-bus-reply".to_string()),
             "[a-zA-Z.-]{1,12}",
         ]
@@ -236,7 +367,7 @@ mod fuzz {
             let owned = headers.iter().fold(OwnedHeaders::new(), |acc, (key, value)| {
                 acc.insert(Header { key: key.as_str(), value: Some(value.as_slice()) })
             });
-            if let Ok(request) = parse(Some(&owned), payload.as_deref(), TOPICS, LIMITS) {
+            if let Ok(request) = parse(Some(&owned), payload.as_deref(), TOPICS, LIMITS, &ReplyHeaders::default()) {
                 prop_assert!(is_legal_topic(&request.response_topic));
                 prop_assert_ne!(request.response_topic.as_str(), TOPICS.request);
                 prop_assert!(request.name.len() <= MAX_NAME_BYTES);
@@ -273,8 +404,15 @@ mod tests {
         );
         assert_eq!(
             parse_with(&[("responseTopic", b"Waiter-Requests")], reply),
-            Err(Unusable::ReplyWouldLoop("Waiter-Requests".into()))
+            Err(Unusable::ReplyWouldLoop {
+                header: "responseTopic".into(),
+                topic: "Waiter-Requests".into()
+            })
         );
+        assert!(matches!(
+            parse_with(&[("kafka_replyTopic", b"Waiter-Requests")], reply),
+            Err(Unusable::ReplyWouldLoop { header, .. }) if header == "kafka_replyTopic"
+        ));
     }
 
     #[test]
@@ -298,7 +436,93 @@ mod tests {
     }
 
     fn parse_with(pairs: &[(&str, &[u8])], body: &[u8]) -> Result<WaitRequest, Unusable> {
-        parse(Some(&headers(pairs)), Some(body), TOPICS, LIMITS)
+        parse(
+            Some(&headers(pairs)),
+            Some(body),
+            TOPICS,
+            LIMITS,
+            &ReplyHeaders::default(),
+        )
+    }
+
+    #[test]
+    fn spring_and_smallrye_requests_name_their_reply_topic_partition_and_correlation() {
+        let uuid = [7u8, 0, 255, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+        let spring = parse_with(
+            &[
+                ("kafka_replyTopic", b"spring-replies"),
+                ("kafka_replyPartition", &[0, 0, 0, 2]),
+                ("kafka_correlationId", &uuid),
+            ],
+            b"Ada",
+        )
+        .unwrap();
+        assert_eq!(spring.response_topic, "spring-replies");
+        assert_eq!(spring.reply_partition, Some(2));
+        assert_eq!(
+            spring.correlation,
+            Correlation {
+                header: "kafka_correlationId".into(),
+                value: uuid.to_vec()
+            },
+            "binary correlation ids are kept byte for byte"
+        );
+        assert_eq!(
+            spring.correlation.text(),
+            "0700ff0102030405060708090a0b0c0d"
+        );
+
+        let smallrye = parse_with(
+            &[
+                ("REPLY_TOPIC", b"q-replies"),
+                ("REPLY_PARTITION", &[0, 0, 0, 0]),
+                ("REPLY_CORRELATION_ID", b"id-1"),
+            ],
+            b"Ada",
+        )
+        .unwrap();
+        assert_eq!(smallrye.response_topic, "q-replies");
+        assert_eq!(smallrye.reply_partition, Some(0));
+        assert_eq!(smallrye.correlation.header, "REPLY_CORRELATION_ID");
+
+        // The Go app's names come first when a record carries several.
+        let both = parse_with(
+            &[
+                ("kafka_replyTopic", b"spring-replies"),
+                ("responseTopic", b"go-replies"),
+                ("kafka_correlationId", b"s"),
+                ("correlation", b"g"),
+            ],
+            b"Ada",
+        )
+        .unwrap();
+        assert_eq!(both.response_topic, "go-replies");
+        assert_eq!(both.correlation.value, b"g");
+        assert_eq!(both.reply_partition, None);
+
+        assert!(matches!(
+            parse_with(&[("kafka_replyPartition", &[1, 2])], b"Ada"),
+            Err(Unusable::BadReplyPartition { header, .. }) if header == "kafka_replyPartition"
+        ));
+    }
+
+    #[test]
+    fn which_headers_are_read_is_configuration() {
+        let names = ReplyHeaders {
+            topic: vec!["reply-to".into()],
+            partition: vec![],
+            correlation: vec!["x-id".into()],
+        };
+        let owned = headers(&[
+            ("reply-to", b"mine"),
+            ("responseTopic", b"not-read"),
+            ("kafka_replyPartition", &[0, 0, 0, 1]),
+            ("x-id", b"42"),
+        ]);
+        let request = parse(Some(&owned), Some(b"Ada"), TOPICS, LIMITS, &names).unwrap();
+        assert_eq!(request.response_topic, "mine");
+        assert_eq!(request.reply_partition, None);
+        assert_eq!(request.correlation.header, "x-id");
     }
 
     #[test]
@@ -306,7 +530,8 @@ mod tests {
         let request = parse_with(&[("correlation", b"c-1")], b"Ada").unwrap();
         assert_eq!(request.name, "Ada");
         assert_eq!(request.requested, Duration::from_millis(500));
-        assert_eq!(request.correlation, "c-1");
+        assert_eq!(request.correlation.value, b"c-1");
+        assert_eq!(request.correlation.header, "correlation");
         assert_eq!(request.response_topic, "Waiter-Responses");
         assert_eq!(request.refusal, None);
     }
@@ -320,8 +545,8 @@ mod tests {
         .unwrap();
         assert_eq!(request.requested, Duration::from_millis(250));
         assert_eq!(request.response_topic, "Other-Replies");
-        assert_eq!(
-            request.correlation, "",
+        assert!(
+            request.correlation.is_empty(),
             "missing correlation is left to the caller"
         );
     }
@@ -349,12 +574,15 @@ mod tests {
             Err(Unusable::MalformedJson(_))
         ));
         assert_eq!(
-            parse_with(&[("correlation", b"\xff")], b"Ada"),
-            Err(Unusable::HeaderNotUtf8("correlation"))
+            parse_with(&[("responseTopic", b"\xff")], b"Ada"),
+            Err(Unusable::HeaderNotUtf8("responseTopic".into()))
         );
         assert_eq!(
             parse_with(&[("responseTopic", b"no spaces")], b"Ada"),
-            Err(Unusable::BadResponseTopic("no spaces".into()))
+            Err(Unusable::BadResponseTopic {
+                header: "responseTopic".into(),
+                topic: "no spaces".into()
+            })
         );
     }
 

@@ -70,6 +70,9 @@ pub struct WaiterSettings {
     pub default_response_topic: String,
     /// Topic unusable records are moved to.
     pub dead_letter_topic: String,
+    /// Which request headers name the reply topic, partition and
+    /// correlation (the Go app's, Spring Kafka's and SmallRye's by default).
+    pub reply_headers: crate::request::ReplyHeaders,
     /// Consumer group; derived from the variant label when unset.
     pub group_id: Option<String>,
     /// Where a group with no committed offset starts; derived when unset.
@@ -275,6 +278,12 @@ impl Settings {
             return Err(InvalidSettings::Value {
                 key: "waiter.waiters",
                 reason: "too large".into(),
+            });
+        }
+        if w.reply_headers.correlation.is_empty() {
+            return Err(InvalidSettings::Value {
+                key: "waiter.reply_headers.correlation",
+                reason: "name at least one header (a generated id goes under the first)".into(),
             });
         }
         if self.service.variant.trim().is_empty() {

@@ -43,6 +43,7 @@ impl Stages {
                     default_wait: w.default_wait,
                     max_wait: w.max_wait,
                 },
+                reply_headers: w.reply_headers.clone(),
                 default_response_topic: w.default_response_topic.clone(),
                 dead_letter_topic: w.dead_letter_topic.clone(),
                 metrics: metrics.clone(),

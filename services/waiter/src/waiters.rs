@@ -126,7 +126,7 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
     let (status, waited, error, ledger_recorded) = match &request.refusal {
         Some(refusal) => {
             drop(slot);
-            tracing::info!(parent: &work.span, correlation = %request.correlation, reason = %refusal, "refusing request");
+            tracing::info!(parent: &work.span, correlation = %request.correlation.text(), reason = %refusal, "refusing request");
             (
                 ReplyStatus::Error,
                 std::time::Duration::ZERO,
@@ -188,7 +188,7 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
     };
     let reply = WaitReply {
         status,
-        correlation: request.correlation.clone(),
+        correlation: request.correlation.text(),
         name: request.name.clone(),
         message,
         requested_wait_ms: request.requested.as_millis() as u64,
@@ -200,19 +200,27 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
         ledger_recorded,
         behaviour: config.behaviour.clone(),
     };
+    // The request's headers as they came, its correlation among them
+    // (under the name the caller used, byte for byte).
     let mut headers = work.carried;
-    headers.push((
-        protocol::headers::CORRELATION.into(),
-        request.correlation.clone().into_bytes(),
-    ));
+    if request.correlation_generated {
+        headers.push((
+            request.correlation.header.clone(),
+            Some(request.correlation.value.clone()),
+        ));
+    }
     // Marks the record as a reply, so no waiter ever serves it.
     headers.push((
         protocol::headers::REPLY.into(),
-        config.variant.clone().into_bytes(),
+        Some(config.variant.clone().into_bytes()),
     ));
     Some(Outgoing {
         topic: request.response_topic.clone(),
-        key: Some(request.correlation.clone().into_bytes()),
+        partition: request.reply_partition,
+        // The request's key (clients such as Gatling match replies by it);
+        // a request without one is keyed by its correlation, so replies
+        // still spread over the reply topic's partitions.
+        key: work.key.or_else(|| Some(request.correlation.value.clone())),
         payload: serde_json::to_vec(&reply).expect("a reply always serialises"),
         headers,
         span: work.span,
@@ -244,7 +252,7 @@ async fn record_in_ledger(
         .collect();
     variants.insert(protocol::Service::Waiter, config.variant.clone());
     let entry = LedgerEntry {
-        request_id: work.request.correlation.clone(),
+        request_id: work.request.correlation.text(),
         tenant: work.tenant.clone(),
         variants,
         trace_id: work.trace_id.clone(),
@@ -254,7 +262,7 @@ async fn record_in_ledger(
     match ledger.record(&entry).await {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(error = %e, correlation = %work.request.correlation, "ledger did not record the wait");
+            tracing::warn!(error = %e, correlation = %work.request.correlation.text(), "ledger did not record the wait");
             config.metrics.failed(e.label());
             tracing::Span::current().add_event(
                 "ledger.failed",

@@ -1,4 +1,6 @@
-//! Kafka header names. The first three are the Go waiter app's, verbatim.
+//! Kafka header names. The first three are the Go waiter app's, verbatim;
+//! [`spring`] and [`smallrye`] are the request/reply headers of those
+//! clients, which the waiter reads too (see its `waiter.reply_headers`).
 
 /// Identifies a request so its reply can be matched (and duplicates counted).
 pub const CORRELATION: &str = "correlation";
@@ -32,6 +34,60 @@ pub const DEADLINE: &str = "waiter-bus-deadline";
 pub const DEAD_LETTER_TRUNCATED: &str = "dlt.truncated";
 /// Where a dead-lettered record came from: `topic/partition@offset`.
 pub const DEAD_LETTER_ORIGIN: &str = "dlt.origin";
+
+/// Spring Kafka's request/reply headers (`KafkaHeaders`), as its
+/// `ReplyingKafkaTemplate` sends them and expects them back.
+pub mod spring {
+    /// The topic the reply goes to (UTF-8 bytes).
+    pub const REPLY_TOPIC: &str = "kafka_replyTopic";
+    /// The partition the reply goes to: a 4-byte big-endian int.
+    pub const REPLY_PARTITION: &str = "kafka_replyPartition";
+    /// Matches the reply to its request: opaque bytes (16 by default, a
+    /// UUID), returned unchanged on the reply.
+    pub const CORRELATION_ID: &str = "kafka_correlationId";
+}
+
+/// SmallRye Reactive Messaging's (Quarkus) `KafkaRequestReply` headers.
+pub mod smallrye {
+    /// The topic the reply goes to.
+    pub const REPLY_TOPIC: &str = "REPLY_TOPIC";
+    /// The partition the reply goes to: a 4-byte big-endian int.
+    pub const REPLY_PARTITION: &str = "REPLY_PARTITION";
+    /// Matches the reply to its request: opaque bytes.
+    pub const CORRELATION_ID: &str = "REPLY_CORRELATION_ID";
+}
+
+/// A reply partition as Spring and SmallRye write it: a 4-byte big-endian
+/// int. For clients that write text, a value of other length that is all
+/// ASCII digits is read as a decimal. `Ok(None)` for -1 (Kafka's "any
+/// partition"); an error says what is wrong with any other value.
+pub fn reply_partition(value: &[u8]) -> Result<Option<i32>, String> {
+    let partition = match <[u8; 4]>::try_from(value) {
+        Ok(bytes) => i32::from_be_bytes(bytes),
+        Err(_) => std::str::from_utf8(value)
+            .ok()
+            .filter(|text| {
+                !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+            })
+            .and_then(|text| text.parse::<i32>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "a reply partition is a 4-byte big-endian int or a decimal, not {} byte(s)",
+                    value.len()
+                )
+            })?,
+    };
+    match partition {
+        -1 => Ok(None),
+        p if p >= 0 => Ok(Some(p)),
+        p => Err(format!("reply partition {p} is negative")),
+    }
+}
+
+/// The bytes Spring and SmallRye write for `partition`.
+pub fn reply_partition_bytes(partition: i32) -> [u8; 4] {
+    partition.to_be_bytes()
+}
 
 /// Reply timing, all in microseconds, so a client can split its
 /// end-to-end latency into hops. Durations are measured on the waiter's
@@ -67,4 +123,26 @@ pub fn last_str<'a, H: rdkafka::message::Headers>(
     name: &str,
 ) -> Option<&'a str> {
     last(headers, name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_partitions_read_as_the_java_clients_write_them() {
+        assert_eq!(reply_partition(&reply_partition_bytes(3)), Ok(Some(3)));
+        assert_eq!(reply_partition(&[0, 0, 1, 0]), Ok(Some(256)));
+        assert_eq!(reply_partition(&reply_partition_bytes(-1)), Ok(None));
+        assert_eq!(reply_partition(b"7"), Ok(Some(7)));
+        assert_eq!(reply_partition(b"-1"), Ok(None));
+        assert!(
+            reply_partition(&reply_partition_bytes(-5))
+                .unwrap_err()
+                .contains("negative")
+        );
+        assert!(reply_partition(b"").unwrap_err().contains("0 byte"));
+        assert!(reply_partition(b"x1").is_err());
+        assert!(reply_partition(&[1, 2, 3, 4, 5]).is_err());
+    }
 }

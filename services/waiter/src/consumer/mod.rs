@@ -14,7 +14,7 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
 use protocol::headers;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,8 @@ pub(crate) struct ConsumerConfig {
     /// How long work lately waited for a waiter slot (the pool updates it).
     pub queue_estimate: crate::pipeline::QueueEstimate,
     pub limits: RequestLimits,
+    /// Which request headers name the reply topic, partition and correlation.
+    pub reply_headers: request::ReplyHeaders,
     pub default_response_topic: String,
     pub dead_letter_topic: String,
     pub metrics: WaiterMetrics,
@@ -274,6 +276,7 @@ async fn handle(
                 ack,
                 consumed_at: consumed.at,
                 consumed_wall_us: consumed.wall_us,
+                key: message.key().map(<[u8]>::to_vec),
                 carried: match unsampled {
                     true => crate::pipeline::carried_headers_unsampled(message.headers()),
                     false => carried_headers(message.headers()),
@@ -414,7 +417,9 @@ fn deadline(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> Option<pr
 }
 
 /// Parses the record into a request; one without a correlation id gets a
-/// generated one (logged), so its reply can still be matched in traces.
+/// generated one (counted, and marked on its span, not logged: a client
+/// that never sends one would fill the log), so its reply can still be
+/// matched in traces and the ledger.
 fn decode(
     config: &ConsumerConfig,
     message: &BorrowedMessage<'_>,
@@ -428,20 +433,20 @@ fn decode(
             default_response: &config.default_response_topic,
         },
         config.limits,
+        &config.reply_headers,
     )?;
     if request.correlation.is_empty() {
-        request.correlation = uuid::Uuid::new_v4().to_string();
-        tracing::warn!(
-            parent: span,
-            correlation = %request.correlation,
-            offset = message.offset(),
-            "request without a `correlation` header; generated one"
-        );
+        request.correlation = request::Correlation {
+            header: config.reply_headers.correlation[0].clone(),
+            value: uuid::Uuid::new_v4().to_string().into_bytes(),
+        };
+        config.metrics.without_correlation.increment(1);
         span.add_event("correlation.generated", vec![]);
+        request.correlation_generated = true;
     }
     span.record(
         "messaging.message.conversation_id",
-        request.correlation.as_str(),
+        request.correlation.text().as_str(),
     );
     Ok(request)
 }
@@ -468,15 +473,13 @@ fn dead_letter(
         vec![KeyValue::new("dead_letter.reason", unusable.to_string())],
     );
     span.record("otel.status_code", "ERROR");
+    // Every header as it came (the correlation and reply topic among
+    // them), so a reader of the dead letter can find its sender.
     let mut headers = carried_headers(message.headers());
     mark_dead_letter(&mut headers, &unusable.to_string(), &origin(message));
-    for name in [headers::CORRELATION, headers::RESPONSE_TOPIC] {
-        if let Some(value) = raw_header(message.headers(), name) {
-            headers.push((name.into(), value));
-        }
-    }
     Outgoing {
         topic: config.dead_letter_topic.clone(),
+        partition: None,
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
@@ -498,10 +501,6 @@ fn origin(message: &BorrowedMessage<'_>) -> String {
         message.partition(),
         message.offset()
     )
-}
-
-fn raw_header<H: Headers>(headers: Option<&H>, name: &str) -> Option<Vec<u8>> {
-    protocol::headers::last(headers, name).map(<[u8]>::to_vec)
 }
 
 /// Marks when the broker (or the producer) stamped the record, naming which.

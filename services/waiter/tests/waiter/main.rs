@@ -370,8 +370,21 @@ async fn a_wait_over_the_maximum_gets_an_error_reply_and_a_missing_correlation_i
         "{}",
         generated.correlation
     );
+    let anonymous = replies
+        .iter()
+        .find(|r| reply_body(r).name == "Anonymous")
+        .unwrap();
+    assert_eq!(
+        header(anonymous, "correlation").as_deref(),
+        Some(generated.correlation.as_str()),
+        "the reply carries the generated id under the Go app's header"
+    );
     waiter
         .expect_metric("waiter_replies_total", &[("status", "error")], 1.0)
+        .await;
+    // Counted, not logged once per record.
+    waiter
+        .expect_metric("waiter_requests_without_correlation_total", &[], 1.0)
         .await;
     waiter.stop().await;
 }
@@ -640,7 +653,7 @@ impl WaiterProcess {
         kafka: &TestKafka,
         topics: &Topics,
     ) -> (Self, std::sync::mpsc::Receiver<String>) {
-        let mut child = Self::command(kafka, topics, &[])
+        let mut child = Self::command(kafka, topics, &[("RUST_LOG", "info")])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -750,14 +763,14 @@ async fn a_log_line_names_its_trace_and_has_no_colour_off_a_terminal() {
     let (_waiter, lines) = WaiterProcess::start_reading_logs(&kafka, &topics);
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    // No correlation header: the waiter generates one and says so (a
-    // warning, logged inside the record's span).
+    // A wait over the maximum: the waiter refuses it and says so (a log
+    // line inside the record's span).
     client
         .send(Request {
-            correlation: None,
+            correlation: Some("too-long"),
             response_topic: None,
             traceparent: Some(&traceparent),
-            body: b"Anonymous",
+            body: br#"{"name":"Patient","wait_ms":86400000}"#,
         })
         .await;
     client.collect(|r| !r.is_empty()).await;
@@ -767,9 +780,9 @@ async fn a_log_line_names_its_trace_and_has_no_colour_off_a_terminal() {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match lines.recv_timeout(left) {
-                Ok(line) if line.contains("generated one") => return line,
+                Ok(line) if line.contains("refusing request") => return line,
                 Ok(line) => seen.push(line),
-                Err(_) => panic!("no log line about the generated correlation in {seen:?}"),
+                Err(_) => panic!("no log line about the refusal in {seen:?}"),
             }
         }
     })
@@ -1226,5 +1239,115 @@ async fn an_unsampled_request_is_served_without_spans_and_its_reply_continues_it
         "{carried}"
     );
     assert_eq!(reply_body(reply).trace_id, unsampled_trace);
+    waiter.stop().await;
+}
+
+#[tokio::test]
+async fn a_spring_style_request_is_answered_on_its_reply_topic_and_partition_as_it_came() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 2).await;
+    let spring_replies = testkit::unique_name("spring-replies");
+    kafka.create_topic(&spring_replies, 4).await.unwrap();
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let client = Client::new(&kafka, &topics.requests, &[&spring_replies]);
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+
+    // Spring's defaults: a 16-byte binary correlation id, the reply topic
+    // as text, the reply partition as a 4-byte big-endian int; plus a key,
+    // a header with a null value and a header that repeats.
+    let correlation: [u8; 16] = [0x9f, 0, 0xff, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0xfe];
+    let producer = kafka.producer();
+    let headers = rdkafka::message::OwnedHeaders::new()
+        .insert(rdkafka::message::Header {
+            key: "kafka_replyTopic",
+            value: Some(spring_replies.as_bytes()),
+        })
+        .insert(rdkafka::message::Header {
+            key: "kafka_replyPartition",
+            value: Some(&3i32.to_be_bytes()),
+        })
+        .insert(rdkafka::message::Header {
+            key: "kafka_correlationId",
+            value: Some(&correlation),
+        })
+        .insert(rdkafka::message::Header::<&[u8]> {
+            key: "nothing",
+            value: None,
+        })
+        .insert(rdkafka::message::Header {
+            key: "twice",
+            value: Some("first"),
+        })
+        .insert(rdkafka::message::Header {
+            key: "twice",
+            value: Some("second"),
+        });
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&topics.requests)
+                .key("order-42")
+                .payload(r#"{"name":"Spring","wait_ms":1}"#)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the request is produced");
+    // One asking for a partition the reply topic does not have.
+    dead_letters
+        .send_with_headers(
+            &[
+                ("kafka_replyTopic", spring_replies.as_bytes()),
+                ("kafka_replyPartition", &9i32.to_be_bytes()),
+                ("correlation", b"nowhere"),
+            ],
+            b"Nobody",
+        )
+        .await;
+
+    let replies = client.collect(|r| !r.is_empty()).await;
+    let reply = &replies[0];
+    assert_eq!(reply.topic(), spring_replies);
+    assert_eq!(reply.partition(), 3, "the requested reply partition");
+    assert_eq!(reply.key(), Some(&b"order-42"[..]), "the key is echoed");
+    assert_eq!(
+        protocol::headers::last(reply.headers(), "kafka_correlationId"),
+        Some(&correlation[..]),
+        "the correlation comes back byte for byte under Spring's name"
+    );
+    assert_eq!(
+        header(reply, "correlation"),
+        None,
+        "no Go-style correlation is added"
+    );
+    let nothing = rdkafka::message::Headers::iter(reply.headers().unwrap())
+        .find(|h| h.key == "nothing")
+        .expect("the null header is carried");
+    assert_eq!(nothing.value, None, "a null header stays null");
+    let twice: Vec<_> = rdkafka::message::Headers::iter(reply.headers().unwrap())
+        .filter(|h| h.key == "twice")
+        .map(|h| h.value.unwrap().to_vec())
+        .collect();
+    assert_eq!(twice, [b"first".to_vec(), b"second".to_vec()]);
+    let body = reply_body(reply);
+    assert_eq!(body.correlation, "9f00ff100102030405060708090a0bfe");
+    assert_eq!(body.name, "Spring");
+
+    let dead = dead_letters.collect(|r| !r.is_empty()).await;
+    let reason = header(&dead[0], "dlt.reason").unwrap();
+    assert!(
+        reason.contains("reply partition 9 does not exist"),
+        "{reason}"
+    );
+    waiter
+        .expect_metric(
+            "waiter_records_dead_lettered_total",
+            &[("reason", "unknown_reply_partition")],
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        waiter.metric("waiter_requests_without_correlation_total", &[]),
+        0.0
+    );
     waiter.stop().await;
 }
