@@ -8,9 +8,12 @@
 //! on port 0, and wait for outcomes with [`eventually`] or the span sink's
 //! `wait_for_trace`. [`telemetry`] installs the process's telemetry once, with
 //! log lines only when `TEST_LOG` is set. [`otlp::OtlpReceiver`] is a real
-//! OTLP receiver (gRPC and HTTP) for proving what a process exports.
+//! OTLP receiver (gRPC and HTTP) for proving what a process exports;
+//! [`java::InteropClient`] is a request/reply client on the reference Java
+//! client and Spring Kafka.
 
 pub mod http;
+pub mod java;
 pub mod otlp;
 
 use std::future::Future;

@@ -2,6 +2,7 @@
 //! real spans. Each test has its own broker, topics, group and variant label.
 
 mod helpers;
+mod interop;
 
 use std::time::Duration;
 
