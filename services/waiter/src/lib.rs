@@ -83,6 +83,7 @@ pub enum WaiterError {
 pub struct Readiness {
     assigned: Arc<watch::Sender<usize>>,
     routes: tenancy::RouteTable,
+    stopped: consumer::StoppedPartitions,
 }
 
 impl Readiness {
@@ -106,7 +107,7 @@ impl service_kit::Readiness for Readiness {
         if self.assigned_partitions() == 0 {
             return Err("no partitions assigned yet".into());
         }
-        Ok(())
+        self.stopped.check()
     }
 }
 
@@ -273,13 +274,18 @@ impl ServiceApp for Application {
                 })?;
             producers.push(producer);
         }
+        let stopped = stages.consumer.stopped.clone();
         Ok(Self {
             listener,
             port,
             stages,
             consumers,
             producers,
-            readiness: Readiness { assigned, routes },
+            readiness: Readiness {
+                assigned,
+                routes,
+                stopped,
+            },
             settings,
         })
     }

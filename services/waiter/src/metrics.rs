@@ -148,12 +148,16 @@ impl WaiterMetrics {
     fn registered_at_zero(self) -> Self {
         let dead_letter_reasons = crate::request::Unusable::LABELS
             .iter()
-            .chain(&crate::producer::DEAD_LETTER_REASONS);
+            .chain(&crate::producer::DEAD_LETTER_REASONS)
+            .chain(&[crate::consumer::undecodable::DEAD_LETTER_REASON]);
         for reason in dead_letter_reasons {
             self.zero("waiter_records_dead_lettered_total", "reason", reason);
         }
         for reason in FAILURE_REASONS {
             self.zero("waiter_records_failed_total", "reason", reason);
+        }
+        for action in ["skipped", "stopped"] {
+            self.zero("waiter_undecodable_batches_total", "action", action);
         }
         for kind in ["assigned", "revoked", "error"] {
             self.zero("waiter_rebalances_total", "kind", kind);
@@ -189,6 +193,23 @@ impl WaiterMetrics {
     /// Counts a failure that did not lose the record (it is retried or redelivered).
     pub fn failed(&self, reason: &'static str) {
         self.count("waiter_records_failed_total", "reason", reason);
+    }
+
+    /// Counts a record set that could not be decoded, by what was done
+    /// (`skipped` or `stopped`).
+    pub fn undecodable(&self, action: &'static str) {
+        self.count("waiter_undecodable_batches_total", "action", action);
+    }
+
+    /// Marks one partition stopped at an undecodable record set (1) or not (0).
+    pub fn partition_stopped(&self, topic: &str, partition: i32, stopped: bool) {
+        metrics::gauge!(
+            "waiter_partition_stopped",
+            "variant" => self.variant.clone(),
+            "topic" => topic.to_string(),
+            "partition" => partition.to_string()
+        )
+        .set(if stopped { 1.0 } else { 0.0 });
     }
 
     /// Counts a rebalance event.
@@ -272,6 +293,14 @@ fn describe() {
         metrics::describe_counter!(
             "waiter_requests_without_correlation_total",
             "Requests with none of the correlation headers; their replies carry a generated id."
+        );
+        metrics::describe_counter!(
+            "waiter_undecodable_batches_total",
+            "Record sets the client could not decode (corrupt, or an unknown codec), by what was done: skipped with a dead-letter marker, or the partition stopped."
+        );
+        metrics::describe_gauge!(
+            "waiter_partition_stopped",
+            "1 while a partition is stopped at a record set it cannot decode (waiter.undecodable_batches: stop)."
         );
         metrics::describe_counter!(
             "waiter_rebalances_total",

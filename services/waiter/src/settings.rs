@@ -73,6 +73,10 @@ pub struct WaiterSettings {
     /// Which request headers name the reply topic, partition and
     /// correlation (the Go app's, Spring Kafka's and SmallRye's by default).
     pub reply_headers: crate::request::ReplyHeaders,
+    /// A record set the client cannot decode (corrupt, unknown codec):
+    /// skip it with a dead-letter marker naming its offsets, or stop its
+    /// partition (see `consumer::undecodable`).
+    pub undecodable_batches: crate::consumer::UndecodablePolicy,
     /// Consumer group; derived from the variant label when unset.
     pub group_id: Option<String>,
     /// Where a group with no committed offset starts; derived when unset.

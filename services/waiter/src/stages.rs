@@ -46,6 +46,11 @@ impl Stages {
                 reply_headers: w.reply_headers.clone(),
                 default_response_topic: w.default_response_topic.clone(),
                 dead_letter_topic: w.dead_letter_topic.clone(),
+                undecodable: w.undecodable_batches,
+                stopped: Default::default(),
+                probe: settings.kafka.consumer_config(),
+                starts_at_earliest: settings.auto_offset_reset()
+                    == crate::settings::OffsetReset::Earliest,
                 metrics: metrics.clone(),
             }),
             waiter: Arc::new(WaiterConfig {

@@ -292,7 +292,9 @@ impl ApacheKafka {
         self.data_dir().join("server.properties")
     }
 
-    fn log_dir(&self) -> PathBuf {
+    /// The broker's `log.dirs`: a partition's segments are in
+    /// `<topic>-<partition>/` under it.
+    pub fn log_dir(&self) -> PathBuf {
         self.data_dir().join("kraft")
     }
 

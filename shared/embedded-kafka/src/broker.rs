@@ -71,6 +71,18 @@ impl Broker {
         Self::External(bootstrap.into())
     }
 
+    /// The folder holding `topic`'s `partition` on disk, for an Apache
+    /// Kafka of this process (tests that damage a segment, as a failing
+    /// disk would); `None` for other brokers.
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> Option<std::path::PathBuf> {
+        match self {
+            Self::Apache(apache) => {
+                Some(lock(apache).log_dir().join(format!("{topic}-{partition}")))
+            }
+            _ => None,
+        }
+    }
+
     /// Its `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> String {
         match self {

@@ -12,6 +12,7 @@
 //! [`java::InteropClient`] is a request/reply client on the reference Java
 //! client and Spring Kafka.
 
+pub mod corrupt;
 pub mod http;
 pub mod java;
 pub mod otlp;
@@ -88,6 +89,12 @@ impl TestKafka {
     /// it answers.
     pub async fn bring_back(&self) -> Result<(), TestKafkaError> {
         self.off_thread(|broker| broker.bring_back()).await
+    }
+
+    /// Where `topic`'s `partition` is on disk: for a broker from
+    /// [`Self::start_own`] on Apache Kafka only.
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> Option<std::path::PathBuf> {
+        self.broker.partition_dir(topic, partition)
     }
 
     /// The broker's `bootstrap.servers`.

@@ -22,6 +22,9 @@ pub struct WaiterContext {
     pub(super) offsets: OffsetTracker,
     // Partitions assigned across all of this instance's consumers; readiness.
     assigned: Arc<tokio::sync::watch::Sender<usize>>,
+    // Partitions stopped at an undecodable record set; a revoked one is
+    // its next owner's to find.
+    stopped: super::StoppedPartitions,
 }
 
 impl WaiterContext {
@@ -35,6 +38,7 @@ impl WaiterContext {
             group: config.group.clone(),
             offsets: OffsetTracker::new(),
             assigned,
+            stopped: config.stopped.clone(),
         }
     }
 
@@ -85,6 +89,12 @@ impl ConsumerContext for WaiterContext {
                 .iter()
                 .map(|e| e.partition())
                 .collect::<Vec<_>>();
+            for element in list.elements() {
+                if self.stopped.forget(element.topic(), element.partition()) {
+                    self.metrics
+                        .partition_stopped(element.topic(), element.partition(), false);
+                }
+            }
             for (partition, in_flight) in self.offsets.revoke(revoked) {
                 tracing::info!(
                     partition,

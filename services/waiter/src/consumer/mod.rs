@@ -25,8 +25,10 @@ use crate::pipeline::{Outgoing, OutgoingKind, Work, carried_headers, mark_dead_l
 use crate::request::{self, RequestLimits, WaitRequest};
 
 mod context;
+pub(crate) mod undecodable;
 
 pub use context::WaiterContext;
+pub use undecodable::{StoppedPartitions, UndecodablePolicy};
 
 /// The consumer type every stage refers to.
 pub type WaiterConsumer = StreamConsumer<WaiterContext>;
@@ -63,6 +65,14 @@ pub(crate) struct ConsumerConfig {
     pub reply_headers: request::ReplyHeaders,
     pub default_response_topic: String,
     pub dead_letter_topic: String,
+    /// See `waiter.undecodable_batches`.
+    pub undecodable: UndecodablePolicy,
+    /// Partitions stopped at a record set they cannot decode (readiness).
+    pub stopped: StoppedPartitions,
+    /// Client settings for the probe that locates such a record set.
+    pub probe: rdkafka::ClientConfig,
+    /// Whether a group without committed offsets starts at the oldest record.
+    pub starts_at_earliest: bool,
     pub metrics: WaiterMetrics,
 }
 
@@ -98,6 +108,13 @@ pub(crate) async fn run(
         };
         let message = match message {
             Ok(message) => message,
+            Err(e) if undecodable::is_undecodable(&e) => {
+                config.metrics.failed("consume");
+                if !undecodable::handle(&consumer, &config, &acks, &dead_letters, &e).await {
+                    break;
+                }
+                continue;
+            }
             Err(e) => {
                 // The broker going away surfaces here; librdkafka reconnects
                 // by itself, so the stage keeps asking.

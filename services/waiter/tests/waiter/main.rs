@@ -1352,3 +1352,138 @@ async fn a_spring_style_request_is_answered_on_its_reply_topic_and_partition_as_
     );
     waiter.stop().await;
 }
+
+/// Sends `count` JSON requests named `{prefix}-{i}` to `partition`.
+async fn send_to_partition(
+    kafka: &TestKafka,
+    topic: &str,
+    partition: i32,
+    prefix: &str,
+    count: usize,
+) {
+    let producer = kafka.producer();
+    for i in 0..count {
+        let correlation = format!("{prefix}-{i}");
+        let body = format!(r#"{{"name":"{correlation}","wait_ms":1}}"#);
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .partition(partition)
+                    .key(&correlation)
+                    .payload(&body)
+                    .headers(rdkafka::message::OwnedHeaders::new().insert(
+                        rdkafka::message::Header {
+                            key: "correlation",
+                            value: Some(&correlation),
+                        },
+                    )),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("the request is produced");
+    }
+}
+
+#[tokio::test]
+async fn an_undecodable_record_set_is_skipped_with_a_dead_letter_naming_its_offsets() {
+    let kafka = TestKafka::start_own().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    send_to_partition(&kafka, &topics.requests, 0, "before", 3).await;
+    let (first, last) = testkit::corrupt::undecodable_batch(&kafka, &topics.requests, 0, 20).await;
+    send_to_partition(&kafka, &topics.requests, 0, "after", 3).await;
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+
+    let replies = client.collect(|r| r.len() >= 6).await;
+    let answered: HashSet<String> = replies
+        .iter()
+        .filter_map(|r| header(r, "correlation"))
+        .collect();
+    for name in ["before-0", "before-2", "after-0", "after-2"] {
+        assert!(answered.contains(name), "{name} answered: {answered:?}");
+    }
+    let marker = &dead_letters.collect(|r| !r.is_empty()).await[0];
+    assert_eq!(
+        header(marker, "dlt.origin").unwrap(),
+        format!("{}/0@{first}-{last}", topics.requests),
+        "the marker names the set's offsets"
+    );
+    assert!(
+        header(marker, "dlt.reason")
+            .unwrap()
+            .contains("could not be decoded"),
+        "{:?}",
+        header(marker, "dlt.reason")
+    );
+    assert_eq!(marker.payload().unwrap_or_default(), b"");
+    waiter
+        .expect_metric(
+            "waiter_undecodable_batches_total",
+            &[("action", "skipped")],
+            1.0,
+        )
+        .await;
+    waiter.stop().await;
+    // The group committed past the set: nothing of it is read again.
+    let consumer = kafka.consumer(&topics.group);
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions.add_partition(&topics.requests, 0);
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        committed.elements()[0].offset(),
+        rdkafka::Offset::Offset(last + 4),
+        "committed past the set and the three after it"
+    );
+}
+
+#[tokio::test]
+async fn a_partition_stopped_at_an_undecodable_record_set_says_so_and_the_others_flow() {
+    let kafka = TestKafka::start_own().unwrap();
+    let topics = Topics::create(&kafka, 2).await;
+    let (first, _) = testkit::corrupt::undecodable_batch(&kafka, &topics.requests, 0, 5).await;
+    send_to_partition(&kafka, &topics.requests, 0, "behind", 2).await;
+    let mut settings = settings(&kafka, &topics);
+    settings.waiter.undecodable_batches = waiter::consumer::UndecodablePolicy::Stop;
+    let waiter = spawn_waiter(settings).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    send_to_partition(&kafka, &topics.requests, 1, "other", 5).await;
+
+    let replies = client.collect(|r| r.len() >= 5).await;
+    assert!(
+        replies
+            .iter()
+            .all(|r| header(r, "correlation").unwrap().starts_with("other-")),
+        "only the other partition is served"
+    );
+    let base = format!("http://127.0.0.1:{}", waiter.port);
+    let reason = testkit::eventually("readyz names the stopped partition", DEADLINE, || async {
+        let response = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        let status = response.status();
+        let body = response.text().await.ok()?;
+        (status == 503 && body.contains("stopped")).then_some(body)
+    })
+    .await
+    .unwrap();
+    assert!(
+        reason.contains(&format!(
+            "partition 0 of `{}` is stopped at offset {first}",
+            topics.requests
+        )),
+        "{reason}"
+    );
+    waiter
+        .expect_metric(
+            "waiter_undecodable_batches_total",
+            &[("action", "stopped")],
+            1.0,
+        )
+        .await;
+    waiter
+        .expect_metric("waiter_partition_stopped", &[("partition", "0")], 1.0)
+        .await;
+    assert_eq!(records_in(&kafka, &topics.dead_letters), 0);
+    waiter.begin_stop();
+}
