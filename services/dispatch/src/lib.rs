@@ -1,19 +1,25 @@
 //! Dispatch (service B): turns `POST /wait` into a request on
 //! `Waiter-Requests` and waits for the matching reply on `Waiter-Responses`.
 //!
-//! Start with [`Application`]. [`Application::build`] creates the producer
-//! and a reply reader assigned to every partition of the response topic at
-//! its current end (no consumer group: every dispatch instance sees every
-//! reply and completes only the requests it is waiting for, ignoring the
-//! rest). A request carries `correlation`, `responseTopic`, `traceparent`,
+//! Start with [`Application`]. [`Application::build`] creates the producer,
+//! a reply reader and a membership in the reply group
+//! (`dispatch.reply_group`), which shares the response topic's partitions
+//! among the dispatch instances: each request names one of this instance's
+//! partitions as its reply partition, so N instances each read about 1/N
+//! of the replies (see [`ownership`] for how a partition changes hands
+//! without losing a waiting call). A request carries `correlation`,
+//! `responseTopic`, `kafka_replyPartition`, `traceparent`,
 //! `baggage` and the `waiter-bus-hops` header (begun here: a caller's own hops are
 //! not believed); the caller gets the waiter's
 //! reply, or 504 when none arrives within `reply_timeout`, or 503 when the
-//! broker does not take the request.
+//! broker does not take the request or this instance owns no reply
+//! partition (more instances than partitions, or the group still forming).
 
 mod instruments;
+mod ownership;
 mod replies;
 
+use ownership::{Membership, ReplyPartitions};
 use replies::{Pending, PendingGuard, complete_replies};
 use service_kit::ServiceApp;
 use std::sync::Arc;
@@ -24,11 +30,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use kafka_kit::KafkaSettings;
-use kafka_kit::assign::{Start, assign_topic_off_thread};
 use opentelemetry::baggage::BaggageExt;
 use protocol::wire::{NameRefusal, WaitRequestBody};
 use protocol::{Hops, Service, headers};
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
@@ -71,12 +76,28 @@ pub struct DispatchSettings {
     /// How long a caller waits for its reply.
     #[serde(with = "settings::duration")]
     pub reply_timeout: Duration,
+    /// The consumer group whose members share the response topic's
+    /// partitions; unset: `dispatch-<variant>-<response_topic>`.
+    #[serde(default)]
+    pub reply_group: Option<String>,
+}
+
+impl DispatchSettings {
+    /// The reply group of a dispatch of `variant`.
+    pub fn reply_group_for(&self, variant: &str) -> String {
+        self.reply_group
+            .clone()
+            .unwrap_or_else(|| format!("dispatch-{variant}-{}", self.response_topic))
+    }
 }
 
 impl Settings {
-    /// The defaults pointed at `kafka`, HTTP on an ephemeral loopback port.
+    /// The defaults pointed at `kafka` (its extra properties over the
+    /// defaults'), HTTP on an ephemeral loopback port.
     pub fn defaults_with(kafka: &KafkaSettings) -> Self {
-        settings::in_process(DEFAULTS, &kafka.bootstrap_servers)
+        let mut settings: Self = settings::in_process(DEFAULTS, &kafka.bootstrap_servers);
+        settings.kafka = settings.kafka.overlaid_with(kafka);
+        settings
     }
 }
 
@@ -114,10 +135,60 @@ impl PendingRequests {
     }
 }
 
+/// This instance's share of the reply traffic; for tests and operators
+/// checking that instances split it.
+#[derive(Clone)]
+pub struct ReplyShare {
+    pending: Pending,
+    partitions: ReplyPartitions,
+}
+
+impl ReplyShare {
+    /// The response topic's partitions this instance's calls name now.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.partitions.advertised()
+    }
+
+    /// Replies read since start, whoever's they were.
+    pub fn replies_read(&self) -> u64 {
+        self.pending.replies_read().0
+    }
+
+    /// Of those, replies for another instance's calls.
+    pub fn replies_for_others(&self) -> u64 {
+        self.pending.replies_read().1
+    }
+}
+
+/// Ready once this instance owns a reply partition to name.
+struct OwnsReplyPartition {
+    partitions: ReplyPartitions,
+    topic: Arc<str>,
+    group: String,
+}
+
+impl service_kit::Readiness for OwnsReplyPartition {
+    fn check(&self) -> Result<(), String> {
+        if self.partitions.advertised().is_empty() {
+            return Err(no_reply_partition(&self.topic, &self.group));
+        }
+        Ok(())
+    }
+}
+
+fn no_reply_partition(topic: &str, group: &str) -> String {
+    format!(
+        "this dispatch owns no partition of `{topic}` to take replies on: its reply group \
+         `{group}` has not assigned it one (still forming, or more instances than partitions)"
+    )
+}
+
 #[derive(Clone)]
 struct AppState {
     producer: FutureProducer,
     pending: Pending,
+    partitions: ReplyPartitions,
+    reply_group: Arc<str>,
     variant: Arc<str>,
     request_topic: Arc<str>,
     response_topic: Arc<str>,
@@ -132,6 +203,7 @@ pub struct Application {
     port: u16,
     state: AppState,
     replies: StreamConsumer,
+    membership: Membership,
     registration: Option<tenancy::Registration>,
     catch_up: Duration,
 }
@@ -140,6 +212,14 @@ impl Application {
     /// The calls waiting for their reply.
     pub fn pending_requests(&self) -> PendingRequests {
         PendingRequests(self.state.pending.clone())
+    }
+
+    /// This instance's share of the replies.
+    pub fn reply_share(&self) -> ReplyShare {
+        ReplyShare {
+            pending: self.state.pending.clone(),
+            partitions: self.state.partitions.clone(),
+        }
     }
 }
 
@@ -216,8 +296,16 @@ async fn wait(
     let routes_version_number = routes_version as i64;
     let routes_version = routes_version.to_string();
     let deadline_header = deadline.to_header();
+    let Some(reply_partition) = state.partitions.claim() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            no_reply_partition(&state.response_topic, &state.reply_group),
+        ));
+    };
+    let reply_partition_header = headers::reply_partition_bytes(reply_partition.partition());
     let correlation = uuid::Uuid::new_v4().to_string();
-    let (_pending, reply_rx) = PendingGuard::register(&state.pending, &correlation);
+    let (_pending, reply_rx) =
+        PendingGuard::register(&state.pending, &correlation, reply_partition);
 
     // The hops start here: a caller's own `waiter-bus-hops` is not
     // believed (anyone could claim `gateway=evil` and reach the ledger).
@@ -251,7 +339,11 @@ async fn wait(
                 value: Some(value),
             })
         },
-    );
+    )
+    .insert(Header {
+        key: headers::REPLY_PARTITION,
+        value: Some(&reply_partition_header[..]),
+    });
     let record = FutureRecord::to(&state.request_topic)
         .key(&correlation)
         .payload(&payload)
@@ -303,7 +395,8 @@ impl ServiceApp for Application {
         settings.service.variant.as_str()
     }
 
-    /// Binds, creates the producer, assigns the reply reader at the current end.
+    /// Binds, creates the producer and the reply reader (assigned nothing
+    /// yet), joins the reply group (on the first poll).
     async fn build(settings: Settings) -> Result<Self, DispatchError> {
         instruments::register();
         let listener = service_kit::bind(&settings.http).await?;
@@ -326,18 +419,28 @@ impl ServiceApp for Application {
             )
             .set("enable.auto.commit", "false")
             .create()?;
-        let (replies, assigned) = assign_topic_off_thread(
-            replies,
-            &settings.dispatch.response_topic,
-            Start::End,
-            Duration::from_secs(10),
-        )
-        .await?;
-        if assigned.is_empty() {
+        let response_topic = settings.dispatch.response_topic.clone();
+        let (replies, metadata) = tokio::task::spawn_blocking(move || {
+            let metadata = replies.fetch_metadata(Some(&response_topic), Duration::from_secs(10));
+            (replies, metadata)
+        })
+        .await
+        .expect("a metadata request does not panic");
+        if metadata?
+            .topics()
+            .first()
+            .is_none_or(|topic| topic.partitions().is_empty())
+        {
             return Err(DispatchError::NoResponseTopic(
                 settings.dispatch.response_topic.clone(),
             ));
         }
+        let reply_group = settings.dispatch.reply_group_for(&settings.service.variant);
+        let membership = Membership::subscribe(
+            &settings.kafka,
+            &reply_group,
+            &settings.dispatch.response_topic,
+        )?;
         let routes = tenancy::RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
         let variant = settings.service.variant.clone();
         let registration = tenancy::Registration::for_variant(
@@ -354,6 +457,8 @@ impl ServiceApp for Application {
             state: AppState {
                 producer,
                 pending: Pending::default(),
+                partitions: ReplyPartitions::default(),
+                reply_group: reply_group.into(),
                 variant: variant.into(),
                 request_topic: settings.dispatch.request_topic.into(),
                 response_topic: settings.dispatch.response_topic.into(),
@@ -362,6 +467,7 @@ impl ServiceApp for Application {
                 version_wait: settings.routes.version_wait,
             },
             replies,
+            membership,
             registration,
             catch_up: settings.routes.catch_up_timeout,
         })
@@ -375,10 +481,15 @@ impl ServiceApp for Application {
     /// Serves until `shutdown` is cancelled; a variant registers itself first
     /// and deregisters on the way out.
     ///
+    /// Before serving, it waits (up to `routes.catch_up_timeout`) for the
+    /// reply group to give it a partition; past that it serves anyway, not
+    /// ready, and answers `/wait` 503 until it owns one.
+    ///
     /// Stopping drains in order: the HTTP server stops taking requests and
     /// waits for the calls in flight, while the reply reader keeps running,
     /// so those calls get their replies (or time out) instead of all ending
-    /// in a 504; only then does the reader stop.
+    /// in a 504; only then does the reader stop and the instance leave the
+    /// reply group, so its partitions move to the others at once.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
         let variant = self.state.variant.to_string();
         self.state.routes.caught_up(self.catch_up).await?;
@@ -396,21 +507,38 @@ impl ServiceApp for Application {
         // The reader outlives the HTTP server: it stops only once every
         // call in flight has been answered or timed out.
         let reader_stop = CancellationToken::new();
+        let leave_group = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ownership, membership) = self.membership.run(leave_group.clone());
+        let replies = Arc::new(self.replies);
+        let managing = tokio::spawn(ownership::manage(
+            replies.clone(),
+            self.state.response_topic.clone(),
+            self.state.partitions.clone(),
+            ownership,
+            reader_stop.clone(),
+        ));
         let reader = tokio::spawn(complete_replies(
-            self.replies,
+            replies,
+            self.state.response_topic.clone(),
             self.state.pending.clone(),
             self.state.variant.clone(),
             reader_stop.clone(),
         ));
+        if !self.state.partitions.wait_for_one(self.catch_up).await {
+            tracing::warn!(
+                "{}; serving, not ready, until it does",
+                no_reply_partition(&self.state.response_topic, &self.state.reply_group)
+            );
+        }
+        let readiness = Arc::new(OwnsReplyPartition {
+            partitions: self.state.partitions.clone(),
+            topic: self.state.response_topic.clone(),
+            group: self.state.reply_group.to_string(),
+        });
         let api = Router::new()
             .route("/wait", post(wait))
             .with_state(self.state);
-        let app = service_kit::with_operations(
-            api,
-            Service::Dispatch,
-            &variant,
-            Arc::new(service_kit::AlwaysReady),
-        );
+        let app = service_kit::with_operations(api, Service::Dispatch, &variant, readiness);
         tracing::info!(port = self.port, %variant, "dispatch running");
         let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
         if let Some(renewing) = renewing {
@@ -418,6 +546,9 @@ impl ServiceApp for Application {
         }
         reader_stop.cancel();
         let _ = reader.await;
+        let _ = managing.await;
+        leave_group.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || membership.join()).await;
         if let Some(registration) = &self.registration {
             registration.deregister().await;
         }

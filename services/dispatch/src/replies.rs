@@ -1,8 +1,11 @@
 //! The reply leg: calls waiting for their reply, and the reader that
 //! completes them from `Waiter-Responses`.
 //!
-//! Every dispatch instance reads every reply (no consumer group) and
-//! completes only the calls it is waiting for. A reply it takes gets a
+//! The reader reads the partitions [`crate::ownership`] keeps it on (the
+//! ones this instance's calls name as their reply partition) and
+//! completes the calls waiting here; a reply for another instance's call
+//! (read while a partition changes hands) is counted and skipped. A reply
+//! it takes gets a
 //! CONSUMER `process Waiter-Responses` span, a child of the waiter's `send`
 //! span, so one trace runs from the caller through Kafka and the waiter
 //! and back. A reply that arrives after its call gave up (a 504, or a
@@ -10,15 +13,18 @@
 //! `waiter_bus.reply.late`, so a user looking at that trace finds it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use protocol::headers;
 use protocol::wire::WaitReply;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::BorrowedMessage;
 use tokio::sync::oneshot;
+
+use crate::ownership::Claim;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -29,7 +35,17 @@ const GAVE_UP_REMEMBERED: usize = 10_000;
 /// Calls waiting for their reply, by correlation id, and those that lately
 /// gave up waiting. Shared by the handlers and the reply reader.
 #[derive(Clone, Default)]
-pub(crate) struct Pending(Arc<Mutex<Calls>>);
+pub(crate) struct Pending {
+    calls: Arc<Mutex<Calls>>,
+    counts: Arc<ReplyCounts>,
+}
+
+/// What the reader has read since start.
+#[derive(Default)]
+struct ReplyCounts {
+    read: AtomicU64,
+    for_others: AtomicU64,
+}
 
 #[derive(Default)]
 struct Calls {
@@ -40,27 +56,39 @@ struct Calls {
 
 impl Pending {
     fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Calls waiting right now.
     pub(crate) fn count(&self) -> usize {
         self.lock().waiting.len()
     }
+
+    /// Replies read since start, and how many of them were for calls of
+    /// another instance.
+    pub(crate) fn replies_read(&self) -> (u64, u64) {
+        (
+            self.counts.read.load(Ordering::Relaxed),
+            self.counts.for_others.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Removes a call's entry when the call ends, however it ends: a client
 /// that disconnects drops the handler mid-wait, and an entry must not
-/// outlive it. A call that ends unanswered is remembered as given up.
+/// outlive it. A call that ends unanswered is remembered as given up. It
+/// holds the call's reply partition, released after the entry is gone.
 pub(crate) struct PendingGuard {
     pending: Pending,
     correlation: String,
+    _reply_partition: Claim,
 }
 
 impl PendingGuard {
     pub(crate) fn register(
         pending: &Pending,
         correlation: &str,
+        reply_partition: Claim,
     ) -> (Self, oneshot::Receiver<WaitReply>) {
         let (reply_tx, reply_rx) = oneshot::channel();
         pending
@@ -70,6 +98,7 @@ impl PendingGuard {
         let guard = Self {
             pending: pending.clone(),
             correlation: correlation.to_string(),
+            _reply_partition: reply_partition,
         };
         (guard, reply_rx)
     }
@@ -116,26 +145,20 @@ impl Pending {
     }
 }
 
-/// Reads replies until `stop`, completing the calls waiting for them.
+/// Reads replies from `topic` until `stop`, completing the calls waiting
+/// for them.
 pub(crate) async fn complete_replies(
-    replies: StreamConsumer,
+    replies: Arc<StreamConsumer>,
+    topic: Arc<str>,
     pending: Pending,
     variant: Arc<str>,
     stop: CancellationToken,
 ) {
-    // Every reply comes from the one response topic this reader is assigned.
-    let span_name = replies
-        .assignment()
-        .ok()
-        .and_then(|assigned| {
-            assigned
-                .elements()
-                .first()
-                .map(|e| format!("process {}", e.topic()))
-        })
-        .unwrap_or_else(|| "process".into());
+    let span_name = format!("process {topic}");
     let mut stream = replies.stream();
     while let Some(message) = kafka_kit::stream::next_message(&mut stream, &stop, "replies").await {
+        pending.counts.read.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::instruments::REPLIES_READ).increment(1);
         let Some(correlation) = propagation::kafka_header(message.headers(), headers::CORRELATION)
         else {
             continue;
@@ -143,6 +166,7 @@ pub(crate) async fn complete_replies(
         let waiting = match pending.owner(correlation) {
             Owner::Elsewhere => {
                 // Another instance's request: its span is that instance's.
+                pending.counts.for_others.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(crate::instruments::REPLIES_IGNORED).increment(1);
                 continue;
             }
@@ -184,7 +208,7 @@ fn reply_span(
     variant: &str,
     correlation: &str,
 ) -> tracing::Span {
-    // No consumer group: the reader is assigned every partition itself.
+    // No consumer group: the reader is assigned its partitions itself.
     let span = kafka_kit::spans::process(
         name,
         message,

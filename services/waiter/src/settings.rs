@@ -252,10 +252,7 @@ impl Settings {
     /// properties layered over the default ones (for tests and embedding).
     pub fn defaults_with(kafka: KafkaSettings) -> Self {
         let mut settings: Settings = settings::defaults(DEFAULTS);
-        settings.kafka.bootstrap_servers = kafka.bootstrap_servers;
-        settings.kafka.client.extend(kafka.client);
-        settings.kafka.consumer.extend(kafka.consumer);
-        settings.kafka.producer.extend(kafka.producer);
+        settings.kafka = settings.kafka.overlaid_with(&kafka);
         settings
     }
 

@@ -94,6 +94,50 @@ where
     .expect("the assignment task does not panic")
 }
 
+/// Adds `partitions` of `topic` to `consumer`'s assignment, each at its
+/// high watermark read now, keeping what it already reads where it is: a
+/// record produced after this returns is read, whoever else reads the
+/// partition. Blocking (watermark requests).
+pub fn add_at_end<X, C>(
+    consumer: &C,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> KafkaResult<Vec<Assigned>>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+{
+    let mut assigned = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for &partition in partitions {
+        let (_, high) = until_led(timeout, || {
+            consumer.fetch_watermarks(topic, partition, timeout)
+        })?;
+        assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
+        assigned.push(Assigned {
+            topic: topic.to_string(),
+            partition,
+            high,
+        });
+    }
+    consumer.incremental_assign(&assignment)?;
+    Ok(assigned)
+}
+
+/// Stops `consumer` reading `partitions` of `topic`, keeping the rest.
+pub fn remove<X, C>(consumer: &C, topic: &str, partitions: &[i32]) -> KafkaResult<()>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+{
+    let mut removed = TopicPartitionList::new();
+    for &partition in partitions {
+        removed.add_partition(topic, partition);
+    }
+    consumer.incremental_unassign(&removed)
+}
+
 /// Records `topic` holds (high − low watermark, over its partitions), as
 /// the broker says now. Blocking.
 pub fn records_in<X, C>(consumer: &C, topic: &str, timeout: Duration) -> KafkaResult<i64>

@@ -55,6 +55,17 @@ impl KafkaSettings {
         }
     }
 
+    /// These settings pointed at `other`'s brokers, with `other`'s extra
+    /// properties laid over their own (a test broker's tuning over a
+    /// service's checked-in defaults).
+    pub fn overlaid_with(mut self, other: &KafkaSettings) -> Self {
+        self.bootstrap_servers.clone_from(&other.bootstrap_servers);
+        self.client.extend(other.client.clone());
+        self.consumer.extend(other.consumer.clone());
+        self.producer.extend(other.producer.clone());
+        self
+    }
+
     /// A client configuration with the bootstrap servers and the extra
     /// properties applied; callers add role-specific properties on top.
     pub fn client_config(&self) -> ClientConfig {

@@ -6,6 +6,10 @@
 pub const CORRELATION: &str = "correlation";
 /// Topic the reply must be produced to.
 pub const RESPONSE_TOPIC: &str = "responseTopic";
+/// The reply partition dispatch asks for (its own, so it reads only its
+/// replies): Spring's name and encoding, a 4-byte big-endian int, which
+/// the waiter reads by default.
+pub const REPLY_PARTITION: &str = spring::REPLY_PARTITION;
 /// W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 /// W3C trace state.

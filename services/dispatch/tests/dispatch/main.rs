@@ -1,5 +1,7 @@
 //! Dispatch against the embedded broker and a real waiter, both in process.
 
+mod scale_out;
+
 use std::time::Duration;
 use testkit::http::RequestExt;
 
