@@ -264,6 +264,10 @@ async function refreshPipeline() {
       }
       box.append(el("div", { class: "stage" },
         el("span", {}, `waits in flight ${stages.waits_in_flight}`), el("span"), el("span", {}, `lag ${stages.consumer_lag}`)));
+      for (const partition of stages.stopped_partitions || []) {
+        box.append(el("p", { class: "stopped", "data-stopped": partition },
+          `partition ${partition} stopped at a record set it cannot decode (waiter.undecodable_batches: stop); its /readyz says where`));
+      }
     }
   }
 }

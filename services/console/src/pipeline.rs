@@ -1,6 +1,7 @@
 //! `GET /api/pipeline`: the waiter's stages as its own `/metrics` tells
 //! them: channel depth against capacity, time blocked handing on, waits in
-//! flight, consumer lag.
+//! flight, consumer lag, and any partition stopped at a record set the
+//! client cannot decode.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,9 @@ pub struct VariantStages {
     pub waits_in_flight: f64,
     /// Records behind the high watermark, summed over partitions.
     pub consumer_lag: f64,
+    /// Partitions stopped at a record set that cannot be decoded, as
+    /// `topic/partition` (see `waiter.undecodable_batches`).
+    pub stopped_partitions: Vec<String>,
 }
 
 pub(crate) async fn pipeline(State(state): State<crate::AppState>) -> Json<Vec<PipelineView>> {
@@ -101,6 +105,11 @@ pub fn read(exposition: &str) -> BTreeMap<String, VariantStages> {
             }
             "waiter_waits_in_flight" => stages.waits_in_flight = value,
             "waiter_consumer_lag_records" => stages.consumer_lag += value,
+            "waiter_partition_stopped" if value > 0.0 => {
+                let topic = label("topic").unwrap_or_default();
+                let partition = label("partition").unwrap_or_default();
+                stages.stopped_partitions.push(format!("{topic}/{partition}"));
+            }
             _ => {}
         }
     }
@@ -121,6 +130,8 @@ waiter_handoff_blocked_seconds_sum{variant=\"baseline\",channel=\"replies\"} 0.2
 waiter_waits_in_flight{variant=\"sbx-123\"} 7
 waiter_consumer_lag_records{variant=\"baseline\",topic=\"t\",partition=\"0\"} 2
 waiter_consumer_lag_records{variant=\"baseline\",topic=\"t\",partition=\"1\"} 5
+waiter_partition_stopped{variant=\"baseline\",topic=\"t\",partition=\"0\"} 0
+waiter_partition_stopped{variant=\"baseline\",topic=\"t\",partition=\"1\"} 1
 ";
         let read = read(text);
         let baseline = &read["baseline"];
@@ -128,6 +139,7 @@ waiter_consumer_lag_records{variant=\"baseline\",topic=\"t\",partition=\"1\"} 5
         assert_eq!(baseline.channel_capacity["requests"], 10.0);
         assert_eq!(baseline.blocked_seconds["replies"], 0.25);
         assert_eq!(baseline.consumer_lag, 7.0);
+        assert_eq!(baseline.stopped_partitions, ["t/1"], "a resumed one is not listed");
         assert_eq!(read["sbx-123"].waits_in_flight, 7.0);
     }
 }

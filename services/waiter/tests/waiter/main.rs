@@ -1447,6 +1447,7 @@ async fn a_partition_stopped_at_an_undecodable_record_set_says_so_and_the_others
     send_to_partition(&kafka, &topics.requests, 0, "behind", 2).await;
     let mut settings = settings(&kafka, &topics);
     settings.waiter.undecodable_batches = waiter::consumer::UndecodablePolicy::Stop;
+    let variant = settings.service.variant.clone();
     let waiter = spawn_waiter(settings).await;
     let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
     send_to_partition(&kafka, &topics.requests, 1, "other", 5).await;
@@ -1484,6 +1485,28 @@ async fn a_partition_stopped_at_an_undecodable_record_set_says_so_and_the_others
     waiter
         .expect_metric("waiter_partition_stopped", &[("partition", "0")], 1.0)
         .await;
+    // The console's pipeline view, reading this waiter's /metrics, names it.
+    let nowhere = "http://127.0.0.1:9";
+    let console_settings =
+        console::Settings::in_process(nowhere, nowhere, vec![format!("{base}/metrics")]);
+    let console = service_kit::RunningService::spawn(
+        <console::Application as service_kit::ServiceApp>::build(console_settings)
+            .await
+            .unwrap(),
+    );
+    let pipeline: serde_json::Value = reqwest::get(format!("{}/api/pipeline", console.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Tests share the process's metrics registry: this test's waiter is its variant.
+    assert_eq!(
+        pipeline[0]["variants"][&variant]["stopped_partitions"],
+        serde_json::json!([format!("{}/0", topics.requests)]),
+        "{pipeline}"
+    );
+    console.stop().await.unwrap();
     assert_eq!(records_in(&kafka, &topics.dead_letters), 0);
     waiter.begin_stop();
 }
