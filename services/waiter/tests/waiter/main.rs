@@ -1494,7 +1494,10 @@ async fn a_partition_stopped_at_an_undecodable_record_set_says_so_and_the_others
             .await
             .unwrap(),
     );
-    let pipeline: serde_json::Value = reqwest::get(format!("{}/api/pipeline", console.url()))
+    let pipeline: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/pipeline", console.url()))
+        .timeout(DEADLINE)
+        .send()
         .await
         .unwrap()
         .json()
@@ -1506,7 +1509,7 @@ async fn a_partition_stopped_at_an_undecodable_record_set_says_so_and_the_others
         serde_json::json!([format!("{}/0", topics.requests)]),
         "{pipeline}"
     );
-    console.stop().await.unwrap();
+    console.stop_within(DEADLINE).await.unwrap();
     assert_eq!(records_in(&kafka, &topics.dead_letters), 0);
     waiter.begin_stop();
 }
