@@ -108,7 +108,9 @@ pub fn read(exposition: &str) -> BTreeMap<String, VariantStages> {
             "waiter_partition_stopped" if value > 0.0 => {
                 let topic = label("topic").unwrap_or_default();
                 let partition = label("partition").unwrap_or_default();
-                stages.stopped_partitions.push(format!("{topic}/{partition}"));
+                stages
+                    .stopped_partitions
+                    .push(format!("{topic}/{partition}"));
             }
             _ => {}
         }
@@ -139,7 +141,11 @@ waiter_partition_stopped{variant=\"baseline\",topic=\"t\",partition=\"1\"} 1
         assert_eq!(baseline.channel_capacity["requests"], 10.0);
         assert_eq!(baseline.blocked_seconds["replies"], 0.25);
         assert_eq!(baseline.consumer_lag, 7.0);
-        assert_eq!(baseline.stopped_partitions, ["t/1"], "a resumed one is not listed");
+        assert_eq!(
+            baseline.stopped_partitions,
+            ["t/1"],
+            "a resumed one is not listed"
+        );
         assert_eq!(read["sbx-123"].waits_in_flight, 7.0);
     }
 }
