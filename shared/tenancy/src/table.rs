@@ -8,7 +8,7 @@ use std::time::Duration;
 use kafka_kit::KafkaSettings;
 use kafka_kit::assign::{Start, assign_topic_off_thread};
 use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +70,8 @@ pub struct RouteTable {
 
 struct Inner {
     topic: String,
+    // The tail's consumer, shared to ask the topic's end (see `beyond_end`).
+    consumer: Arc<StreamConsumer>,
     // Readers take the current snapshot (an `Arc` clone) and never block the
     // tail, which swaps in a new snapshot per record.
     routes: RwLock<Arc<Routes>>,
@@ -116,8 +118,10 @@ impl RouteTable {
             });
         }
         let targets: HashMap<i32, i64> = assigned.iter().map(|a| (a.partition, a.high)).collect();
+        let consumer = Arc::new(consumer);
         let inner = Arc::new(Inner {
             topic: topic.to_string(),
+            consumer: consumer.clone(),
             routes: RwLock::new(Arc::new(Routes::default())),
             caught_up: watch::channel(false).0,
             applied: watch::channel(0).0,
@@ -182,13 +186,30 @@ impl RouteTable {
     /// The routes for something stamped with `version`: [`Self::reach`],
     /// and when the table does not get there within `timeout`, the current
     /// routes, with a warning naming `what` and a count in
-    /// `route_table_version_waits_expired_total`.
+    /// `route_table_version_waits_expired_total`. A version no record can
+    /// ever bring (beyond the topic's end, once the table has read to it)
+    /// is not waited for: the current routes decide at once, counted in
+    /// `route_table_versions_beyond_end_total`, so one forged header cannot
+    /// hold a consumer for `timeout`.
     pub async fn routes_for(
         &self,
         what: &str,
         version: RoutesVersion,
         timeout: Duration,
     ) -> Arc<Routes> {
+        let routes = self.snapshot();
+        if routes.version() >= version {
+            return routes;
+        }
+        if self.is_caught_up() && self.beyond_end(version).await {
+            tracing::debug!(
+                stamped = version,
+                reached = routes.version(),
+                "{what}'s routes version is beyond the end of the routes topic; deciding by the current routes"
+            );
+            metrics::counter!("route_table_versions_beyond_end_total").increment(1);
+            return self.snapshot();
+        }
         self.reach(version, timeout).await.unwrap_or_else(|routes| {
             tracing::warn!(
                 stamped = version,
@@ -198,6 +219,22 @@ impl RouteTable {
             metrics::counter!("route_table_version_waits_expired_total").increment(1);
             routes
         })
+    }
+
+    /// Whether `version` lies beyond the routes topic's end as the broker
+    /// says now: a version is the offset after the last record applied, so
+    /// one above the high watermark names a record not yet written. `false`
+    /// when the broker does not answer (then waiting is the safe choice).
+    async fn beyond_end(&self, version: RoutesVersion) -> bool {
+        let (consumer, topic) = (self.inner.consumer.clone(), self.inner.topic.clone());
+        let end = tokio::task::spawn_blocking(move || {
+            consumer.fetch_watermarks(&topic, 0, Duration::from_secs(1))
+        })
+        .await;
+        match end {
+            Ok(Ok((_, high))) => u64::try_from(high).is_ok_and(|high| version > high),
+            _ => false,
+        }
     }
 
     /// Waits until the routes satisfy `condition` (a change has arrived).
@@ -223,7 +260,7 @@ impl RouteTable {
 }
 
 async fn tail(
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     mut remaining: HashMap<i32, i64>,
     table: std::sync::Weak<Inner>,
     stop: CancellationToken,
@@ -280,6 +317,11 @@ fn describe_metrics() {
     telemetry::counter_at_zero(
         "route_table_version_waits_expired_total",
         "Records or calls stamped with a routes version this table did not reach in time.",
+        &[&[]],
+    );
+    telemetry::counter_at_zero(
+        "route_table_versions_beyond_end_total",
+        "Records or calls stamped with a routes version beyond the end of the routes topic, decided at once by the current routes.",
         &[&[]],
     );
     telemetry::counter_at_zero(

@@ -1513,3 +1513,51 @@ async fn a_partition_stopped_at_an_undecodable_record_set_says_so_and_the_others
     assert_eq!(records_in(&kafka, &topics.dead_letters), 0);
     waiter.begin_stop();
 }
+
+/// A routes version no record can bring (beyond the end of the routes
+/// topic) is decided at once, not waited for: five forged stamps do not
+/// hold the requests behind them for five `routes.version_wait`s.
+#[tokio::test]
+async fn a_routes_version_beyond_the_topics_end_is_not_waited_for() {
+    let kafka = TestKafka::start().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let mut settings = settings(&kafka, &topics);
+    settings.routes.version_wait = Duration::from_secs(120);
+    let waiter = spawn_waiter(settings).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let producer = kafka.producer();
+    for i in 0..5 {
+        let correlation = format!("forged-{i}");
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topics.requests)
+                    .key(&correlation)
+                    .payload(r#"{"name":"forged","wait_ms":1}"#)
+                    .headers(
+                        rdkafka::message::OwnedHeaders::new()
+                            .insert(rdkafka::message::Header {
+                                key: "correlation",
+                                value: Some(&correlation),
+                            })
+                            .insert(rdkafka::message::Header {
+                                key: protocol::headers::ROUTES_VERSION,
+                                value: Some("99999999"),
+                            }),
+                    ),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("the request is produced");
+    }
+    send_to_partition(&kafka, &topics.requests, 0, "behind", 5).await;
+    // Waiting would take 120 s per forged record, past the 60 s deadline.
+    let replies = client.collect(|r| r.len() >= 10).await;
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| header(r, "correlation").unwrap().starts_with("behind-"))
+            .count(),
+        5
+    );
+    waiter.begin_stop();
+}
