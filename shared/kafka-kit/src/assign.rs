@@ -52,21 +52,14 @@ where
             .first()
             .map(|t| t.partitions().iter().map(|p| p.id()).collect())
             .unwrap_or_default();
-        for partition in partitions {
-            let (_, high) = until_led(timeout, || {
-                consumer.fetch_watermarks(topic, partition, timeout)
-            })?;
-            let offset = match start {
-                Start::Beginning => Offset::Beginning,
-                Start::End => Offset::Offset(high),
-            };
-            assignment.add_partition_offset(topic, partition, offset)?;
-            assigned.push(Assigned {
-                topic: topic.to_string(),
-                partition,
-                high,
-            });
-        }
+        assigned.extend(positions(
+            consumer,
+            topic,
+            &partitions,
+            start,
+            timeout,
+            &mut assignment,
+        )?);
     }
     consumer.assign(&assignment)?;
     Ok(assigned)
@@ -108,20 +101,49 @@ where
     X: ConsumerContext,
     C: Consumer<X>,
 {
-    let mut assigned = Vec::new();
     let mut assignment = TopicPartitionList::new();
+    let assigned = positions(
+        consumer,
+        topic,
+        partitions,
+        Start::End,
+        timeout,
+        &mut assignment,
+    )?;
+    consumer.incremental_assign(&assignment)?;
+    Ok(assigned)
+}
+
+/// Adds `partitions` of `topic` to `assignment` where `start` says, each
+/// high watermark read now (waiting out a partition still without a leader).
+fn positions<X, C>(
+    consumer: &C,
+    topic: &str,
+    partitions: &[i32],
+    start: Start,
+    timeout: Duration,
+    assignment: &mut TopicPartitionList,
+) -> KafkaResult<Vec<Assigned>>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+{
+    let mut assigned = Vec::new();
     for &partition in partitions {
         let (_, high) = until_led(timeout, || {
             consumer.fetch_watermarks(topic, partition, timeout)
         })?;
-        assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
+        let offset = match start {
+            Start::Beginning => Offset::Beginning,
+            Start::End => Offset::Offset(high),
+        };
+        assignment.add_partition_offset(topic, partition, offset)?;
         assigned.push(Assigned {
             topic: topic.to_string(),
             partition,
             high,
         });
     }
-    consumer.incremental_assign(&assignment)?;
     Ok(assigned)
 }
 
