@@ -137,8 +137,19 @@ pub struct Report {
     pub send_delay: Percentiles,
     /// The hop breakdown.
     pub hops: Hops,
+    /// The longest time between two answers: how long replies stopped.
+    pub longest_reply_gap: ReplyGap,
     /// Latency p99 per second of the run, for plotting.
     pub timeline: Vec<Second>,
+}
+
+/// The longest pause between two consecutive answers of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ReplyGap {
+    /// Its length, in ms.
+    pub ms: f64,
+    /// When it began, in seconds since the start of the run.
+    pub from_s: f64,
 }
 
 /// One second of the run.

@@ -27,14 +27,28 @@ impl std::ops::Deref for Stack {
 
 impl Stack {
     pub async fn start(trust_incoming_baggage: bool) -> Self {
-        testkit::telemetry();
         let kafka = TestKafka::start().unwrap();
-        // Topics and groups of this stack's own: on a shared real broker,
-        // stacks of tests running at once must not see each other.
+        let names = Self::create_topics(&kafka).await;
+        Self::start_on(kafka, names, trust_incoming_baggage).await
+    }
+
+    /// Topics and groups of a stack's own, created on `kafka`: on a shared
+    /// real broker, stacks of tests running at once must not see each other.
+    pub async fn create_topics(kafka: &TestKafka) -> demo::StackNames {
         let names = demo::StackNames::unique("flow", &testkit::unique_name("stack"));
         for (topic, partitions) in names.topics() {
             kafka.create_topic(topic, partitions).await.unwrap();
         }
+        names
+    }
+
+    /// Every service on `kafka`, with the topics from [`Self::create_topics`].
+    pub async fn start_on(
+        kafka: TestKafka,
+        names: demo::StackNames,
+        trust_incoming_baggage: bool,
+    ) -> Self {
+        testkit::telemetry();
         let options = demo::StackOptions {
             token: TOKEN.into(),
             trust_incoming_baggage,

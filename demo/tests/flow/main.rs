@@ -9,6 +9,7 @@ use testkit::http::RequestExt;
 use helpers::{DEADLINE, Stack, hops};
 use opentelemetry::trace::TraceId;
 use telemetry::SpanData;
+use testkit::TestKafka;
 
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
@@ -262,6 +263,42 @@ async fn an_edge_that_does_not_trust_baggage_routes_everyone_to_the_baseline() {
     assert_eq!(
         hops(&trusted),
         ["gateway=baseline", "dispatch=sbx-5", "waiter=sbx-5"]
+    );
+    stack.stop().await;
+}
+
+/// A broker of three is down (killed just before, not yet fenced) when
+/// every service starts: a rolling restart meeting a pod restart. Each
+/// service starts, the flow is answered for the baseline and for a tenant's
+/// variants, and the broker's return disturbs nothing.
+#[tokio::test]
+async fn every_service_starts_and_serves_with_one_broker_of_three_down() {
+    let Some(kafka) = TestKafka::start_own_cluster().unwrap() else {
+        return;
+    };
+    let names = Stack::create_topics(&kafka).await;
+    // The first broker every client is told to bootstrap from.
+    kafka.take_down_broker(1).await.unwrap();
+    let mut stack = Stack::start_on(kafka, names, true).await;
+    stack.start_variant("sbx-down", true, true).await;
+    stack
+        .map("down", &[("dispatch", "sbx-down"), ("waiter", "sbx-down")])
+        .await;
+    let baseline = stack.send(None, "with-a-broker-down").await;
+    assert_eq!(
+        hops(&baseline),
+        ["gateway=baseline", "dispatch=baseline", "waiter=baseline"]
+    );
+    let tenant = stack.send(Some("down"), "tenant-with-a-broker-down").await;
+    assert_eq!(
+        hops(&tenant),
+        ["gateway=baseline", "dispatch=sbx-down", "waiter=sbx-down"]
+    );
+    stack.kafka.bring_back_broker(1).await.unwrap();
+    let after = stack.send(Some("down"), "after-the-broker-returned").await;
+    assert_eq!(
+        hops(&after),
+        ["gateway=baseline", "dispatch=sbx-down", "waiter=sbx-down"]
     );
     stack.stop().await;
 }

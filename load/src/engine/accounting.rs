@@ -54,6 +54,11 @@ pub(super) struct State {
     pub(super) reply_timestamp_type: Option<&'static str>,
     pub(super) per_second: Vec<Histogram<u64>>,
     pub(super) started: Instant,
+    // When the last request was answered, and the longest time between two
+    // answers so far with when it began: a pause that per-second counts
+    // would round to whole seconds.
+    pub(super) last_answer: Option<Instant>,
+    pub(super) longest_gap: (Duration, Duration),
 }
 
 pub(super) type Shared = Arc<Mutex<State>>;
@@ -81,6 +86,8 @@ impl State {
             reply_timestamp_type: None,
             per_second: Vec::new(),
             started,
+            last_answer: None,
+            longest_gap: (Duration::ZERO, Duration::ZERO),
         }
     }
 
@@ -200,6 +207,12 @@ pub(super) fn answer(state: &mut State, correlation: &str, refused: bool) -> Opt
     };
     state.finish(correlation, Outcome::Received);
     state.counts.received += 1;
+    if let Some(last) = state.last_answer.replace(now) {
+        let gap = now.saturating_duration_since(last);
+        if gap > state.longest_gap.0 {
+            state.longest_gap = (gap, last.saturating_duration_since(state.started));
+        }
+    }
     if refused {
         state.counts.error_replies += 1;
     }

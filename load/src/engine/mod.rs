@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::report::{Hops, Percentiles, Report, Second};
+use crate::report::{Hops, Percentiles, ReplyGap, Report, Second};
 use crate::{Config, LoadError, LoadModel, Target};
 
 use accounting::*;
@@ -130,6 +130,10 @@ pub async fn run(config: Config) -> Result<Report, LoadError> {
                 ),
             ],
             unsplit,
+        },
+        longest_reply_gap: ReplyGap {
+            ms: state.longest_gap.0.as_secs_f64() * 1000.0,
+            from_s: state.longest_gap.1.as_secs_f64(),
         },
         timeline: state
             .per_second

@@ -101,8 +101,8 @@ impl Readiness {
 
 impl service_kit::Readiness for Readiness {
     fn check(&self) -> Result<(), String> {
-        if !self.routes.is_caught_up() {
-            return Err("the route table has not caught up with tenant-routes".into());
+        if let Some(waiting) = self.routes.waiting_for() {
+            return Err(format!("the route table is not caught up: {waiting}"));
         }
         if self.assigned_partitions() == 0 {
             return Err("no partitions assigned yet".into());
@@ -113,7 +113,8 @@ impl service_kit::Readiness for Readiness {
 
 /// A built, not yet running, waiter.
 pub struct Application {
-    listener: HttpListener,
+    // Taken when the server starts.
+    listener: Option<HttpListener>,
     port: u16,
     settings: Settings,
     stages: Stages,
@@ -276,7 +277,7 @@ impl ServiceApp for Application {
         }
         let stopped = stages.consumer.stopped.clone();
         Ok(Self {
-            listener,
+            listener: Some(listener),
             port,
             stages,
             consumers,
@@ -299,14 +300,33 @@ impl ServiceApp for Application {
     /// channels empty, waits finish, replies are delivered, offsets commit.
     /// Work still unfinished after `drain_timeout_ms` is abandoned uncommitted
     /// (it is redelivered to whoever consumes the partition next).
-    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), WaiterError> {
+    async fn run_until_stopped(mut self, shutdown: CancellationToken) -> Result<(), WaiterError> {
         let w = &self.settings.waiter;
+        // Health and readiness are served from the start: while the route
+        // table waits (for a broker, for the topic), `/readyz` says for what.
+        let http_stop = CancellationToken::new();
+        let router = service_kit::with_operations(
+            axum::Router::new(),
+            protocol::Service::Waiter,
+            self.stages.variant(),
+            Arc::new(self.readiness.clone()),
+        );
+        let listener = self
+            .listener
+            .take()
+            .expect("a built waiter has its listener");
+        let http = tokio::spawn(service_kit::serve(listener, router, http_stop.clone()));
         // Nothing is consumed before the mappings that decide who processes
         // what are known.
-        self.readiness
-            .routes
-            .caught_up(self.settings.routes.catch_up_timeout)
-            .await?;
+        let caught_up = tokio::select! {
+            caught_up = self.readiness.routes.caught_up(self.settings.routes.catch_up_timeout) => caught_up,
+            () = shutdown.cancelled() => Ok(()),
+        };
+        if let Err(e) = caught_up {
+            http_stop.cancel();
+            let _ = http.await;
+            return Err(e.into());
+        }
         let registration = self.registration();
         let (work_tx, work_rx) = mpsc::channel(w.request_channel_capacity.get());
         let (out_tx, out_rx) = mpsc::channel(w.reply_channel_capacity.get());
@@ -352,14 +372,6 @@ impl ServiceApp for Application {
         // Only the stages hold senders now: the channels close as stages end.
         drop((work_tx, out_tx));
 
-        let http_stop = CancellationToken::new();
-        let router = service_kit::with_operations(
-            axum::Router::new(),
-            protocol::Service::Waiter,
-            self.stages.variant(),
-            Arc::new(self.readiness.clone()),
-        );
-        let http = tokio::spawn(service_kit::serve(self.listener, router, http_stop.clone()));
         tracing::info!(
             port = self.port,
             variant = %self.stages.variant(),

@@ -158,6 +158,56 @@ impl Broker {
         }
     }
 
+    /// The ids of the brokers this process runs (1 to their number; none
+    /// for a broker someone else runs).
+    pub fn broker_ids(&self) -> Vec<i32> {
+        match self {
+            Self::Embedded(embedded) => (1..=embedded.brokers()).collect(),
+            Self::Apache(apache) => lock(apache).node_ids(),
+            Self::External(_) => Vec::new(),
+        }
+    }
+
+    /// Takes broker `id` of a cluster away, as a crash would (SIGKILL for
+    /// an Apache node; the embedded broker refuses its connections); the
+    /// others serve on.
+    pub fn take_down_broker(&self, id: i32) -> Result<(), BrokerError> {
+        match self {
+            Self::Embedded(embedded) => Ok(embedded.broker_down(id)?),
+            Self::Apache(apache) => Ok(lock(apache).kill_node(id)?),
+            Self::External(_) => Err(self.not_ours("taken down")),
+        }
+    }
+
+    /// Brings broker `id` back after [`Self::take_down_broker`]: an Apache
+    /// node restarts on its data and port. Blocking until it has registered
+    /// and the project's topics are led.
+    pub fn bring_back_broker(&self, id: i32) -> Result<(), BrokerError> {
+        match self {
+            Self::Embedded(embedded) => Ok(embedded.broker_up(id)?),
+            Self::Apache(apache) => Ok(lock(apache).restart_node(id)?),
+            Self::External(_) => Err(self.not_ours("brought back")),
+        }
+    }
+
+    /// The broker leading `topic`'s `partition` now. Blocking.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> Result<i32, BrokerError> {
+        Ok(crate::apache::leader_of(
+            &self.bootstrap_servers(),
+            topic,
+            partition,
+        )?)
+    }
+
+    /// The broker coordinating consumer group `group` now (real Kafka only:
+    /// the embedded broker keeps no `__consumer_offsets`). Blocking.
+    pub fn coordinator_of(&self, group: &str) -> Result<i32, BrokerError> {
+        Ok(crate::apache::coordinator_of(
+            &self.bootstrap_servers(),
+            group,
+        )?)
+    }
+
     fn not_ours(&self, what: &str) -> BrokerError {
         BrokerError::Refused {
             bootstrap: self.bootstrap_servers(),

@@ -98,6 +98,7 @@ enum Command {
 /// A running embedded broker. Dropping it stops the broker.
 pub struct EmbeddedKafka {
     bootstrap_servers: String,
+    brokers: i32,
     // The owner thread is the only place the mock cluster lives; commands
     // reach it over this channel so the handle can move between threads.
     commands: mpsc::Sender<Command>,
@@ -115,6 +116,7 @@ impl std::fmt::Debug for EmbeddedKafka {
 impl EmbeddedKafka {
     /// Starts a mock cluster and creates `options.topics`.
     pub fn start(options: EmbeddedKafkaOptions) -> Result<Self, EmbeddedKafkaError> {
+        let brokers = options.brokers;
         let (commands, command_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let owner = std::thread::Builder::new()
@@ -124,6 +126,7 @@ impl EmbeddedKafka {
         let bootstrap_servers = ready_rx.recv().map_err(|_| EmbeddedKafkaError::Stopped)??;
         Ok(Self {
             bootstrap_servers,
+            brokers,
             commands,
             owner: Some(owner),
         })
@@ -132,6 +135,11 @@ impl EmbeddedKafka {
     /// The `host:port` list a client uses as `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap_servers
+    }
+
+    /// How many mock brokers it runs (ids 1 to this).
+    pub fn brokers(&self) -> i32 {
+        self.brokers
     }
 
     /// Client settings for services on this broker, tuned around two of the

@@ -14,7 +14,8 @@ use embedded_kafka::apache::{self, ApacheKafka, ApacheKafkaOptions};
 use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
 
 /// Serve a Kafka broker on localhost: the embedded one (librdkafka's mock
-/// cluster), or with --apache a real single-node Apache Kafka in KRaft mode.
+/// cluster), or with --apache a real Apache Kafka in KRaft mode (one node,
+/// or with --brokers 3 a cluster: replication factor 3, min.insync.replicas 2).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -28,14 +29,17 @@ struct Args {
     #[arg(long, value_name = "DIR", requires = "apache")]
     data_dir: Option<PathBuf>,
     /// With --apache: the client port on 127.0.0.1 (default: a free one, or
-    /// the one the data directory had).
+    /// the one the data directory had). In a cluster, the first node's; the
+    /// others take the ports after it.
     #[arg(long, requires = "apache", value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     /// Partitions for each of the project's topics.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1000))]
     partitions: i32,
-    /// Number of mock brokers (embedded only).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=9), conflicts_with = "apache")]
+    /// Number of brokers. With --apache, each is a JVM acting as broker and
+    /// KRaft controller; 3 or more give the project's topics replication
+    /// factor 3 and min.insync.replicas 2, as production clusters run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=9))]
     brokers: i32,
     /// Consumer-group initial rebalance delay. Members joining an empty group
     /// within it share the first generation; later joiners trigger a
@@ -78,6 +82,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let broker = ApacheKafka::start(ApacheKafkaOptions {
             data_dir: args.data_dir.clone(),
             port: args.port,
+            brokers: args.brokers as usize,
             partitions: args.partitions,
             topics: topics.clone(),
             group_initial_rebalance_delay_ms: args.group_rebalance_delay_ms,
@@ -85,11 +90,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             die_with_parent: true,
         })
         .with_context(|| format!("starting Apache Kafka {}", apache::version()))?;
+        let shape = match args.brokers {
+            1 => "one node".to_string(),
+            n => format!("{n} nodes, replication factor {}", n.min(3)),
+        };
         eprintln!(
-            "kafka-dev: Apache Kafka {} (KRaft), data in {}, broker log {}",
+            "kafka-dev: Apache Kafka {} (KRaft, {shape}), data in {}, logs in {}",
             apache::version(),
             broker.data_dir().display(),
-            broker.log_file().display()
+            match args.brokers {
+                1 => broker.log_file().display().to_string(),
+                _ => format!("{}/node-*/broker.log", broker.data_dir().display()),
+            }
         );
         let bootstrap = broker.bootstrap_servers();
         (Broker::Apache(broker), bootstrap)
@@ -123,17 +135,36 @@ fn run(args: Args) -> anyhow::Result<()> {
             drop(broker);
         }
         Broker::Apache(mut broker) => {
-            // Wake up now and then to notice a broker that died by itself.
+            // Wake up now and then to notice a node that died. A single
+            // broker's death ends the run; a cluster serves on without the
+            // node (killing one is how failover is tried), until none is left.
             loop {
                 match stop_rx.recv_timeout(std::time::Duration::from_millis(500)) {
                     Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        if let Some(status) = broker.try_exit_status() {
+                        let Some((node, status)) = broker.try_exit_status() else {
+                            continue;
+                        };
+                        let log = broker
+                            .node_log_file(node)
+                            .unwrap_or_else(|| broker.log_file());
+                        broker.forget_exited(node);
+                        let running = broker
+                            .node_ids()
+                            .into_iter()
+                            .filter(|&id| broker.node_running(id))
+                            .count();
+                        if running == 0 {
                             anyhow::bail!(
-                                "the Apache Kafka broker exited by itself ({status}); see {}",
-                                broker.log_file().display()
+                                "Apache Kafka node {node} exited by itself ({status}) and no node is left; see {}",
+                                log.display()
                             );
                         }
+                        eprintln!(
+                            "kafka-dev: Apache Kafka node {node} exited ({status}); {running} of {} nodes serve on (its log: {})",
+                            args.brokers,
+                            log.display()
+                        );
                     }
                 }
             }

@@ -46,7 +46,7 @@ where
     let mut assigned = Vec::new();
     let mut assignment = TopicPartitionList::new();
     for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let metadata = until_led(timeout, || consumer.fetch_metadata(Some(topic), timeout))?;
         let partitions: Vec<i32> = metadata
             .topics()
             .first()
@@ -176,28 +176,52 @@ where
     Ok(records)
 }
 
-/// Runs `ask` until it does not fail for want of a partition leader, or
-/// `timeout` passes. A topic just created on a real broker is listed before
-/// its partitions have leaders; asking then is answered "not leader".
-fn until_led<T>(timeout: Duration, mut ask: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
+/// Runs `ask` until it does not fail for want of a partition leader or of
+/// a broker that answers, or `timeout` passes. A topic just created on a
+/// real broker is listed before its partitions have leaders; a cluster
+/// that has lost a broker answers "not leader" until the controller has
+/// moved its partitions; a request sent to a broker that is down, or to a
+/// bootstrap address librdkafka retires once it has learnt the cluster's
+/// brokers, fails with a local transport error. Each is a moment to wait
+/// out, not a reason to fail.
+pub fn until_led<T>(timeout: Duration, mut ask: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
     let deadline = std::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
     loop {
         match ask() {
-            Err(KafkaError::MetadataFetch(code) | KafkaError::OffsetFetch(code))
-                if is_leaderless(code) && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(50));
+            Err(error) if is_transient(&error) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
             }
             other => return other,
         }
     }
 }
 
-fn is_leaderless(code: RDKafkaErrorCode) -> bool {
+/// Whether `error` is a cluster's passing state (leaderless partitions, an
+/// unreachable broker) rather than an answer.
+pub fn is_transient(error: &KafkaError) -> bool {
+    error.rdkafka_error_code().is_some_and(is_transient_code)
+}
+
+fn is_transient_code(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::NotLeaderForPartition
             | RDKafkaErrorCode::LeaderNotAvailable
             | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::DestroyBroker
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::BrokerNotAvailable
+            | RDKafkaErrorCode::ReplicaNotAvailable
+            | RDKafkaErrorCode::NotEnoughReplicas
+            | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
     )
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kafka_kit::KafkaSettings;
-use kafka_kit::assign::{Start, assign_topic_off_thread};
+use kafka_kit::assign::{Start, assign_whole_topics};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::watch;
@@ -34,30 +34,18 @@ pub struct RouteTableSettings {
 /// Why the route table could not start or catch up.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteTableError {
-    /// The consumer could not be created or assigned.
+    /// The consumer could not be created.
     #[error("route table: Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    /// The topic does not exist.
-    #[error("route table: topic `{0}` does not exist")]
-    NoTopic(String),
-    /// The topic has more than one partition, so its offsets are not one
-    /// order of changes.
-    #[error(
-        "route table: topic `{topic}` has {partitions} partitions; it must have exactly one (its offsets are the routes' versions)"
-    )]
-    NotOnePartition {
-        /// The topic.
-        topic: String,
-        /// Its partition count.
-        partitions: usize,
-    },
     /// The table did not read up to the start-time end of the topic in time.
-    #[error("route table: not caught up with `{topic}` within {timeout:?}")]
+    #[error("route table: not caught up with `{topic}` within {timeout:?}: {reason}")]
     NotCaughtUp {
         /// The topic.
         topic: String,
         /// How long it was given.
         timeout: Duration,
+        /// What it was still waiting for.
+        reason: String,
     },
 }
 
@@ -75,6 +63,9 @@ struct Inner {
     // Readers take the current snapshot (an `Arc` clone) and never block the
     // tail, which swaps in a new snapshot per record.
     routes: RwLock<Arc<Routes>>,
+    // Until the topic is assigned: why not yet (no broker answers, the
+    // topic does not exist, it has more than one partition).
+    waiting: watch::Sender<Option<String>>,
     caught_up: watch::Sender<bool>,
     // Records applied so far; waiters for a change subscribe to it.
     applied: watch::Sender<u64>,
@@ -90,7 +81,12 @@ impl Drop for Inner {
 static TABLES: AtomicU64 = AtomicU64::new(0);
 
 impl RouteTable {
-    /// Starts tailing `topic` from its beginning.
+    /// Starts tailing `topic` from its beginning. Returns at once: the
+    /// topic is assigned in the background, retried for as long as no
+    /// broker answers (a cluster missing a broker, or all of them), the
+    /// topic does not exist or has more than one partition, each reason
+    /// logged once and named by [`Self::waiting_for`] for readiness, until
+    /// [`Self::caught_up`]'s patience runs out.
     pub async fn start(kafka: &KafkaSettings, topic: &str) -> Result<Self, RouteTableError> {
         describe_metrics();
         let group = format!(
@@ -105,35 +101,38 @@ impl RouteTable {
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "50")
             .create()?;
-        let (consumer, assigned) =
-            assign_topic_off_thread(consumer, topic, Start::Beginning, Duration::from_secs(10))
-                .await?;
-        if assigned.is_empty() {
-            return Err(RouteTableError::NoTopic(topic.to_string()));
-        }
-        if assigned.len() != 1 {
-            return Err(RouteTableError::NotOnePartition {
-                topic: topic.to_string(),
-                partitions: assigned.len(),
-            });
-        }
-        let targets: HashMap<i32, i64> = assigned.iter().map(|a| (a.partition, a.high)).collect();
         let consumer = Arc::new(consumer);
         let inner = Arc::new(Inner {
             topic: topic.to_string(),
             consumer: consumer.clone(),
             routes: RwLock::new(Arc::new(Routes::default())),
+            waiting: watch::channel(Some(format!("`{topic}` is not assigned yet"))).0,
             caught_up: watch::channel(false).0,
             applied: watch::channel(0).0,
             stop: CancellationToken::new(),
         });
-        tokio::spawn(tail(
+        tokio::spawn(follow(
             consumer,
-            targets,
+            topic.to_string(),
             Arc::downgrade(&inner),
             inner.stop.clone(),
         ));
         Ok(Self { inner })
+    }
+
+    /// What the table waits for before it is caught up (`None` once it is):
+    /// for a readiness check to say.
+    pub fn waiting_for(&self) -> Option<String> {
+        if self.is_caught_up() {
+            return None;
+        }
+        Some(match self.inner.waiting.borrow().clone() {
+            Some(reason) => reason,
+            None => format!(
+                "reading `{}` up to its end as it was at start",
+                self.inner.topic
+            ),
+        })
     }
 
     /// The current routes.
@@ -159,6 +158,7 @@ impl RouteTable {
             .map_err(|_| RouteTableError::NotCaughtUp {
                 topic: self.inner.topic.clone(),
                 timeout,
+                reason: self.waiting_for().unwrap_or_default(),
             })
     }
 
@@ -257,6 +257,70 @@ impl RouteTable {
         };
         tokio::time::timeout(timeout, wait).await.ok()
     }
+}
+
+/// How long one attempt to assign the topic may take, and the longest
+/// pause between attempts.
+const ASSIGN_ATTEMPT: Duration = Duration::from_secs(3);
+const ASSIGN_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Assigns `topic` (retrying until it can be, or the table is dropped),
+/// then tails it.
+async fn follow(
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    table: std::sync::Weak<Inner>,
+    stop: CancellationToken,
+) {
+    let mut pause = Duration::from_millis(100);
+    let targets = loop {
+        let attempt = {
+            let (consumer, topic) = (consumer.clone(), topic.clone());
+            tokio::task::spawn_blocking(move || {
+                assign_whole_topics(
+                    consumer.as_ref(),
+                    &[&topic],
+                    Start::Beginning,
+                    ASSIGN_ATTEMPT,
+                )
+            })
+            .await
+        };
+        let problem = match attempt {
+            Ok(Ok(assigned)) if assigned.len() == 1 => {
+                break assigned
+                    .iter()
+                    .map(|a| (a.partition, a.high))
+                    .collect::<HashMap<_, _>>();
+            }
+            Ok(Ok(assigned)) if assigned.is_empty() => format!("topic `{topic}` does not exist"),
+            Ok(Ok(assigned)) => format!(
+                "topic `{topic}` has {} partitions; it must have exactly one (its offsets are the routes' versions)",
+                assigned.len()
+            ),
+            Ok(Err(error)) => format!("no broker answers for `{topic}`: {error}"),
+            Err(_) => return,
+        };
+        let Some(inner) = table.upgrade() else { return };
+        let changed = inner.waiting.borrow().as_deref() != Some(problem.as_str());
+        if changed {
+            tracing::warn!(%problem, "route table: waiting to read the routes; retrying");
+            inner.waiting.send_replace(Some(problem));
+        }
+        drop(inner);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(ASSIGN_RETRY_MAX);
+    };
+    match table.upgrade() {
+        Some(inner) => {
+            inner.waiting.send_replace(None);
+        }
+        None => return,
+    }
+    tail(consumer, targets, table, stop).await;
 }
 
 async fn tail(

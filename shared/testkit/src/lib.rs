@@ -61,6 +61,26 @@ impl TestKafka {
         }
     }
 
+    /// A 3-node Apache Kafka cluster this test owns (replication factor 3,
+    /// `min.insync.replicas=2`), whose brokers it may kill one by one
+    /// ([`Self::take_down_broker`]): on the real-broker tier only. On the
+    /// embedded broker there is no failover to test (the mock moves no
+    /// leaders), so this says SKIPPED and why, and returns `None`.
+    pub fn start_own_cluster() -> Result<Option<Self>, TestKafkaError> {
+        if !Self::is_real_broker() {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(
+                b"SKIPPED: the cluster tests need Apache Kafka (set KAFKA_BOOTSTRAP_SERVERS, e.g. from `kafka-dev --apache`); the embedded broker has no leader failover\n",
+            );
+            return Ok(None);
+        }
+        let options = ApacheKafkaOptions {
+            brokers: 3,
+            ..ApacheKafkaOptions::default()
+        };
+        Ok(Some(Self::on(Broker::apache(options)?)))
+    }
+
     fn embedded() -> Result<Self, TestKafkaError> {
         Ok(Self::on(Broker::embedded(EmbeddedKafkaOptions::default())?))
     }
@@ -89,6 +109,39 @@ impl TestKafka {
     /// it answers.
     pub async fn bring_back(&self) -> Result<(), TestKafkaError> {
         self.off_thread(|broker| broker.bring_back()).await
+    }
+
+    /// The brokers of a cluster from [`Self::start_own_cluster`] (ids from 1).
+    pub fn broker_ids(&self) -> Vec<i32> {
+        self.broker.broker_ids()
+    }
+
+    /// Kills broker `id` of a cluster from [`Self::start_own_cluster`] with
+    /// SIGKILL; the others serve on.
+    pub async fn take_down_broker(&self, id: i32) -> Result<(), TestKafkaError> {
+        self.off_thread(move |broker| broker.take_down_broker(id))
+            .await
+    }
+
+    /// Restarts broker `id` after [`Self::take_down_broker`]; returns once
+    /// it has registered and every topic is led.
+    pub async fn bring_back_broker(&self, id: i32) -> Result<(), TestKafkaError> {
+        self.off_thread(move |broker| broker.bring_back_broker(id))
+            .await
+    }
+
+    /// The broker leading `topic`'s `partition` now.
+    pub async fn leader_of(&self, topic: &str, partition: i32) -> Result<i32, TestKafkaError> {
+        let topic = topic.to_string();
+        self.off_thread(move |broker| broker.leader_of(&topic, partition))
+            .await
+    }
+
+    /// The broker coordinating consumer group `group` now (real Kafka only).
+    pub async fn coordinator_of(&self, group: &str) -> Result<i32, TestKafkaError> {
+        let group = group.to_string();
+        self.off_thread(move |broker| broker.coordinator_of(&group))
+            .await
     }
 
     /// Where `topic`'s `partition` is on disk: for a broker from

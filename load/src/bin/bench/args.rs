@@ -31,6 +31,25 @@ pub(crate) struct Args {
     /// lost, duplicates and the time to recover.
     #[arg(long)]
     pub(crate) broker_loss: bool,
+    /// Instead of the figures: one broker of a 3-node Apache Kafka cluster
+    /// this run starts (replication factor 3, min.insync.replicas 2) killed
+    /// with SIGKILL under open-loop load through a waiter, and restarted:
+    /// the partitions' leader, the reply partitions' leader, the waiter's
+    /// group coordinator, or a broker and the waiter together (see
+    /// `--cases`). Prints lost, duplicates, the longest pause in replies,
+    /// the time to recover and the maximum latency for each run.
+    #[arg(long, conflicts_with_all = ["broker_loss", "apache"])]
+    pub(crate) cluster_loss: bool,
+    /// Cluster loss: which brokers to kill, each run `--runs` times.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = crate::cluster_loss::Victim::ALL)]
+    pub(crate) cases: Vec<crate::cluster_loss::Victim>,
+    /// Cluster loss: runs per case.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub(crate) runs: u32,
+    /// Cluster loss: seconds of load in each run (the kill comes at a
+    /// quarter of it, the restart at half).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(20..=3600))]
+    pub(crate) run_seconds: u64,
     /// Instead of the figures: a ledger frozen (SIGSTOP) under load.
     /// Open-loop load through a waiter that records every wait in a ledger
     /// process; prints replies per second before, during and after.

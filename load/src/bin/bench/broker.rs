@@ -7,6 +7,9 @@ use embedded_kafka::EmbeddedKafkaOptions;
 use embedded_kafka::apache::ApacheKafkaOptions;
 use embedded_kafka::broker::bootstrap_from_environment;
 
+/// Partitions of each topic a measurement creates.
+pub(crate) const TOPIC_PARTITIONS: i32 = 4;
+
 pub(crate) struct Topics {
     pub(crate) requests: String,
     pub(crate) replies: String,
@@ -23,11 +26,13 @@ pub(crate) struct Broker {
 impl Broker {
     /// An Apache Kafka of this run's own (`apache`), the broker in
     /// `KAFKA_BOOTSTRAP_SERVERS`, or the embedded one.
-    pub(crate) fn start(apache: bool) -> anyhow::Result<Self> {
+    /// With `apache`, a cluster of `brokers` nodes (1: a single broker).
+    pub(crate) fn start(apache: bool, brokers: usize) -> anyhow::Result<Self> {
         let broker = if apache {
             let version = embedded_kafka::apache::version();
-            eprintln!("starting Apache Kafka {version}");
+            eprintln!("starting Apache Kafka {version} ({brokers} node(s))");
             embedded_kafka::Broker::apache(ApacheKafkaOptions {
+                brokers,
                 die_with_parent: true,
                 ..ApacheKafkaOptions::default()
             })
@@ -57,8 +62,9 @@ impl Broker {
         match &*self.broker {
             embedded_kafka::Broker::Embedded(_) => format!("embedded, {bootstrap}"),
             embedded_kafka::Broker::Apache(_) => format!(
-                "Apache Kafka {}, {bootstrap}",
-                embedded_kafka::apache::version()
+                "Apache Kafka {}, {} node(s), {bootstrap}",
+                embedded_kafka::apache::version(),
+                self.broker.broker_ids().len()
             ),
             embedded_kafka::Broker::External(_) => {
                 format!("{bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
@@ -102,7 +108,11 @@ pub(crate) async fn topics(broker: &Broker, name: &str) -> anyhow::Result<Topics
         requests: format!("bench-{name}-{id}-requests"),
         replies: format!("bench-{name}-{id}-replies"),
     };
-    broker.create_topic(&topics.requests, 4).await?;
-    broker.create_topic(&topics.replies, 4).await?;
+    broker
+        .create_topic(&topics.requests, TOPIC_PARTITIONS)
+        .await?;
+    broker
+        .create_topic(&topics.replies, TOPIC_PARTITIONS)
+        .await?;
     Ok(topics)
 }

@@ -31,6 +31,7 @@ use serde::Serialize;
 mod args;
 mod broker;
 mod broker_loss;
+mod cluster_loss;
 mod ledger_stall;
 mod max_rate;
 mod measure;
@@ -39,6 +40,7 @@ mod responder;
 use args::Args;
 use broker::*;
 use broker_loss::*;
+use cluster_loss::*;
 use ledger_stall::*;
 use max_rate::*;
 use measure::*;
@@ -89,11 +91,20 @@ async fn main() -> anyhow::Result<()> {
         return echo(config).await;
     }
     let phase = Duration::from_secs(args.seconds);
-    let broker = Broker::start(args.apache || args.broker_loss)?;
+    let brokers = if args.cluster_loss { 3 } else { 1 };
+    let broker = Broker::start(
+        args.apache || args.broker_loss || args.cluster_loss,
+        brokers,
+    )?;
     let bootstrap = broker.bootstrap_servers().to_string();
     eprintln!("broker: {}", broker.describe());
     if args.ledger_stall {
         let result = ledger_stall(&broker, &args).await;
+        broker.clean_up().await;
+        return result;
+    }
+    if args.cluster_loss {
+        let result = cluster_loss(&broker, &args).await;
         broker.clean_up().await;
         return result;
     }

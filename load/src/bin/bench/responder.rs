@@ -19,6 +19,8 @@ use crate::measure::*;
 /// killed on drop.
 pub(crate) struct ResponderProcess {
     pub(crate) child: Child,
+    /// Its consumer group.
+    pub(crate) group: String,
     pub(crate) _config: tempfile::NamedTempFile,
 }
 
@@ -29,6 +31,18 @@ impl ResponderProcess {
         responder: Responder<'_>,
         bootstrap: &str,
         topics: &Topics,
+    ) -> anyhow::Result<Self> {
+        let group = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        Self::start_in_group(responder, bootstrap, topics, &group)
+    }
+
+    /// [`Self::start`] in consumer group `group`: a restarted responder
+    /// goes on where the one before it committed.
+    pub(crate) fn start_in_group(
+        responder: Responder<'_>,
+        bootstrap: &str,
+        topics: &Topics,
+        group: &str,
     ) -> anyhow::Result<Self> {
         let here = std::env::current_exe()?;
         let config_file = tempfile::Builder::new()
@@ -69,10 +83,7 @@ impl ResponderProcess {
                 "WAITER_BUS__WAITER__DEFAULT_RESPONSE_TOPIC",
                 &topics.replies,
             )
-            .env(
-                "WAITER_BUS__WAITER__GROUP_ID",
-                format!("bench-{}", uuid::Uuid::new_v4().simple()),
-            )
+            .env("WAITER_BUS__WAITER__GROUP_ID", group)
             .env("WAITER_BUS__WAITER__CONSUMERS", "1")
             .env("WAITER_BUS__WAITER__PRODUCERS", "1")
             .env("WAITER_BUS__WAITER__WAITERS", waiters.to_string())
@@ -84,6 +95,7 @@ impl ResponderProcess {
             .spawn()?;
         Ok(Self {
             child,
+            group: group.to_string(),
             _config: config_file,
         })
     }

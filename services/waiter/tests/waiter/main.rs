@@ -1,6 +1,7 @@
 //! The waiter against the embedded broker: real Kafka protocol, real HTTP,
 //! real spans. Each test has its own broker, topics, group and variant label.
 
+mod cluster;
 mod helpers;
 mod interop;
 
@@ -1131,6 +1132,48 @@ async fn requests_sent_while_the_broker_is_away_are_answered_when_it_returns() {
         .await;
     assert!(count_by_correlation(&replies).contains_key("during-9"));
     assert!(waiter.metric("waiter_records_consumed_total", &[]) >= 11.0);
+    waiter.stop().await;
+}
+
+/// A waiter started while its broker is away does not exit: it serves
+/// `/readyz` from the start, saying that its route table waits for a
+/// broker, and once the broker returns it becomes ready and answers what
+/// was sent before it could start.
+#[tokio::test]
+async fn a_waiter_started_while_its_broker_is_away_waits_for_it_and_says_so() {
+    let kafka = TestKafka::start_own().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    client.send_json("sent-before-the-waiter-started", 1).await;
+    kafka.take_down().await.unwrap();
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let readyz = format!("http://127.0.0.1:{}/readyz", waiter.port);
+    let reason = testkit::eventually(
+        "readyz says what the waiter waits for",
+        DEADLINE,
+        || async {
+            let response = reqwest::get(&readyz).await.ok()?;
+            let status = response.status();
+            let body = response.text().await.ok()?;
+            (status == 503 && body.contains("no broker answers")).then_some(body)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(reason.contains("route table"), "{reason}");
+    kafka.bring_back().await.unwrap();
+    testkit::eventually(
+        "the waiter is ready once its broker is back",
+        DEADLINE,
+        || async {
+            let response = reqwest::get(&readyz).await.ok()?;
+            (response.status() == 200).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let replies = client.collect(|r| !r.is_empty()).await;
+    assert!(count_by_correlation(&replies).contains_key("sent-before-the-waiter-started"));
     waiter.stop().await;
 }
 

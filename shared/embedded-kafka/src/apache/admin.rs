@@ -11,7 +11,9 @@ use super::ApacheKafkaError;
 
 /// Creates `topics` on the broker at `bootstrap` through the admin API,
 /// `tenant-routes` compacted with one partition (its order is the order of
-/// route changes); topics that exist already are fine. Returns once every
+/// route changes); topics that exist already are fine. Each partition gets
+/// three replicas, or one per broker in a smaller cluster (the brokers the
+/// metadata names now: a cluster missing a broker creates with fewer). Returns once every
 /// partition of every topic has a leader in the metadata clients get: a
 /// topic the controller has created can still be unknown to the broker's
 /// metadata for a moment, and a client asking then hears "does not exist".
@@ -21,13 +23,24 @@ pub fn create_topics(
     partitions: i32,
 ) -> Result<(), ApacheKafkaError> {
     let admin: AdminClient<DefaultClientContext> = client(bootstrap, topics)?;
+    let brokers = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))
+        .map_err(|e| ApacheKafkaError::Topic {
+            topic: topics.join(", "),
+            reason: format!("reading the cluster's brokers: {e}"),
+        })?
+        .brokers()
+        .len();
+    let replicas = brokers.clamp(1, 3) as i32;
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|&name| {
             if name == protocol::topics::TENANT_ROUTES {
-                NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")
+                NewTopic::new(name, 1, TopicReplication::Fixed(replicas))
+                    .set("cleanup.policy", "compact")
             } else {
-                NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+                NewTopic::new(name, partitions, TopicReplication::Fixed(replicas))
             }
         })
         .collect();
@@ -141,5 +154,79 @@ pub(super) fn wait_for_group_coordinator(bootstrap: &str) -> Result<(), ApacheKa
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
+    }
+}
+
+/// The broker leading `topic`'s `partition` now, by the metadata the
+/// cluster at `bootstrap` gives (the node a leader-loss fault kills).
+pub fn leader_of(bootstrap: &str, topic: &str, partition: i32) -> Result<i32, ApacheKafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = client(bootstrap, &[topic])?;
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| ApacheKafkaError::Topic {
+            topic: topic.into(),
+            reason: format!("reading its metadata: {e}"),
+        })?;
+    metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .find(|p| p.id() == partition)
+        .map(|p| p.leader())
+        .filter(|&leader| leader >= 0)
+        .ok_or_else(|| ApacheKafkaError::Topic {
+            topic: topic.into(),
+            reason: format!("partition {partition} has no leader"),
+        })
+}
+
+/// The broker coordinating consumer group `group`: the leader of the
+/// `__consumer_offsets` partition the group's id hashes to, as the broker
+/// places groups (Java's `String.hashCode`, made non-negative, modulo the
+/// partition count).
+pub fn coordinator_of(bootstrap: &str, group: &str) -> Result<i32, ApacheKafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    const OFFSETS: &str = "__consumer_offsets";
+    let client: BaseConsumer = client(bootstrap, &[OFFSETS])?;
+    let metadata = client
+        .fetch_metadata(Some(OFFSETS), Duration::from_secs(10))
+        .map_err(|e| ApacheKafkaError::Topic {
+            topic: OFFSETS.into(),
+            reason: format!("reading its metadata: {e}"),
+        })?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| ApacheKafkaError::Topic {
+            topic: OFFSETS.into(),
+            reason: "it does not exist yet (no group has been served)".into(),
+        })?;
+    let partition = group_partition(group, partitions as i32);
+    leader_of(bootstrap, OFFSETS, partition)
+}
+
+/// The `__consumer_offsets` partition of `group`, as Kafka computes it.
+fn group_partition(group: &str, partitions: i32) -> i32 {
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(unit as i32));
+    // Kafka's Utils.abs: i32::MIN has no absolute value and counts as 0.
+    let non_negative = if hash == i32::MIN { 0 } else { hash.abs() };
+    non_negative % partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_partition;
+
+    #[test]
+    fn groups_hash_to_the_partition_kafka_places_them_in() {
+        // From Java: "waiter".hashCode() == -795274014, "héllo" 103094734.
+        assert_eq!(group_partition("waiter", 50), 795274014 % 50);
+        assert_eq!(group_partition("", 10), 0);
+        assert_eq!(group_partition("héllo", 7), 103094734 % 7);
     }
 }

@@ -1,0 +1,91 @@
+//! The waiter on a 3-broker Apache Kafka cluster (replication factor 3,
+//! `min.insync.replicas=2`) that loses a broker under load: the leader of
+//! its request partitions, or the coordinator of its consumer group. Every
+//! request sent before, during and after the loss is answered. On the
+//! embedded broker these say SKIPPED (it moves no leaders).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use testkit::TestKafka;
+
+use crate::helpers::{Client, Topics, count_by_correlation, settings, spawn_waiter};
+
+/// One cluster at a time: each is three JVMs, and two tests' clusters
+/// starting at once on a small machine would stretch each other's failover.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Requests per second the tests send, and for how long around the loss.
+const RATE: u64 = 50;
+const BEFORE: Duration = Duration::from_secs(3);
+const AFTER: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Copy, Debug)]
+enum Victim {
+    RequestLeader,
+    GroupCoordinator,
+}
+
+#[tokio::test]
+async fn killing_the_request_partitions_leader_under_load_loses_no_request() {
+    broker_lost_under_load(Victim::RequestLeader).await;
+}
+
+#[tokio::test]
+async fn killing_the_groups_coordinator_under_load_loses_no_request() {
+    broker_lost_under_load(Victim::GroupCoordinator).await;
+}
+
+async fn broker_lost_under_load(victim: Victim) {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let Some(kafka) = TestKafka::start_own_cluster().unwrap() else {
+        return;
+    };
+    let topics = Topics::create(&kafka, 4).await;
+    let settings = settings(&kafka, &topics);
+    let group = settings.group_id();
+    let waiter = spawn_waiter(settings).await;
+    let client = Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]));
+    client.send_json("first", 1).await;
+    client.collect(|r| !r.is_empty()).await;
+
+    // Requests at a steady rate, each sent on its own so that one waiting
+    // out a dead leader holds up no other.
+    let total = RATE * (BEFORE + AFTER).as_secs();
+    let sender = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));
+            let mut sends = tokio::task::JoinSet::new();
+            for i in 0..total {
+                tick.tick().await;
+                let client = client.clone();
+                sends.spawn(async move { client.send_json(&format!("r-{i}"), 5).await });
+            }
+            sends.join_all().await;
+        })
+    };
+    tokio::time::sleep(BEFORE).await; // traffic flowing before the loss, not a synchronisation
+    let broker = match victim {
+        Victim::RequestLeader => kafka.leader_of(&topics.requests, 0).await.unwrap(),
+        Victim::GroupCoordinator => kafka.coordinator_of(&group).await.unwrap(),
+    };
+    kafka.take_down_broker(broker).await.unwrap();
+    eprintln!("{victim:?}: killed broker {broker}");
+    sender.await.unwrap();
+    let replies = client
+        .collect(|r| {
+            count_by_correlation(r)
+                .keys()
+                .filter(|c| c.starts_with("r-"))
+                .count()
+                == total as usize
+        })
+        .await;
+    let answered = count_by_correlation(&replies);
+    let duplicates: usize = answered.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{victim:?}: {total} of {total} answered after broker {broker} was killed, {duplicates} duplicates"
+    );
+    waiter.stop().await;
+}
