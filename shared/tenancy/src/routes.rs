@@ -15,7 +15,7 @@
 //! differently still agree on who owns it. [`Routes`] keeps a short history
 //! per key for that.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -188,14 +188,21 @@ impl<T> History<T> {
 
 /// Every tenant's mapping and every registered variant, as of some version
 /// of `tenant-routes`, with enough history to answer for earlier versions.
+///
+/// The maps are persistent (structurally shared): a clone costs a pointer
+/// copy and an update copies only the path to the changed entry, so the
+/// route table publishes a new snapshot per record in time independent of
+/// how many tenants there are, and catching up on a long topic is linear.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routes {
     version: RoutesVersion,
-    tenants: HashMap<String, History<TenantRoutes>>,
+    tenants: PersistentMap<String, History<TenantRoutes>>,
     // By service, then label: a lookup on the consume path borrows both
     // keys instead of building an owned pair.
-    variants: HashMap<String, HashMap<String, History<VariantEndpoint>>>,
+    variants: PersistentMap<String, PersistentMap<String, History<VariantEndpoint>>>,
 }
+
+type PersistentMap<K, V> = imbl::HashMap<K, V>;
 
 /// Where a service's records of one tenant go, at one version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,7 +278,7 @@ impl Routes {
         let mut variants: Vec<_> = self
             .variants
             .values()
-            .flat_map(HashMap::values)
+            .flat_map(|labels| labels.values())
             .filter_map(History::latest)
             .collect();
         variants.sort_by(|a, b| (&a.service, &a.label).cmp(&(&b.service, &b.label)));

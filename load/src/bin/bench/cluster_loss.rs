@@ -195,6 +195,14 @@ async fn one_run(broker: &Broker, args: &Args, case: Victim) -> anyhow::Result<O
     );
     let report = generator.await??;
     drop(waiter);
+    // The run second by second (replies received, their p99 in ms): where
+    // a pause or a slow tail came from.
+    let timeline: Vec<String> = report
+        .timeline
+        .iter()
+        .map(|s| format!("{}:{}/{:.0}", s.second, s.received, s.p99_ms))
+        .collect();
+    eprintln!("  per second (s:replies/p99 ms): {}", timeline.join(" "));
     Ok(judge(case, victim, &report, killed_at))
 }
 
