@@ -80,6 +80,7 @@ pub(crate) async fn cluster_loss(broker: &Broker, args: &Args) -> anyhow::Result
     if broker.broker.broker_ids().len() < 3 {
         bail!("--cluster-loss needs the 3-node cluster it starts itself");
     }
+    warm_up(broker, args).await?;
     let mut outcomes = Vec::new();
     for &case in &args.cases {
         for run in 1..=args.runs {
@@ -204,6 +205,47 @@ async fn one_run(broker: &Broker, args: &Args, case: Victim) -> anyhow::Result<O
         .collect();
     eprintln!("  per second (s:replies/p99 ms): {}", timeline.join(" "));
     Ok(judge(case, victim, &report, killed_at))
+}
+
+/// Load through a waiter at the run's rate for a while, unmeasured: a
+/// cluster's JVMs just started serve a few hundred records a second with
+/// seconds of latency until their code is compiled, and the first case
+/// would measure that instead of the loss.
+async fn warm_up(broker: &Broker, args: &Args) -> anyhow::Result<()> {
+    const WARM_UP: Duration = Duration::from_secs(30);
+    eprintln!(
+        "cluster loss: warming the cluster up ({:.0} req/s for {} s, not measured)",
+        args.loss_rate,
+        WARM_UP.as_secs()
+    );
+    let waiter = Responder::Waiter {
+        waiters: 1_000,
+        env: &[],
+    }
+    .start(broker, "cluster-warm-up")
+    .await?;
+    let mut load = config(
+        broker.bootstrap_servers(),
+        &waiter.topics,
+        LoadModel::Open {
+            rate: args.loss_rate,
+        },
+        WARM_UP,
+        10,
+    );
+    load.timeout = Duration::from_secs(60);
+    let report = load::run(load).await?;
+    eprintln!(
+        "  warm: p99 {:.0} ms over the last seconds",
+        report
+            .timeline
+            .iter()
+            .rev()
+            .take(5)
+            .map(|s| s.p99_ms)
+            .fold(0.0, f64::max)
+    );
+    Ok(())
 }
 
 /// The broker to kill for `case`, by the cluster's metadata now.
