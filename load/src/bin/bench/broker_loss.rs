@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use load::LoadModel;
 
 use crate::args::Args;
 use crate::broker::*;
@@ -32,16 +31,7 @@ pub(crate) async fn broker_loss(broker: &Broker, args: &Args) -> anyhow::Result<
     }
     .start(broker, "broker-loss")
     .await?;
-    let mut load = config(
-        &bootstrap,
-        &waiter.topics,
-        LoadModel::Open {
-            rate: args.loss_rate,
-        },
-        run_for,
-        10,
-    );
-    load.timeout = Duration::from_secs(60);
+    let load = outage_load(&bootstrap, &waiter.topics, args.loss_rate, run_for);
     eprintln!(
         "broker loss: {:.0} req/s for {} s through a waiter; SIGKILL the broker at {} s, restart it after {} s",
         args.loss_rate,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use load::{LoadModel, Report};
+use load::Report;
 
 use crate::args::Args;
 use crate::broker::*;
@@ -153,17 +153,7 @@ async fn one_run(broker: &Broker, args: &Args, case: Victim) -> anyhow::Result<O
         env: &[],
     };
     let mut waiter = responder.start(broker, "cluster-loss").await?;
-    let mut load = config(
-        &bootstrap,
-        &waiter.topics,
-        LoadModel::Open {
-            rate: args.loss_rate,
-        },
-        run_for,
-        10,
-    );
-    // A reply that has not come in a minute is lost, not slow.
-    load.timeout = Duration::from_secs(60);
+    let load = outage_load(&bootstrap, &waiter.topics, args.loss_rate, run_for);
     let started = Instant::now();
     let generator = tokio::spawn(load::run(load));
     tokio::time::sleep(kill_at).await;
@@ -224,16 +214,12 @@ async fn warm_up(broker: &Broker, args: &Args) -> anyhow::Result<()> {
     }
     .start(broker, "cluster-warm-up")
     .await?;
-    let mut load = config(
+    let load = outage_load(
         broker.bootstrap_servers(),
         &waiter.topics,
-        LoadModel::Open {
-            rate: args.loss_rate,
-        },
+        args.loss_rate,
         WARM_UP,
-        10,
     );
-    load.timeout = Duration::from_secs(60);
     let report = load::run(load).await?;
     eprintln!(
         "  warm: p99 {:.0} ms over the last seconds",

@@ -36,6 +36,20 @@ pub(crate) fn config(
     config
 }
 
+/// The load of the outage measurements (broker loss, cluster loss): open
+/// loop at `rate` with 10 ms waits, each request waiting up to a minute, so
+/// a reply that never comes is a lost request, not a slow one.
+pub(crate) fn outage_load(
+    bootstrap: &str,
+    topics: &Topics,
+    rate: f64,
+    duration: Duration,
+) -> Config {
+    let mut load = config(bootstrap, topics, LoadModel::Open { rate }, duration, 10);
+    load.timeout = Duration::from_secs(60);
+    load
+}
+
 pub(crate) async fn measure(label: &str, config: Config) -> anyhow::Result<Report> {
     let report = load::run(config).await?;
     let c = &report.counts;
