@@ -210,7 +210,7 @@ impl Stack {
             .await
             .context("starting the registry")?;
         stack.tables.push(registry.route_table());
-        stack.registry = stack.keep(RunningService::spawn(registry));
+        stack.registry = stack.keep(RunningService::spawn_open(registry).await);
 
         let ledger = RunningService::start::<ledger::Application>(ledger::Settings::for_tests())
             .await
@@ -233,7 +233,7 @@ impl Stack {
             .await
             .context("starting the gateway")?;
         stack.tables.push(gateway.route_table());
-        stack.gateway = stack.keep(RunningService::spawn(gateway));
+        stack.gateway = stack.keep(RunningService::spawn_open(gateway).await);
         Ok(stack)
     }
 
@@ -369,7 +369,7 @@ impl Stack {
         let dispatch = dispatch::Application::build(settings)
             .await
             .with_context(|| format!("starting dispatch `{label}`"))?;
-        Ok(self.keep_labelled(RunningService::spawn(dispatch), label))
+        Ok(self.keep_labelled(RunningService::spawn_open(dispatch).await, label))
     }
 
     /// Starts B″ and/or C″ labelled `label` and waits until the registry

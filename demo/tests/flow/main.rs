@@ -303,6 +303,112 @@ async fn every_service_starts_and_serves_with_one_broker_of_three_down() {
     stack.stop().await;
 }
 
+/// The registry, dispatch, the gateway and a waiter started while their
+/// broker is away: none exits. Each answers `/readyz` from the start with
+/// 503, naming the route table it waits for and why; the gateway's `/wait`
+/// answers 503 saying the same instead of routing by an empty table. Once
+/// the broker returns, every one is ready and a request flows end to end.
+#[tokio::test]
+async fn services_started_while_their_broker_is_away_say_what_they_wait_for() {
+    use service_kit::{RunningService, ServiceApp};
+    let kafka = TestKafka::start_own().unwrap();
+    let names = Stack::create_topics(&kafka).await;
+    kafka.take_down().await.unwrap();
+    let broker = kafka.settings();
+
+    let mut registry = tenants::Settings::defaults_with(&broker);
+    registry.routes.topic = names.routes.clone();
+    let registry = tenants::Application::build(registry).await.unwrap();
+    let registry = RunningService::spawn(registry);
+    let mut dispatch = dispatch::Settings::defaults_with(&broker);
+    dispatch.dispatch.request_topic = names.requests.clone();
+    dispatch.dispatch.response_topic = names.responses.clone();
+    dispatch.routes.topic = names.routes.clone();
+    let dispatch = RunningService::spawn(dispatch::Application::build(dispatch).await.unwrap());
+    let mut gateway = gateway::Settings::defaults_with(&broker, &dispatch.url());
+    gateway.routes.topic = names.routes.clone();
+    let gateway = RunningService::spawn(gateway::Application::build(gateway).await.unwrap());
+    let topics = protocol::topics::RequestTopics {
+        requests: names.requests.clone(),
+        replies: names.responses.clone(),
+        dead_letters: names.dead_letter.clone(),
+    };
+    let mut waiter = waiter::Settings::in_process(broker.clone(), &topics, &names.waiter_group);
+    waiter.routes.topic = names.routes.clone();
+    let waiter = waiter::RunningWaiter::start(waiter).await.unwrap();
+
+    let http = reqwest::Client::new();
+    let readyz = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(format!("{url}/readyz")).send().await.ok()?;
+            Some((response.status().as_u16(), response.text().await.ok()?))
+        }
+    };
+    let services = [
+        ("registry", registry.url()),
+        ("dispatch", dispatch.url()),
+        ("gateway", gateway.url()),
+        ("waiter", format!("http://127.0.0.1:{}", waiter.port())),
+    ];
+    for (service, url) in &services {
+        let reason = testkit::eventually(
+            &format!("{service}'s /readyz says it waits for a broker"),
+            DEADLINE,
+            || async {
+                let (status, body) = readyz(url.clone()).await?;
+                (status == 503 && body.contains("no broker answers")).then_some(body)
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            reason.contains("route table is not caught up"),
+            "{service}: {reason}"
+        );
+    }
+    let refused = http
+        .post(format!("{}/wait", gateway.url()))
+        .json(&serde_json::json!({"name": "too-early", "wait_ms": 1}))
+        .sent()
+        .await;
+    assert_eq!(refused.status(), 503);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("route table is not caught up"),
+        "{body}"
+    );
+
+    kafka.bring_back().await.unwrap();
+    for (service, url) in &services {
+        testkit::eventually(
+            &format!("{service} is ready once its broker is back"),
+            DEADLINE,
+            || async { (readyz(url.clone()).await?.0 == 200).then_some(()) },
+        )
+        .await
+        .unwrap();
+    }
+    let answered = http
+        .post(format!("{}/wait", gateway.url()))
+        .json(&serde_json::json!({"name": "once-the-broker-returned", "wait_ms": 1}))
+        .sent()
+        .await;
+    assert_eq!(answered.status(), 200);
+    let answer: gateway::GatewayResponse = answered.json().await.unwrap();
+    assert_eq!(
+        hops(&answer),
+        ["gateway=baseline", "dispatch=baseline", "waiter=baseline"]
+    );
+    for service in [gateway, dispatch, registry] {
+        service.stop().await.unwrap();
+    }
+    waiter.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_gateway_answers_bad_input_and_dead_downstreams_clearly() {
     let stack = Stack::start(true).await;

@@ -176,6 +176,47 @@ impl service_kit::Readiness for OwnsReplyPartition {
     }
 }
 
+/// Fails unless `topic` exists with partitions: a dispatch without its
+/// reply topic could only time every call out. A cluster missing a broker
+/// can fail a metadata request on its way to another broker: retried,
+/// within the start-up `patience`.
+async fn response_topic_exists(
+    replies: Arc<StreamConsumer>,
+    topic: &str,
+    patience: Duration,
+) -> Result<(), DispatchError> {
+    let asked = topic.to_string();
+    let metadata = tokio::task::spawn_blocking(move || {
+        kafka_kit::assign::until_led(patience, || {
+            replies.fetch_metadata(Some(&asked), Duration::from_secs(10))
+        })
+    })
+    .await
+    .expect("a metadata request does not panic")?;
+    if metadata
+        .topics()
+        .first()
+        .is_none_or(|topic| topic.partitions().is_empty())
+    {
+        return Err(DispatchError::NoResponseTopic(topic.to_string()));
+    }
+    Ok(())
+}
+
+/// Ready once the route table has caught up and this instance owns a
+/// reply partition; otherwise the first of those it waits for.
+struct Ready {
+    routes: tenancy::RouteTable,
+    partitions: OwnsReplyPartition,
+}
+
+impl service_kit::Readiness for Ready {
+    fn check(&self) -> Result<(), String> {
+        self.routes.ready()?;
+        self.partitions.check()
+    }
+}
+
 fn no_reply_partition(topic: &str, group: &str) -> String {
     format!(
         "this dispatch owns no partition of `{topic}` to take replies on: its reply group \
@@ -419,22 +460,6 @@ impl ServiceApp for Application {
             )
             .set("enable.auto.commit", "false")
             .create()?;
-        let response_topic = settings.dispatch.response_topic.clone();
-        let (replies, metadata) = tokio::task::spawn_blocking(move || {
-            let metadata = replies.fetch_metadata(Some(&response_topic), Duration::from_secs(10));
-            (replies, metadata)
-        })
-        .await
-        .expect("a metadata request does not panic");
-        if metadata?
-            .topics()
-            .first()
-            .is_none_or(|topic| topic.partitions().is_empty())
-        {
-            return Err(DispatchError::NoResponseTopic(
-                settings.dispatch.response_topic.clone(),
-            ));
-        }
         let reply_group = settings.dispatch.reply_group_for(&settings.service.variant);
         let membership = Membership::subscribe(
             &settings.kafka,
@@ -473,6 +498,21 @@ impl ServiceApp for Application {
         })
     }
 
+    fn api_open(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (table, partitions, patience) = (
+            self.state.routes.clone(),
+            self.state.partitions.clone(),
+            self.catch_up,
+        );
+        async move {
+            // Running, the service reports a table that never catches up and
+            // warns of a reply group that gives it nothing.
+            if table.caught_up(patience).await.is_ok() {
+                partitions.wait_for_one(patience).await;
+            }
+        }
+    }
+
     /// The bound port.
     fn port(&self) -> u16 {
         self.port
@@ -481,9 +521,11 @@ impl ServiceApp for Application {
     /// Serves until `shutdown` is cancelled; a variant registers itself first
     /// and deregisters on the way out.
     ///
-    /// Before serving, it waits (up to `routes.catch_up_timeout`) for the
-    /// reply group to give it a partition; past that it serves anyway, not
-    /// ready, and answers `/wait` 503 until it owns one.
+    /// It serves `/readyz` from the start, naming what it waits for: the
+    /// route table to catch up (until then `/wait` answers 503; past
+    /// `routes.catch_up_timeout` dispatch exits), then the reply group to
+    /// give it a partition (until then `/wait` answers 503 too; past the
+    /// same patience it warns and keeps waiting, not ready).
     ///
     /// Stopping drains in order: the HTTP server stops taking requests and
     /// waits for the calls in flight, while the reply reader keeps running,
@@ -492,10 +534,57 @@ impl ServiceApp for Application {
     /// reply group, so its partitions move to the others at once.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
         let variant = self.state.variant.to_string();
-        self.state.routes.caught_up(self.catch_up).await?;
+        // `/readyz` answers from the start, naming what dispatch waits for;
+        // `/wait` answers 503 until the route table has caught up.
+        let readiness = Arc::new(Ready {
+            routes: self.state.routes.clone(),
+            partitions: OwnsReplyPartition {
+                partitions: self.state.partitions.clone(),
+                topic: self.state.response_topic.clone(),
+                group: self.state.reply_group.to_string(),
+            },
+        });
+        let routes = self.state.routes.clone();
+        let api = Router::new()
+            .route("/wait", post(wait))
+            .with_state(self.state.clone());
+        let app = service_kit::with_operations(
+            service_kit::unavailable_until(
+                api,
+                Arc::new(service_kit::ReadyWhen(move || routes.ready())),
+            ),
+            Service::Dispatch,
+            &variant,
+            readiness,
+        );
+        let stop_serving = CancellationToken::new();
+        let mut serving =
+            tokio::spawn(service_kit::serve(self.listener, app, stop_serving.clone()));
+        let caught_up = tokio::select! {
+            caught_up = self.state.routes.caught_up(self.catch_up) => caught_up.map_err(DispatchError::from),
+            () = shutdown.cancelled() => Ok(()),
+        };
+        let replies = Arc::new(self.replies);
+        let started = match caught_up {
+            Ok(()) if !shutdown.is_cancelled() => {
+                let topic = &self.state.response_topic;
+                match response_topic_exists(replies.clone(), topic, self.catch_up).await {
+                    Ok(()) => match &self.registration {
+                        Some(registration) => registration.register().await.map_err(Into::into),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        if started.is_err() || shutdown.is_cancelled() {
+            stop_serving.cancel();
+            let served = serving.await.expect("the HTTP server does not panic");
+            return started.and(served.map_err(DispatchError::from));
+        }
         let renewing = match &self.registration {
             Some(registration) => {
-                registration.register().await?;
                 let renewing = registration.clone();
                 // Aborted with the service, however it ends.
                 Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
@@ -509,7 +598,6 @@ impl ServiceApp for Application {
         let reader_stop = CancellationToken::new();
         let leave_group = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (ownership, membership) = self.membership.run(leave_group.clone());
-        let replies = Arc::new(self.replies);
         let managing = tokio::spawn(ownership::manage(
             replies.clone(),
             self.state.response_topic.clone(),
@@ -530,17 +618,15 @@ impl ServiceApp for Application {
                 no_reply_partition(&self.state.response_topic, &self.state.reply_group)
             );
         }
-        let readiness = Arc::new(OwnsReplyPartition {
-            partitions: self.state.partitions.clone(),
-            topic: self.state.response_topic.clone(),
-            group: self.state.reply_group.to_string(),
-        });
-        let api = Router::new()
-            .route("/wait", post(wait))
-            .with_state(self.state);
-        let app = service_kit::with_operations(api, Service::Dispatch, &variant, readiness);
         tracing::info!(port = self.port, %variant, "dispatch running");
-        let served = service_kit::serve(self.listener, app, shutdown.clone()).await;
+        let served = tokio::select! {
+            served = &mut serving => served,
+            () = shutdown.cancelled() => {
+                stop_serving.cancel();
+                (&mut serving).await
+            }
+        }
+        .expect("the HTTP server does not panic");
         if let Some(renewing) = renewing {
             renewing.abort();
         }

@@ -322,25 +322,49 @@ impl ServiceApp for Application {
         })
     }
 
+    fn api_open(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (table, patience) = (self.state.routes.clone(), self.catch_up);
+        async move {
+            // Running, the service reports a table that never catches up.
+            let _ = table.caught_up(patience).await;
+        }
+    }
+
     /// The bound port.
     fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until `shutdown` is cancelled, once the route table has caught up.
+    /// Serves until `shutdown` is cancelled. `/readyz` and `/healthz`
+    /// answer from the start; `/wait` answers 503 until the route table has
+    /// caught up (the gateway would route by half the mappings otherwise),
+    /// and the gateway exits if that takes longer than
+    /// `routes.catch_up_timeout`.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
-        self.state.routes.caught_up(self.catch_up).await?;
         let variant = self.state.variant.to_string();
+        let routes = self.state.routes.clone();
+        let ready = Arc::new(service_kit::ReadyWhen(move || routes.ready()));
         let api = Router::new()
             .route("/wait", post(wait))
-            .with_state(self.state);
+            .with_state(self.state.clone());
         let app = service_kit::with_operations(
-            api,
+            service_kit::unavailable_until(api, ready.clone()),
             Service::Gateway,
             &variant,
-            Arc::new(service_kit::AlwaysReady),
+            ready,
         );
         tracing::info!(port = self.port, "gateway running");
-        Ok(service_kit::serve(self.listener, app, shutdown).await?)
+        let stop_serving = shutdown.child_token();
+        let serving = tokio::spawn(service_kit::serve(self.listener, app, stop_serving.clone()));
+        let caught_up = tokio::select! {
+            caught_up = self.state.routes.caught_up(self.catch_up) => caught_up,
+            () = shutdown.cancelled() => Ok(()),
+        };
+        if let Err(e) = caught_up {
+            stop_serving.cancel();
+            let _ = serving.await;
+            return Err(e.into());
+        }
+        Ok(serving.await.expect("the HTTP server does not panic")?)
     }
 }

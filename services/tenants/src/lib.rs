@@ -85,6 +85,8 @@ struct Registry {
 pub struct Application {
     listener: HttpListener,
     port: u16,
+    // How long the route table may take to catch up before the registry exits.
+    catch_up: std::time::Duration,
     registry: Registry,
 }
 
@@ -125,7 +127,10 @@ fn router_with(registry: Registry) -> Router {
 
 /// The API on its own, for embedding; see the crate docs.
 pub async fn router(settings: Settings) -> Result<Router, TenantsError> {
-    Ok(router_with(Application::build(settings).await?.registry))
+    let patience = settings.routes.catch_up_timeout;
+    let registry = Application::build(settings).await?.registry;
+    registry.table.caught_up(patience).await?;
+    Ok(router_with(registry))
 }
 
 impl ServiceApp for Application {
@@ -135,12 +140,13 @@ impl ServiceApp for Application {
     type Settings = Settings;
     type Error = TenantsError;
 
-    /// Binds, connects, and reads `tenant-routes` up to its current end.
+    /// Binds, connects, and starts reading `tenant-routes` (caught up in
+    /// [`ServiceApp::run_until_stopped`]).
     async fn build(settings: Settings) -> Result<Self, TenantsError> {
         let listener = service_kit::bind(&settings.http).await?;
         let port = listener.port();
+        let catch_up = settings.routes.catch_up_timeout;
         let table = RouteTable::start(&settings.kafka, &settings.routes.topic).await?;
-        table.caught_up(settings.routes.catch_up_timeout).await?;
         let producer: FutureProducer = settings
             .kafka
             .producer_config()
@@ -166,6 +172,7 @@ impl ServiceApp for Application {
         Ok(Self {
             listener,
             port,
+            catch_up,
             registry: Registry {
                 table,
                 producer,
@@ -182,22 +189,47 @@ impl ServiceApp for Application {
         })
     }
 
+    fn api_open(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (table, patience) = (self.registry.table.clone(), self.catch_up);
+        async move {
+            // Running, the service reports a table that never catches up.
+            let _ = table.caught_up(patience).await;
+        }
+    }
+
     /// The bound port.
     fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until `shutdown` is cancelled.
+    /// Serves until `shutdown` is cancelled. `/readyz` answers from the
+    /// start, naming what the registry waits for; the API answers 503 until
+    /// the route table has read `tenant-routes` to its end (a write decided
+    /// on half the table would be wrong), and the registry exits if that
+    /// takes longer than `routes.catch_up_timeout`.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), TenantsError> {
-        let watching = tokio::spawn(lifecycle::watch(self.registry.clone(), shutdown.clone()));
+        let table = self.registry.table.clone();
+        let ready = Arc::new(service_kit::ReadyWhen(move || table.ready()));
         let app = service_kit::with_operations(
-            router_with(self.registry),
+            service_kit::unavailable_until(router_with(self.registry.clone()), ready.clone()),
             protocol::Service::Tenants,
             protocol::BASELINE,
-            Arc::new(service_kit::AlwaysReady),
+            ready,
         );
         tracing::info!(port = self.port, "tenants registry running");
-        let served = service_kit::serve(self.listener, app, shutdown).await;
+        let stop_serving = shutdown.child_token();
+        let serving = tokio::spawn(service_kit::serve(self.listener, app, stop_serving.clone()));
+        let caught_up = tokio::select! {
+            caught_up = self.registry.table.caught_up(self.catch_up) => caught_up,
+            () = shutdown.cancelled() => Ok(()),
+        };
+        if let Err(e) = caught_up {
+            stop_serving.cancel();
+            let _ = serving.await;
+            return Err(e.into());
+        }
+        let watching = tokio::spawn(lifecycle::watch(self.registry.clone(), shutdown.clone()));
+        let served = serving.await.expect("the HTTP server does not panic");
         let _ = watching.await;
         Ok(served?)
     }

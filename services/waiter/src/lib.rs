@@ -101,9 +101,7 @@ impl Readiness {
 
 impl service_kit::Readiness for Readiness {
     fn check(&self) -> Result<(), String> {
-        if let Some(waiting) = self.routes.waiting_for() {
-            return Err(format!("the route table is not caught up: {waiting}"));
-        }
+        self.routes.ready()?;
         if self.assigned_partitions() == 0 {
             return Err("no partitions assigned yet".into());
         }

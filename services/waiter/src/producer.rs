@@ -345,6 +345,20 @@ async fn send_with_retries(
                 KeyValue::new("delivery.failure", class.label()),
             ],
         );
+        // A reply topic deleted since the catalog listed it: not a passing
+        // state to retry for `delivery_retry_for` (and, on a broker that
+        // creates topics on first use, a retry could bring it back).
+        let unknown_topic = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition)
+        );
+        if record.is_reply()
+            && unknown_topic
+            && config.topics.recheck(producer, &record.topic).await == Known::Missing
+        {
+            send_span.record("otel.status_code", "ERROR");
+            return Sent::Refused(error);
+        }
         let out_of_time = record.is_reply() && Instant::now() >= give_up_at;
         if class == FailureClass::Permanent || out_of_time {
             send_span.record("otel.status_code", "ERROR");
@@ -435,36 +449,65 @@ pub(crate) enum Known {
 }
 
 /// The topics that exist and their partition counts, as the broker last
-/// said, for the reply check.
-#[derive(Default)]
+/// listed them, for the reply check.
+///
+/// One listing of every topic (a metadata request that never creates one)
+/// answers for all of them, and each refresh replaces it whole: what the
+/// catalog holds is bounded by the cluster's topics, never by the topic
+/// names requests carry. A topic in the listing is believed for `refresh`
+/// (so a deleted topic stops counting as existing, and a topic's new
+/// partitions become valid); a topic not in it is believed missing for
+/// [`TopicCatalog::MISSING_FOR`] (a reply topic created a moment ago is
+/// found). Refreshes are single-flight: a burst of replies to topics never
+/// seen costs one listing, not one each.
 pub(crate) struct TopicCatalog {
-    known: std::sync::Mutex<CatalogState>,
+    refresh: Duration,
+    listing: std::sync::RwLock<Option<Arc<Listing>>>,
+    refreshing: tokio::sync::Mutex<()>,
+    // Read by the tests: a flood of unknown topics costs few listings.
+    #[cfg_attr(not(test), allow(dead_code))]
+    listings: std::sync::atomic::AtomicU64,
 }
 
-#[derive(Default)]
-struct CatalogState {
+struct Listing {
+    at: Instant,
     topics: std::collections::HashMap<String, i32>,
-    // A topic found missing, and when: asked again within a second, the
-    // answer stands without another metadata request.
-    missing: std::collections::HashMap<String, Instant>,
 }
 
 impl TopicCatalog {
-    /// What is known of `topic`; a topic not seen before costs one
-    /// metadata request for every topic (which never creates one).
+    /// How long a topic missing from the listing is believed missing.
+    pub(crate) const MISSING_FOR: Duration = Duration::from_secs(1);
+
+    /// A catalog that believes a listed topic for `refresh`.
+    pub(crate) fn new(refresh: Duration) -> Self {
+        Self {
+            refresh,
+            listing: Default::default(),
+            refreshing: Default::default(),
+            listings: Default::default(),
+        }
+    }
+
+    /// What is known of `topic`, from a listing fresh enough to answer;
+    /// otherwise from a new one.
     pub(crate) async fn partitions(&self, producer: &FutureProducer, topic: &str) -> Known {
-        {
-            let state = self.lock();
-            if let Some(&count) = state.topics.get(topic) {
-                return Known::Partitions(count);
-            }
-            if state
-                .missing
-                .get(topic)
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-            {
-                return Known::Missing;
-            }
+        self.known(producer, topic, self.refresh).await
+    }
+
+    /// [`Self::partitions`] from a listing at most [`Self::MISSING_FOR`]
+    /// old: for a delivery the broker just refused as an unknown topic.
+    pub(crate) async fn recheck(&self, producer: &FutureProducer, topic: &str) -> Known {
+        self.known(producer, topic, Self::MISSING_FOR).await
+    }
+
+    async fn known(&self, producer: &FutureProducer, topic: &str, trust_listed: Duration) -> Known {
+        if let Some(known) = self.answer(topic, trust_listed) {
+            return known;
+        }
+        let _refreshing = self.refreshing.lock().await;
+        // Another reply's refresh may have answered while this one waited.
+        if let Some(known) = self.answer(topic, trust_listed) {
+            return known;
         }
         let client = producer.clone();
         let listed = tokio::task::spawn_blocking(move || {
@@ -476,32 +519,96 @@ impl TopicCatalog {
                         .iter()
                         .filter(|t| t.error().is_none() && !t.partitions().is_empty())
                         .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-                        .collect::<Vec<_>>()
+                        .collect::<std::collections::HashMap<_, _>>()
                 })
         })
         .await;
-        let mut state = self.lock();
-        match listed {
-            Ok(Ok(topics)) => state.topics.extend(topics),
-            _ => return Known::Unknown,
-        }
-        match state.topics.get(topic) {
+        self.listings
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Ok(Ok(topics)) = listed else {
+            return Known::Unknown;
+        };
+        let known = match topics.get(topic) {
             Some(&count) => Known::Partitions(count),
-            None => {
-                state.missing.insert(topic.to_string(), Instant::now());
-                Known::Missing
-            }
-        }
+            None => Known::Missing,
+        };
+        *self.listing.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Listing {
+            at: Instant::now(),
+            topics,
+        }));
+        known
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, CatalogState> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    /// Listings fetched so far.
+    #[cfg(test)]
+    fn listings(&self) -> u64 {
+        self.listings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Topics the catalog holds.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.current().map_or(0, |listing| listing.topics.len())
+    }
+
+    fn current(&self) -> Option<Arc<Listing>> {
+        self.listing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn answer(&self, topic: &str, trust_listed: Duration) -> Option<Known> {
+        let listing = self.current()?;
+        let age = listing.at.elapsed();
+        match listing.topics.get(topic) {
+            Some(&count) if age < trust_listed => Some(Known::Partitions(count)),
+            None if age < Self::MISSING_FOR => Some(Known::Missing),
+            _ => None,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Replies naming a thousand topics no broker lists, all at once: they
+    /// cost one listing (a refresh is single-flight and answers them all),
+    /// each is found missing, and the catalog holds only what the broker
+    /// lists, never the names the records carried.
+    #[tokio::test]
+    async fn a_flood_of_unknown_reply_topics_costs_one_listing_and_holds_nothing() {
+        let kafka = testkit::TestKafka::start().unwrap();
+        let producer = kafka.producer();
+        let catalog = Arc::new(TopicCatalog::new(Duration::from_secs(30)));
+        let started = Instant::now();
+        let mut asking = JoinSet::new();
+        for i in 0..1000 {
+            let (catalog, producer) = (catalog.clone(), producer.clone());
+            asking.spawn(async move {
+                catalog
+                    .partitions(&producer, &format!("nowhere-{i}-{}", std::process::id()))
+                    .await
+            });
+        }
+        while let Some(known) = asking.join_next().await {
+            assert_eq!(known.unwrap(), Known::Missing);
+        }
+        let listings = catalog.listings();
+        assert!(
+            listings <= 1 + started.elapsed().as_secs(),
+            "{listings} listings for 1000 unknown topics in {:?}",
+            started.elapsed()
+        );
+        let listed = producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .unwrap()
+            .topics()
+            .len();
+        assert!(catalog.held() <= listed, "{} > {listed}", catalog.held());
+    }
 
     /// The classification table: what each delivery error means.
     #[test]

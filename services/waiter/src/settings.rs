@@ -119,6 +119,11 @@ pub struct WaiterSettings {
     /// once. Longer than a broker restart, so an outage loses nothing.
     #[serde(with = "settings::duration")]
     pub delivery_retry_for: Duration,
+    /// How long the broker's listing of topics is believed for a reply
+    /// topic it lists: past that, the next reply there lists them again, so
+    /// a deleted topic stops counting as existing and new partitions count.
+    #[serde(with = "settings::duration")]
+    pub reply_topics_refresh: Duration,
     /// Time allowed on shutdown for in-flight work to finish.
     #[serde(with = "settings::duration")]
     pub drain_timeout: Duration,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::consumer::ConsumerConfig;
 use crate::ledger;
 use crate::metrics::WaiterMetrics;
-use crate::producer::ProducerConfig;
+use crate::producer::{ProducerConfig, TopicCatalog};
 use crate::request::RequestLimits;
 use crate::settings::Settings;
 use crate::waiters::WaiterConfig;
@@ -75,7 +75,7 @@ impl Stages {
                 variant,
                 dead_letter_topic: w.dead_letter_topic.clone(),
                 delivery_retry_for: w.delivery_retry_for,
-                topics: Default::default(),
+                topics: TopicCatalog::new(w.reply_topics_refresh),
                 max_in_flight: w.producer_max_in_flight.get(),
                 metrics: metrics.clone(),
             }),

@@ -77,6 +77,13 @@ pub trait ServiceApp: Sized + Send + 'static {
     fn build(settings: Self::Settings) -> impl Future<Output = Result<Self, Self::Error>> + Send;
     /// The HTTP port actually bound.
     fn port(&self) -> u16;
+    /// Resolves once the service's API can answer (its route table caught
+    /// up), or it has given up waiting: what [`RunningService::start`]
+    /// waits for, so an embedding caller's first request is not a 503. Its
+    /// operational routes answer before that. At once by default.
+    fn api_open(&self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::ready(())
+    }
     /// Serves until `shutdown` is cancelled, then drains.
     fn run_until_stopped(
         self,
@@ -225,6 +232,44 @@ pub fn with_operations(
 ) -> Router {
     api.merge(operational_routes(service, readiness))
         .layer(propagation::HttpTraceLayer::new(service.as_str(), variant))
+}
+
+/// Ready when a closure says so: `ReadyWhen(move || table.ready())`.
+pub struct ReadyWhen<F>(pub F);
+
+impl<F> Readiness for ReadyWhen<F>
+where
+    F: Fn() -> Result<(), String> + Send + Sync + 'static,
+{
+    fn check(&self) -> Result<(), String> {
+        (self.0)()
+    }
+}
+
+/// `api` answering 503 with `gate`'s reason (and `Retry-After: 1`) until
+/// `gate` is ready, so a service can serve its operational routes, and say
+/// in `/readyz` what it waits for, before its API can answer correctly
+/// (a route table still catching up, a broker still away).
+pub fn unavailable_until(api: Router, gate: Arc<dyn Readiness>) -> Router {
+    api.route_layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let gate = gate.clone();
+            async move {
+                use axum::response::IntoResponse;
+                match gate.check() {
+                    Ok(()) => next.run(request).await,
+                    Err(reason) => (
+                        [(axum::http::header::RETRY_AFTER, "1")],
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {reason}"),
+                        ),
+                    )
+                        .into_response(),
+                }
+            }
+        },
+    ))
 }
 
 /// Always ready; for services with nothing to wait for.

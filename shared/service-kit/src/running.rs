@@ -16,9 +16,18 @@ pub struct RunningService {
 }
 
 impl RunningService {
-    /// Builds the service from `settings` and runs it.
+    /// Builds the service from `settings`, runs it, and returns once its
+    /// API is open ([`ServiceApp::api_open`]).
     pub async fn start<A: ServiceApp>(settings: A::Settings) -> Result<Self, A::Error> {
-        Ok(Self::spawn(A::build(settings).await?))
+        Ok(Self::spawn_open(A::build(settings).await?).await)
+    }
+
+    /// [`Self::spawn`], returning once its API is open.
+    pub async fn spawn_open<A: ServiceApp>(app: A) -> Self {
+        let open = app.api_open();
+        let running = Self::spawn(app);
+        open.await;
+        running
     }
 
     /// Runs an already built service (for callers that take something from

@@ -135,6 +135,15 @@ impl RouteTable {
         })
     }
 
+    /// `Ok` once caught up; otherwise what it waits for, worded for a
+    /// readiness check (`/readyz`) or a 503.
+    pub fn ready(&self) -> Result<(), String> {
+        match self.waiting_for() {
+            None => Ok(()),
+            Some(waiting) => Err(format!("the route table is not caught up: {waiting}")),
+        }
+    }
+
     /// The current routes.
     pub fn snapshot(&self) -> Arc<Routes> {
         self.inner

@@ -186,6 +186,20 @@ impl TestKafka {
             .await
     }
 
+    /// Deletes `name`, on a real broker only: the embedded broker (the
+    /// mock) cannot delete a topic, so there this says so instead.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), TestKafkaError> {
+        if !Self::is_real_broker() {
+            return Err(embedded_kafka::BrokerError::Refused {
+                bootstrap: self.bootstrap_servers.clone(),
+                reason: "the embedded broker cannot delete a topic".into(),
+            });
+        }
+        let name = name.to_string();
+        self.off_thread(move |broker| broker.delete_topics(&[name.as_str()]))
+            .await
+    }
+
     /// Runs a blocking broker call on tokio's blocking pool.
     async fn off_thread<T: Send + 'static>(
         &self,

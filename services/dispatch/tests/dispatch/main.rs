@@ -21,7 +21,7 @@ async fn start_dispatch(
     topics: &RequestTopics,
     reply_timeout: Duration,
 ) -> RunningService {
-    RunningService::spawn(build_dispatch(kafka, topics, reply_timeout).await)
+    RunningService::spawn_open(build_dispatch(kafka, topics, reply_timeout).await).await
 }
 
 /// A dispatch that waits 300 ms for a reply, with no waiter behind it.
@@ -248,7 +248,7 @@ async fn tracked() -> Tracked {
     let waiter = start_waiter(&kafka, &topics).await;
     let app = build_dispatch(&kafka, &topics, Duration::from_secs(20)).await;
     let pending = app.pending_requests();
-    let dispatch = RunningService::spawn(app);
+    let dispatch = RunningService::spawn_open(app).await;
     Tracked {
         base: dispatch.url(),
         pending,

@@ -26,7 +26,7 @@ struct Instance {
 async fn instance(kafka: &TestKafka, topics: &protocol::topics::RequestTopics) -> Instance {
     let app = build_dispatch(kafka, topics, Duration::from_secs(30)).await;
     let share = app.reply_share();
-    let service = RunningService::spawn(app);
+    let service = RunningService::spawn_open(app).await;
     Instance {
         url: service.url(),
         share,

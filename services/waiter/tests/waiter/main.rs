@@ -256,6 +256,65 @@ async fn a_reply_can_never_loop_back_as_a_request() {
     waiter.stop().await;
 }
 
+/// A reply topic deleted after the waiter has replied there stops counting
+/// as existing: the next reply to it is dead-lettered as going to a topic
+/// that does not exist, and the topic is not brought back (the test broker
+/// creates topics on first use, so a waiter still believing in it would
+/// recreate it). Real broker only: the mock cannot delete a topic.
+#[tokio::test]
+async fn a_deleted_reply_topic_stops_counting_as_existing() {
+    if !TestKafka::is_real_broker() {
+        eprintln!("SKIPPED: deleting a topic needs Apache Kafka; the embedded broker cannot");
+        return;
+    }
+    let (kafka, topics, waiter) = started_with(|s| {
+        // Every reply lists the topics again: the test need not wait out
+        // the refresh.
+        s.waiter.reply_topics_refresh = Duration::ZERO;
+    })
+    .await;
+    let own = testkit::unique_name("own-replies");
+    kafka.create_topic(&own, 1).await.unwrap();
+    let request = |correlation| Request {
+        correlation: Some(correlation),
+        response_topic: Some(own.as_str()),
+        traceparent: None,
+        body: br#"{"name":"Ada","wait_ms":1}"#,
+    };
+    {
+        let client = Client::new(&kafka, &topics.requests, &[&own]);
+        client.send(request("before")).await;
+        let replies = client.collect(|r| !r.is_empty()).await;
+        assert_eq!(
+            header(&replies[0], "correlation").as_deref(),
+            Some("before")
+        );
+    }
+    kafka.delete_topic(&own).await.unwrap();
+    let lists_it = || {
+        let metadata = kafka
+            .consumer(&testkit::unique_name("metadata"))
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
+        metadata.topics().iter().any(|t| t.name() == own)
+    };
+    testkit::eventually(
+        "the broker no longer lists the deleted topic",
+        DEADLINE,
+        || async { (!lists_it()).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+    dead_letters.send(request("after")).await;
+    let letters = dead_letters.collect(|r| !r.is_empty()).await;
+    assert_eq!(header(&letters[0], "correlation").as_deref(), Some("after"));
+    let reason = header(&letters[0], "dlt.reason").unwrap();
+    assert!(reason.contains("does not exist"), "{reason}");
+    assert!(!lists_it(), "the waiter recreated the deleted reply topic");
+    waiter.stop().await;
+}
+
 /// A reply the broker refuses for good (here: larger than the producer may
 /// send) goes to the dead-letter topic with the reason and the start of its
 /// payload, and the records behind it are served: nothing blocks the
