@@ -2,7 +2,8 @@
 //! `min.insync.replicas=2`) that loses a broker under load: the leader of
 //! its request partitions, or the coordinator of its consumer group. Every
 //! request sent before, during and after the loss is answered. On the
-//! embedded broker these say SKIPPED (it moves no leaders).
+//! embedded broker these say SKIPPED (it moves no leaders). And the cluster
+//! losing two brokers at once, which leaves it unable to take a write.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +87,60 @@ async fn broker_lost_under_load(victim: Victim) {
     let duplicates: usize = answered.values().map(|n| n - 1).sum();
     eprintln!(
         "{victim:?}: {total} of {total} answered after broker {broker} was killed, {duplicates} duplicates"
+    );
+    waiter.stop().await;
+}
+
+/// Two of the three brokers lost at once while the waiter holds requests
+/// it has read: `min.insync.replicas` is unmet and the controllers have no
+/// quorum, so no reply can be written and no offset committed. The waiter
+/// keeps running and keeps its records (retrying the replies, committing
+/// nothing past them), loses none, and answers every one once the brokers
+/// return.
+#[tokio::test]
+async fn with_two_brokers_of_three_down_the_waiter_holds_its_records_and_answers_them_after() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let Some(kafka) = TestKafka::start_own_cluster().unwrap() else {
+        return;
+    };
+    let topics = Topics::create(&kafka, 4).await;
+    let waiter = spawn_waiter(settings(&kafka, &topics)).await;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    client.send_json("first", 1).await;
+    client.collect(|r| !r.is_empty()).await;
+
+    // Read at once, answered only after the brokers are gone.
+    const HELD: usize = 20;
+    for i in 0..HELD {
+        client.send_json(&format!("held-{i}"), 2000).await;
+    }
+    let lost: Vec<i32> = kafka.broker_ids().into_iter().skip(1).collect();
+    for &broker in &lost {
+        kafka.take_down_broker(broker).await.unwrap();
+    }
+    eprintln!("killed brokers {lost:?}");
+    // The outage itself, longer than Kafka's own failover (9 s).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter exited while the brokers were down"
+    );
+    for &broker in &lost {
+        kafka.bring_back_broker(broker).await.unwrap();
+    }
+    let replies = client
+        .collect(|r| {
+            count_by_correlation(r)
+                .keys()
+                .filter(|c| c.starts_with("held-"))
+                .count()
+                == HELD
+        })
+        .await;
+    let answered = count_by_correlation(&replies);
+    let duplicates: usize = answered.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{HELD} of {HELD} held requests answered once the brokers returned, {duplicates} duplicates"
     );
     waiter.stop().await;
 }

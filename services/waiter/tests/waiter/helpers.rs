@@ -104,6 +104,10 @@ impl TestWaiter {
 
     /// Tells it to stop without waiting for the drain (its last calls may
     /// still be hanging on a downstream).
+    pub fn is_finished(&self) -> bool {
+        self.running.is_finished()
+    }
+
     pub fn begin_stop(&self) {
         self.running.begin_stop();
     }
