@@ -20,13 +20,17 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{self, ConsumerConfig, WaiterConsumer, WaiterContext};
-use crate::lifecycle::{CONSUMER_CLOSE_BOUND, close_consumers};
+use crate::lifecycle::{CONSUMER_CLOSE_BOUND, FINAL_COMMIT_BOUND, close_consumers, on_own_thread};
 use crate::pipeline::{Outgoing, Work};
 use crate::settings::Settings;
 
@@ -37,18 +41,42 @@ struct StandIn {
 }
 
 impl StandIn {
-    /// Stops reading, lets what it handed on finish, commits, leaves.
-    async fn retire(self) {
+    /// Stops reading, lets what it handed on finish (at most `drain`),
+    /// commits, leaves. Each step is bounded like the waiter's own final
+    /// ones: a retirement runs in the loop that starts and retires every
+    /// stand-in, and at shutdown, so one waiting on a reply path that
+    /// stalls, or on a group coordinator that is gone, must neither hold up
+    /// the others nor keep the process from exiting. What is left
+    /// uncommitted is re-read by the variant's instances, as at-least-once
+    /// delivery allows.
+    async fn retire(self, drain: Duration) {
         self.stop.cancel();
-        let _ = self.running.await;
-        // A synchronous commit blocks; keep it off the async threads, where
-        // it would hold up lease renewals and everything else.
+        let mut running = self.running;
+        if tokio::time::timeout(drain, &mut running).await.is_err() {
+            running.abort();
+            tracing::warn!(
+                ?drain,
+                "a stand-in's records did not finish in time; they stay uncommitted for the variant"
+            );
+        }
+        // A synchronous commit blocks, and waits for a coordinator while the
+        // broker is away: on a thread of its own, bounded.
         let consumer = self.consumer.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
-                .await;
-        if let Ok(Err(e)) = committed {
-            tracing::debug!(error = %e, "stand-in's final commit");
+        let committed = on_own_thread(
+            "stand-in-commit",
+            FINAL_COMMIT_BOUND,
+            move || match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::debug!(error = %e, "stand-in's final commit"),
+            },
+        )
+        .await;
+        if !committed {
+            tracing::warn!(
+                bound = ?FINAL_COMMIT_BOUND,
+                "a stand-in's final commit did not finish in time (is the broker reachable?); \
+                 the variant re-reads its records since the last commit"
+            );
         }
         close_consumers(vec![self.consumer], CONSUMER_CLOSE_BOUND).await;
     }
@@ -87,7 +115,7 @@ pub(crate) async fn run(
         for label in leaving {
             if let Some(stand_in) = running.remove(&label) {
                 tracing::info!(%label, "variant live again or unmapped: the baseline stops standing in for it");
-                stand_in.retire().await;
+                stand_in.retire(settings.waiter.drain_timeout).await;
             }
         }
         for label in wanted {
@@ -109,9 +137,12 @@ pub(crate) async fn run(
             _ = baseline.routes.wait_for(std::time::Duration::from_secs(3600), |r| r.version() > version) => {}
         }
     }
-    for (_, stand_in) in running {
-        stand_in.retire().await;
+    // At shutdown, all at once: the drain bounds them together.
+    let mut retiring = tokio::task::JoinSet::new();
+    for stand_in in running.into_values() {
+        retiring.spawn(stand_in.retire(settings.waiter.drain_timeout));
     }
+    retiring.join_all().await;
 }
 
 fn start(

@@ -25,6 +25,9 @@ pub struct WaiterContext {
     // Partitions stopped at an undecodable record set; a revoked one is
     // its next owner's to find.
     stopped: super::StoppedPartitions,
+    // Bumped at every assignment and revocation: a partition a stand-in
+    // held back belongs to an assignment that may have ended.
+    pub(super) rebalances: std::sync::atomic::AtomicU64,
 }
 
 impl WaiterContext {
@@ -39,12 +42,15 @@ impl WaiterContext {
             offsets: OffsetTracker::new(),
             assigned,
             stopped: config.stopped.clone(),
+            rebalances: Default::default(),
         }
     }
 
     /// A rebalance is a log event and a metric, not a span: as a span it
     /// was a one-span trace of its own, most of a trace list's entries.
     fn rebalance_event(&self, kind: &'static str, list: &TopicPartitionList) {
+        self.rebalances
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.metrics.rebalanced(kind);
         let described = describe(list);
         match list.count() {

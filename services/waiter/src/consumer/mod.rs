@@ -89,9 +89,15 @@ pub(crate) async fn run(
 ) {
     let (acks, mut finished) = ack_channel();
     // Partitions a stand-in has met a live variant's record on: it reads
-    // nothing more from them (see `Verdict::HoldBack`).
-    let mut held_back = std::collections::BTreeSet::new();
+    // nothing more from them (see `Verdict::HoldBack`) until the routes
+    // change or the group rebalances.
+    let mut held_back = HeldBack::default();
     loop {
+        if held_back.outlived_by(&consumer) {
+            // Those partitions may be another member's now, or ours again
+            // from the committed position: read whatever is assigned.
+            held_back.release(&consumer, false).await;
+        }
         // Under backpressure `handle` waits on a full channel; settle what
         // came back meanwhile before reading on.
         while let Some(done) = finished.try_recv() {
@@ -102,6 +108,13 @@ pub(crate) async fn run(
             () = stop.cancelled() => break,
             Some(done) = finished.recv() => {
                 store(&consumer, done);
+                continue;
+            }
+            () = held_back.routes_changed(&config.routes) => {
+                // The variant may have gone down again before the stand-in
+                // left: the held records are decided again, not left behind
+                // a paused partition for good.
+                held_back.release(&consumer, true).await;
                 continue;
             }
             message = consumer.recv() => message,
@@ -124,7 +137,7 @@ pub(crate) async fn run(
             }
         };
         config.metrics.consumed.increment(1);
-        if held_back.contains(&message.partition()) {
+        if held_back.holds(message.partition()) {
             // Prefetched before the pause; left uncommitted like the first.
             continue;
         }
@@ -137,15 +150,7 @@ pub(crate) async fn run(
         match handle(&config, &message, ack, &work, &dead_letters).await {
             Handled::Next => {}
             Handled::Stop => break,
-            Handled::HeldBack => {
-                let partition = message.partition();
-                held_back.insert(partition);
-                let mut paused = rdkafka::TopicPartitionList::new();
-                paused.add_partition(message.topic(), partition);
-                if let Err(e) = consumer.pause(&paused) {
-                    tracing::debug!(error = %e, partition, "pausing a held-back partition");
-                }
-            }
+            Handled::HeldBack => held_back.hold(&consumer, &config.routes, &message),
         }
     }
     // The stream ends once every record handed on is finished or dropped.
@@ -153,6 +158,103 @@ pub(crate) async fn run(
     while let Some(done) = finished.recv().await {
         store(&consumer, done);
     }
+}
+
+/// The partitions a stand-in holds back, each at the record it met, as of
+/// one routes version and one assignment.
+#[derive(Default)]
+struct HeldBack {
+    partitions: std::collections::BTreeMap<i32, (String, i64)>,
+    at_version: tenancy::RoutesVersion,
+    at_rebalance: u64,
+}
+
+impl HeldBack {
+    fn holds(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition)
+    }
+
+    /// Pauses `message`'s partition; its record stays uncommitted.
+    fn hold(
+        &mut self,
+        consumer: &WaiterConsumer,
+        routes: &tenancy::RouteTable,
+        message: &BorrowedMessage<'_>,
+    ) {
+        let partition = message.partition();
+        if self.partitions.is_empty() {
+            self.at_version = routes.version();
+            self.at_rebalance = rebalances(consumer);
+        }
+        self.partitions
+            .insert(partition, (message.topic().to_string(), message.offset()));
+        let mut paused = rdkafka::TopicPartitionList::new();
+        paused.add_partition(message.topic(), partition);
+        if let Err(e) = consumer.pause(&paused) {
+            tracing::debug!(error = %e, partition, "pausing a held-back partition");
+        }
+    }
+
+    /// Whether the group has rebalanced since the partitions were held.
+    fn outlived_by(&self, consumer: &WaiterConsumer) -> bool {
+        !self.partitions.is_empty() && rebalances(consumer) != self.at_rebalance
+    }
+
+    /// Resolves when the routes move past the version the partitions were
+    /// held at; never while nothing is held.
+    async fn routes_changed(&self, routes: &tenancy::RouteTable) {
+        if self.partitions.is_empty() {
+            return std::future::pending().await;
+        }
+        let held_at = self.at_version;
+        let _ = routes
+            .wait_for(std::time::Duration::from_secs(3600), |r| {
+                r.version() > held_at
+            })
+            .await;
+    }
+
+    /// Resumes every held partition: with `reread`, from the record it was
+    /// held at (still assigned here, it is decided again); without, from
+    /// wherever the assignment now starts.
+    async fn release(&mut self, consumer: &Arc<WaiterConsumer>, reread: bool) {
+        let held = std::mem::take(&mut self.partitions);
+        let consumer = consumer.clone();
+        // A seek blocks until the fetcher has taken it.
+        let _ = tokio::task::spawn_blocking(move || {
+            for (partition, (topic, offset)) in held {
+                if reread
+                    && let Err(e) = consumer.seek(
+                        &topic,
+                        partition,
+                        rdkafka::Offset::Offset(offset),
+                        std::time::Duration::from_secs(5),
+                    )
+                {
+                    tracing::debug!(error = %e, partition, "seeking back to a held-back record");
+                }
+                let mut resumed = rdkafka::TopicPartitionList::new();
+                resumed.add_partition(&topic, partition);
+                if let Err(e) = consumer.resume(&resumed) {
+                    tracing::debug!(error = %e, partition, "resuming a held-back partition");
+                }
+                tracing::info!(
+                    partition,
+                    offset,
+                    reread,
+                    "a held-back partition is read again"
+                );
+            }
+        })
+        .await;
+    }
+}
+
+fn rebalances(consumer: &WaiterConsumer) -> u64 {
+    consumer
+        .context()
+        .rebalances
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Stores the position an acknowledgement releases, if it released one.

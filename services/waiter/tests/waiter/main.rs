@@ -970,6 +970,98 @@ async fn a_waiter_stopping_as_its_broker_goes_away_still_exits() {
     }
 }
 
+/// SIGTERM while the baseline stands in for a variant that went down and
+/// works through the records stamped for it, the broker gone a moment later:
+/// the stand-in's last commit has no coordinator to go to. Its retirement
+/// is bounded like the waiter's own final steps (drain, commit on a thread
+/// of its own, close), so the process exits. (librdkafka answers this
+/// commit at once when the coordinator refuses connections, so the test
+/// guards the path rather than reproducing a hang.)
+#[tokio::test]
+async fn a_baseline_standing_in_for_a_variant_as_its_broker_goes_away_still_exits() {
+    use rdkafka::producer::FutureRecord;
+    let kafka = TestKafka::start_own().unwrap();
+    let topics = Topics::create(&kafka, 1).await;
+    let routes = testkit::unique_name("routes");
+    kafka.create_topic(&routes, 1).await.unwrap();
+    let producer = kafka.producer();
+    let write_route = |key: String, value: serde_json::Value| {
+        let (producer, routes) = (producer.clone(), routes.clone());
+        async move {
+            let value = value.to_string();
+            producer
+                .send(
+                    FutureRecord::to(&routes).key(&key).payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    };
+    let label = "sbx-gone";
+    let variant = |live: bool| serde_json::json!({"service": "waiter", "label": label, "endpoint": "http://127.0.0.1:9", "live": live});
+    // Version 2: tenant `gone` maps the waiter to a live `sbx-gone`.
+    write_route(
+        tenancy::tenant_key("gone"),
+        serde_json::json!({"id": "gone", "services": {"waiter": label}}),
+    )
+    .await;
+    write_route(tenancy::variant_key("waiter", label), variant(true)).await;
+    // Then the variant goes down: the baseline stands in for it.
+    write_route(tenancy::variant_key("waiter", label), variant(false)).await;
+
+    let client = std::sync::Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]));
+    let mut waiter = WaiterProcess::start_with(
+        &kafka,
+        &topics,
+        &[
+            ("WAITER_BUS__WAITER__DRAIN_TIMEOUT", "2s"),
+            ("WAITER_BUS__ROUTES__TOPIC", &routes),
+            (
+                "WAITER_BUS__TENANCY__VARIANT_GROUP",
+                &format!("{}-{{label}}", topics.group),
+            ),
+        ],
+    );
+    // Records stamped while the variant was live: the stand-in's to serve.
+    let sender = client.clone();
+    let _stream = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        for i in 0.. {
+            let correlation = format!("stood-in-{i}");
+            sender
+                .send_with_headers(
+                    &[
+                        ("correlation", correlation.as_bytes()),
+                        (protocol::headers::BAGGAGE, b"tenant=gone"),
+                        (protocol::headers::ROUTES_VERSION, b"2"),
+                    ],
+                    br#"{"name":"Ada","wait_ms":0}"#,
+                )
+                .await;
+        }
+    }));
+    // The baseline's own consumer skips them (routed to the variant): each
+    // reply is the stand-in's.
+    client.collect(|r| r.len() >= 100).await;
+
+    let pid = libc::pid_t::try_from(waiter.0.id()).unwrap();
+    // SAFETY: signalling a child this test started and has not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Gone as a crashed broker process is: listener closed as well.
+    drop(kafka);
+    // Drain (2 s), the final commits (10 s) and consumer closes (10 s) are
+    // bounded; a stop that outlives them all by far hangs.
+    let exited = testkit::eventually("the waiter exits", Duration::from_secs(40), || {
+        std::future::ready(waiter.0.try_wait().ok().flatten())
+    })
+    .await;
+    if exited.is_err() {
+        waiter.kill();
+        panic!("the waiter did not exit within 40 s of SIGTERM with its broker gone");
+    }
+}
+
 #[test]
 fn an_unknown_setting_stops_the_binary_with_the_key_named() {
     for (var, value, expected) in [
