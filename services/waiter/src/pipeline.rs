@@ -160,6 +160,9 @@ pub(crate) struct Outgoing {
     pub kind: OutgoingKind,
     /// The request record it answers: `topic/partition@offset`.
     pub origin: String,
+    /// A reply's slot (see `WaiterConfig::reply_slots`), held until the
+    /// producers have delivered it or moved it aside.
+    pub reply_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What an outgoing record is.

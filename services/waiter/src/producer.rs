@@ -95,6 +95,8 @@ async fn deliver(
         consumed_at,
         kind,
         origin,
+        // Given back when this delivery ends, however it ends.
+        reply_slot: _reply_slot,
     } = outgoing;
     if let OutgoingKind::Reply {
         consumed_wall_us,

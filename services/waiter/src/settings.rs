@@ -93,6 +93,11 @@ pub struct WaiterSettings {
     pub reply_channel_capacity: NonZeroUsize,
     /// Deliveries one producer awaits at once.
     pub producer_max_in_flight: NonZeroUsize,
+    /// Replies built and not yet delivered, at most (never fewer than
+    /// `waiters` plus the ledger's concurrent calls): past that, waits that
+    /// end keep their slots and the consumers stop reading, so a reply path
+    /// that stalls grows consumer lag, not memory.
+    pub undelivered_replies: NonZeroUsize,
     /// Wait for a plain-text request, or a JSON one without `wait_ms`.
     #[serde(with = "settings::duration")]
     pub default_wait: Duration,

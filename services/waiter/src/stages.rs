@@ -57,6 +57,13 @@ impl Stages {
                 variant: variant.clone(),
                 instance: telemetry::instance_id().to_string(),
                 waiters: w.waiters.get(),
+                reply_slots: w.undelivered_replies.get().max(
+                    w.waiters.get()
+                        + match settings.ledger.url {
+                            Some(_) => settings.ledger.max_concurrent_calls.get(),
+                            None => 0,
+                        },
+                ),
                 wait_scale: w.wait_scale,
                 behaviour: (w.wait_scale != 1.0).then(|| format!("wait_scale={}", w.wait_scale)),
                 deadline_margin: w.deadline_margin,

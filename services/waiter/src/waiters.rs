@@ -25,6 +25,15 @@ pub(crate) struct WaiterConfig {
     pub instance: String,
     /// Waits in progress at once.
     pub waiters: usize,
+    /// Replies built and not yet delivered, at most: each holds one from
+    /// the end of its wait until the producers have delivered it (or moved
+    /// it aside). A wait that ends with none free keeps its pool slot until
+    /// one is, so while replies cannot be delivered the pool fills and the
+    /// consumers stop reading: consumer lag grows, memory does not.
+    /// `waiter.undelivered_replies`, and never fewer than `waiters` plus the
+    /// ledger's concurrent calls: a slow ledger holds at most those, and
+    /// the pool still has `waiters` to flow through.
+    pub reply_slots: usize,
     /// Factor applied to every wait, and how replies describe it (`None` at 1).
     pub wait_scale: f64,
     pub behaviour: Option<String>,
@@ -43,6 +52,7 @@ pub(crate) async fn run(
     replies: mpsc::Sender<Outgoing>,
 ) {
     let permits = Arc::new(Semaphore::new(config.waiters));
+    let reply_slots = Arc::new(Semaphore::new(config.reply_slots));
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(work) = requests.recv().await {
         let permit = permits
@@ -65,8 +75,9 @@ pub(crate) async fn run(
         let slot = WaitSlot::take(permit, &config.metrics);
         let config = config.clone();
         let replies = replies.clone();
+        let reply_slots = reply_slots.clone();
         tasks.spawn(async move {
-            let Some(outgoing) = serve(&config, work, slot).await else {
+            let Some(outgoing) = serve(&config, work, slot, reply_slots).await else {
                 return;
             };
             let span = outgoing.span.clone();
@@ -88,9 +99,11 @@ pub(crate) async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-/// One of the pool's `waiters` permits, held for the wait only: whatever
-/// comes after (the ledger call, the hand-off to a producer) runs without
-/// it, so a slow downstream never shrinks the pool.
+/// One of the pool's `waiters` permits, held for the wait and until the
+/// reply has a reply slot ([`WaiterConfig::reply_slots`]): the ledger call,
+/// the hand-off and the delivery run on that slot instead, so a slow
+/// ledger never shrinks the pool, and replies that cannot be delivered
+/// stop it instead of piling up.
 struct WaitSlot {
     _permit: OwnedSemaphorePermit,
     in_flight: metrics::Gauge,
@@ -112,9 +125,24 @@ impl Drop for WaitSlot {
     }
 }
 
-/// Waits, records, and builds the reply; `None` when the caller's deadline
-/// passed meanwhile (the request is dropped unanswered).
-async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outgoing> {
+/// Waits, records, and builds the reply, which carries its reply slot to
+/// the producers; `None` when the caller's deadline passed meanwhile (the request is
+/// dropped unanswered).
+async fn serve(
+    config: &WaiterConfig,
+    work: Work,
+    slot: WaitSlot,
+    reply_slots: Arc<Semaphore>,
+) -> Option<Outgoing> {
+    // Taken while the pool slot is still held (see `WaitSlot`).
+    let reply_slot = async move {
+        let in_hand = reply_slots
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        drop(slot);
+        in_hand
+    };
     let dequeued_at = Instant::now();
     let queue = dequeued_at - work.consumed_at;
     observe(&config.metrics.stage_queue, queue);
@@ -123,9 +151,10 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
         vec![KeyValue::new("waiter.queue_us", queue.as_micros() as i64)],
     );
     let request = &work.request;
+    let mut in_hand = None;
     let (status, waited, error, ledger_recorded) = match &request.refusal {
         Some(refusal) => {
-            drop(slot);
+            in_hand = Some(reply_slot.await);
             tracing::info!(parent: &work.span, correlation = %request.correlation.text(), reason = %refusal, "refusing request");
             (
                 ReplyStatus::Error,
@@ -159,7 +188,7 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
                         started.elapsed()
                     }
                 };
-                drop(slot);
+                in_hand = Some(reply_slot.await);
                 let recorded = match &config.ledger {
                     None => None,
                     Some(ledger) => Some(record_in_ledger(config, ledger, &work, waited).await),
@@ -214,6 +243,7 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
         protocol::headers::REPLY.into(),
         Some(config.variant.clone().into_bytes()),
     ));
+    let reply_slot = Some(in_hand.expect("every path above takes a reply slot"));
     Some(Outgoing {
         topic: request.response_topic.clone(),
         partition: request.reply_partition,
@@ -234,6 +264,7 @@ async fn serve(config: &WaiterConfig, work: Work, slot: WaitSlot) -> Option<Outg
             serviced_at,
         },
         origin: work.origin,
+        reply_slot,
     })
 }
 

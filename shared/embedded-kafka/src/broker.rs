@@ -114,6 +114,22 @@ impl Broker {
         }
     }
 
+    /// Makes every produce request fail with a retriable error, or take
+    /// them again, as a cluster that cannot meet `min.insync.replicas`
+    /// does: on the embedded broker only ([`EmbeddedKafka::refuse_produce`]).
+    /// Apache Kafka cannot be made to: it caps a topic's effective
+    /// `min.insync.replicas` at its replicas, so a single broker always has
+    /// enough. Blocking.
+    pub fn refuse_produce(&self, refuse: bool) -> Result<(), BrokerError> {
+        match self {
+            Self::Embedded(embedded) => Ok(embedded.refuse_produce(refuse)?),
+            _ => Err(BrokerError::Refused {
+                bootstrap: self.bootstrap_servers(),
+                reason: "only the embedded broker can refuse writes on request".into(),
+            }),
+        }
+    }
+
     /// Deletes `names` (the embedded broker's topics go with it). Blocking.
     pub fn delete_topics(&self, names: &[&str]) -> Result<(), BrokerError> {
         if names.is_empty() || matches!(self, Self::Embedded(_)) {

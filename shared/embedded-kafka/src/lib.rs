@@ -92,6 +92,21 @@ enum Command {
         up: bool,
         reply: mpsc::Sender<Result<(), EmbeddedKafkaError>>,
     },
+    SetPartitionLeader {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        reply: mpsc::Sender<Result<(), EmbeddedKafkaError>>,
+    },
+    SetGroupCoordinator {
+        group: String,
+        broker: i32,
+        reply: mpsc::Sender<Result<(), EmbeddedKafkaError>>,
+    },
+    RefuseProduce {
+        refuse: bool,
+        reply: mpsc::Sender<Result<(), EmbeddedKafkaError>>,
+    },
     Shutdown,
 }
 
@@ -186,6 +201,57 @@ impl EmbeddedKafka {
         self.set_broker_up(broker, true)
     }
 
+    /// Makes every produce request fail with a retriable error (not
+    /// enough in-sync replicas), as a cluster that cannot meet
+    /// `min.insync.replicas` does, or take them again. Cluster-wide: the
+    /// mock cannot refuse one topic's writes (a leaderless partition crashes
+    /// its produce handler). For failure tests.
+    pub fn refuse_produce(&self, refuse: bool) -> Result<(), EmbeddedKafkaError> {
+        let (reply, reply_rx) = mpsc::channel();
+        self.commands
+            .send(Command::RefuseProduce { refuse, reply })
+            .map_err(|_| EmbeddedKafkaError::Stopped)?;
+        reply_rx.recv().map_err(|_| EmbeddedKafkaError::Stopped)?
+    }
+
+    /// Makes broker `leader` (1-based) lead `topic`'s `partition`: with
+    /// [`Self::broker_down`], one topic's partitions go away while the
+    /// others' stay. For failure tests and benchmarks.
+    pub fn set_partition_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader: i32,
+    ) -> Result<(), EmbeddedKafkaError> {
+        let (reply, reply_rx) = mpsc::channel();
+        self.commands
+            .send(Command::SetPartitionLeader {
+                topic: topic.to_string(),
+                partition,
+                leader,
+                reply,
+            })
+            .map_err(|_| EmbeddedKafkaError::Stopped)?;
+        reply_rx.recv().map_err(|_| EmbeddedKafkaError::Stopped)?
+    }
+
+    /// Makes broker `broker` (1-based) coordinate consumer group `group`.
+    pub fn set_group_coordinator(
+        &self,
+        group: &str,
+        broker: i32,
+    ) -> Result<(), EmbeddedKafkaError> {
+        let (reply, reply_rx) = mpsc::channel();
+        self.commands
+            .send(Command::SetGroupCoordinator {
+                group: group.to_string(),
+                broker,
+                reply,
+            })
+            .map_err(|_| EmbeddedKafkaError::Stopped)?;
+        reply_rx.recv().map_err(|_| EmbeddedKafkaError::Stopped)?
+    }
+
     fn set_broker_up(&self, broker: i32, up: bool) -> Result<(), EmbeddedKafkaError> {
         let (reply, reply_rx) = mpsc::channel();
         self.commands
@@ -278,6 +344,44 @@ fn own_cluster(
                     operation: format!("broker {broker} {}", if up { "up" } else { "down" }),
                     reason: e.to_string(),
                 }));
+            }
+            Command::SetPartitionLeader {
+                topic,
+                partition,
+                leader,
+                reply,
+            } => {
+                let result = cluster.partition_leader(&topic, partition, Some(leader));
+                let _ = reply.send(result.map_err(|e| EmbeddedKafkaError::Operation {
+                    operation: format!("leader of {topic}/{partition} to broker {leader}"),
+                    reason: e.to_string(),
+                }));
+            }
+            Command::SetGroupCoordinator {
+                group,
+                broker,
+                reply,
+            } => {
+                let result = cluster.coordinator(
+                    rdkafka::mocking::MockCoordinator::Group(group.clone()),
+                    broker,
+                );
+                let _ = reply.send(result.map_err(|e| EmbeddedKafkaError::Operation {
+                    operation: format!("coordinator of {group} to broker {broker}"),
+                    reason: e.to_string(),
+                }));
+            }
+            Command::RefuseProduce { refuse, reply } => {
+                use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+                cluster.clear_request_errors(RDKafkaApiKey::Produce);
+                if refuse {
+                    // One error per produce request (retries included): far
+                    // more than any test sends while writes are refused.
+                    let errors =
+                        vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 1_000_000];
+                    cluster.request_errors(RDKafkaApiKey::Produce, &errors);
+                }
+                let _ = reply.send(Ok(()));
             }
             Command::Shutdown => break,
         }

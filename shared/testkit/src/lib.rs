@@ -186,6 +186,22 @@ impl TestKafka {
             .await
     }
 
+    /// Makes every produce fail with a retriable error, or take them
+    /// again: `None` (SKIPPED said) on a real broker, which cannot be made
+    /// to (see `Broker::refuse_produce`).
+    pub async fn refuse_produce(&self, refuse: bool) -> Result<Option<()>, TestKafkaError> {
+        if Self::is_real_broker() {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(
+                b"SKIPPED: refusing writes on request needs the embedded broker; Apache Kafka caps min.insync.replicas at a topic's replicas\n",
+            );
+            return Ok(None);
+        }
+        self.off_thread(move |broker| broker.refuse_produce(refuse))
+            .await
+            .map(Some)
+    }
+
     /// Deletes `name`, on a real broker only: the embedded broker (the
     /// mock) cannot delete a topic, so there this says so instead.
     pub async fn delete_topic(&self, name: &str) -> Result<(), TestKafkaError> {

@@ -55,6 +55,16 @@ pub(crate) struct Args {
     /// process; prints replies per second before, during and after.
     #[arg(long, conflicts_with = "broker_loss")]
     pub(crate) ledger_stall: bool,
+    /// Instead of the figures: the reply topic refusing writes under load
+    /// (`--stall-rate` req/s, for `--outage-seconds`), on the embedded
+    /// broker: the reply partitions' broker of two is taken down. Prints
+    /// the waiter's RSS before and during the stall, requests left in Kafka
+    /// meanwhile, and lost and duplicate replies.
+    #[arg(long, conflicts_with_all = ["broker_loss", "cluster_loss", "apache", "ledger_stall"])]
+    pub(crate) reply_stall: bool,
+    /// Reply stall: offered rate (req/s).
+    #[arg(long, default_value_t = 2000.0)]
+    pub(crate) stall_rate: f64,
     /// Instead of the figures: the highest open-loop rate whose p99 and
     /// error share stay within the objective (`--objective-p99-ms`,
     /// `--objective-errors`), found by doubling and then bisecting.

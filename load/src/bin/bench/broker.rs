@@ -26,7 +26,8 @@ pub(crate) struct Broker {
 impl Broker {
     /// An Apache Kafka of this run's own (`apache`), the broker in
     /// `KAFKA_BOOTSTRAP_SERVERS`, or the embedded one.
-    /// With `apache`, a cluster of `brokers` nodes (1: a single broker).
+    /// A cluster of `brokers` nodes (1: a single broker); the embedded one
+    /// is `brokers` mock brokers.
     pub(crate) fn start(apache: bool, brokers: usize) -> anyhow::Result<Self> {
         let broker = if apache {
             let version = embedded_kafka::apache::version();
@@ -41,6 +42,7 @@ impl Broker {
             embedded_kafka::Broker::external(bootstrap)
         } else {
             embedded_kafka::Broker::embedded(EmbeddedKafkaOptions {
+                brokers: brokers as i32,
                 group_initial_rebalance_delay_ms: 0,
                 ..EmbeddedKafkaOptions::default()
             })?

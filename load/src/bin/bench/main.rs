@@ -10,7 +10,9 @@
 //! 7. goodput under 10× overload: replies within the callers' 2 s per second
 //!    ÷ capacity (W = 100, wait 100 ms: 1,000 req/s), callers sending deadlines.
 //!
-//! `--max-rate` instead finds the highest rate that meets a p99 objective.
+//! `--max-rate` instead finds the highest rate that meets a p99 objective;
+//! `--broker-loss`, `--cluster-loss`, `--ledger-stall` and `--reply-stall`
+//! measure failures under load instead.
 //! Waiters run as `waiter` processes (built beside this binary), so tracing
 //! and memory are measured per process. Build both first:
 //! `cargo build --release -p waiter -p load`, then `target/release/bench`.
@@ -35,6 +37,7 @@ mod cluster_loss;
 mod ledger_stall;
 mod max_rate;
 mod measure;
+mod reply_stall;
 mod responder;
 
 use args::Args;
@@ -44,6 +47,7 @@ use cluster_loss::*;
 use ledger_stall::*;
 use max_rate::*;
 use measure::*;
+use reply_stall::*;
 use responder::*;
 
 #[derive(Debug, Default, Serialize)]
@@ -91,13 +95,22 @@ async fn main() -> anyhow::Result<()> {
         return echo(config).await;
     }
     let phase = Duration::from_secs(args.seconds);
-    let brokers = if args.cluster_loss { 3 } else { 1 };
+    let brokers = match (args.cluster_loss, args.reply_stall) {
+        (true, _) => 3,
+        (_, true) => 2,
+        _ => 1,
+    };
     let broker = Broker::start(
         args.apache || args.broker_loss || args.cluster_loss,
         brokers,
     )?;
     let bootstrap = broker.bootstrap_servers().to_string();
     eprintln!("broker: {}", broker.describe());
+    if args.reply_stall {
+        let result = reply_stall(&broker, &args).await;
+        broker.clean_up().await;
+        return result;
+    }
     if args.ledger_stall {
         let result = ledger_stall(&broker, &args).await;
         broker.clean_up().await;

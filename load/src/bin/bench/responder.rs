@@ -75,7 +75,10 @@ impl ResponderProcess {
         };
         let child = command
             .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
-            .env("RUST_LOG", "error")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_RESPONDER_RUST_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
             .env("WAITER_BUS__HTTP__PORT", "0")
             .env("WAITER_BUS__WAITER__REQUEST_TOPIC", &topics.requests)
@@ -91,7 +94,7 @@ impl ResponderProcess {
             .env("WAITER_BUS__WAITER__REPLY_CHANNEL_CAPACITY", "1000")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(responder_log()?)
             .spawn()?;
         Ok(Self {
             child,
@@ -102,6 +105,21 @@ impl ResponderProcess {
 
     pub(crate) fn rss_mb(&self) -> f64 {
         rss_mb(self.child.id())
+    }
+}
+
+/// Where a responder's log goes: the file `BENCH_RESPONDER_LOG` names
+/// (appended to, at the level `BENCH_RESPONDER_RUST_LOG` sets, `error` by
+/// default), else nowhere.
+fn responder_log() -> anyhow::Result<Stdio> {
+    match std::env::var_os("BENCH_RESPONDER_LOG") {
+        Some(path) => Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.to_string_lossy()))?
+            .into()),
+        None => Ok(Stdio::null()),
     }
 }
 

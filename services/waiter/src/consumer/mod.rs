@@ -609,6 +609,7 @@ fn dead_letter(
             reason: unusable.label(),
         },
         origin: origin(message),
+        reply_slot: None,
     }
 }
 

@@ -273,6 +273,7 @@ async fn skip(
             reason: DEAD_LETTER_REASON,
         },
         origin,
+        reply_slot: None,
     };
     dead_letters.send(marker).await.is_ok()
 }

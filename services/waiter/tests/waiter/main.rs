@@ -256,6 +256,76 @@ async fn a_reply_can_never_loop_back_as_a_request() {
     waiter.stop().await;
 }
 
+/// While the reply topic refuses writes, the waiter stops taking records
+/// instead of parking replies: a wait that ends with no reply slot free
+/// keeps its pool slot, the full pool stops the dispatcher, and the
+/// consumer stops reading. What it has read stays within the pipeline's
+/// bounds (channels, pool, reply slots, deliveries in flight) while the
+/// rest waits in Kafka, and every request is answered once writes resume.
+/// (Before, the pool slot was given back at the end of the wait, and
+/// every record in the topic was read and parked as a reply.)
+#[tokio::test]
+async fn while_replies_cannot_be_written_the_waiter_stops_reading_and_answers_all_after() {
+    const REQUESTS: usize = 1000;
+    // The embedded broker is this test's own; a real one cannot refuse.
+    let kafka = TestKafka::start().unwrap();
+    if TestKafka::is_real_broker() {
+        // Says SKIPPED and why.
+        kafka.refuse_produce(true).await.unwrap();
+        return;
+    }
+    let topics = Topics::create(&kafka, 1).await;
+    let mut settings = settings(&kafka, &topics);
+    settings.waiter.waiters = count(4);
+    settings.waiter.producers = count(1);
+    settings.waiter.producer_max_in_flight = count(4);
+    settings.waiter.request_channel_capacity = count(10);
+    settings.waiter.reply_channel_capacity = count(10);
+    settings.waiter.undelivered_replies = count(4);
+    // Channels (10 + 10), pool (4), reply slots (4, deliveries among them),
+    // and one record in each stage's hands.
+    const PIPELINE: f64 = 40.0;
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    // Written before writes are refused (every topic's are), read once they are.
+    for i in 0..REQUESTS {
+        client.send_json(&format!("held-{i}"), 0).await;
+    }
+    kafka.refuse_produce(true).await.unwrap().unwrap();
+    let waiter = spawn_waiter(settings).await;
+    let consumed = || waiter.metric("waiter_records_consumed_total", &[]);
+    testkit::eventually("the pipeline fills", DEADLINE, || {
+        std::future::ready((consumed() >= 20.0).then_some(()))
+    })
+    .await
+    .unwrap();
+    // The outage itself: long enough for an unbounded waiter to read all.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read_while_refused = consumed();
+    assert!(
+        read_while_refused <= PIPELINE + 1.0,
+        "{read_while_refused} records read while replies could not be written: \
+         they were parked, not left in Kafka"
+    );
+    kafka.refuse_produce(false).await.unwrap().unwrap();
+    let replies = client
+        .collect(|r| {
+            count_by_correlation(r)
+                .keys()
+                .filter(|c| c.starts_with("held-"))
+                .count()
+                == REQUESTS
+        })
+        .await;
+    assert_eq!(
+        count_by_correlation(&replies)
+            .keys()
+            .filter(|c| c.starts_with("held-"))
+            .count(),
+        REQUESTS
+    );
+    waiter.stop().await;
+}
+
 /// A reply topic deleted after the waiter has replied there stops counting
 /// as existing: the next reply to it is dead-lettered as going to a topic
 /// that does not exist, and the topic is not brought back (the test broker
