@@ -11,7 +11,8 @@ pub(crate) const CLIENT_YAML: &str = r#"
 kafka:
   consumer:
     heartbeat.interval.ms: "500"
-    session.timeout.ms: "6000"
+    # The waiter's default (see its config/base.yaml).
+    session.timeout.ms: "15000"
     fetch.wait.max.ms: "5"
   producer:
     linger.ms: "1"
