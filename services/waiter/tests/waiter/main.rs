@@ -831,6 +831,25 @@ impl WaiterProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+
+    /// SIGTERM, then the broker gone as a crashed broker process is
+    /// (listener closed as well): the waiter must still exit. Drain (2 s in
+    /// these tests), the final commits (10 s) and consumer closes (10 s)
+    /// are bounded; a stop that outlives them all by far hangs.
+    async fn stops_as_its_broker_goes(&mut self, kafka: TestKafka) {
+        let pid = libc::pid_t::try_from(self.0.id()).unwrap();
+        // SAFETY: signalling a child this test started and has not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        drop(kafka);
+        let exited = testkit::eventually("the waiter exits", Duration::from_secs(40), || {
+            std::future::ready(self.0.try_wait().ok().flatten())
+        })
+        .await;
+        if exited.is_err() {
+            self.kill();
+            panic!("the waiter did not exit within 40 s of SIGTERM with its broker gone");
+        }
+    }
 }
 
 impl Drop for WaiterProcess {
@@ -1023,21 +1042,7 @@ async fn a_waiter_stopping_as_its_broker_goes_away_still_exits() {
     }));
     client.collect(|r| r.len() >= 100).await;
 
-    let pid = libc::pid_t::try_from(waiter.0.id()).unwrap();
-    // SAFETY: signalling a child this test started and has not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    // Gone as a crashed broker process is: listener closed as well.
-    drop(kafka);
-    // Drain (2 s), final commit (10 s) and consumer close (10 s) are
-    // bounded; a stop that outlives them all by far hangs.
-    let exited = testkit::eventually("the waiter exits", Duration::from_secs(40), || {
-        std::future::ready(waiter.0.try_wait().ok().flatten())
-    })
-    .await;
-    if exited.is_err() {
-        waiter.kill();
-        panic!("the waiter did not exit within 40 s of SIGTERM with its broker gone");
-    }
+    waiter.stops_as_its_broker_goes(kafka).await;
 }
 
 /// SIGTERM while the baseline stands in for a variant that went down and
@@ -1115,21 +1120,7 @@ async fn a_baseline_standing_in_for_a_variant_as_its_broker_goes_away_still_exit
     // reply is the stand-in's.
     client.collect(|r| r.len() >= 100).await;
 
-    let pid = libc::pid_t::try_from(waiter.0.id()).unwrap();
-    // SAFETY: signalling a child this test started and has not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    // Gone as a crashed broker process is: listener closed as well.
-    drop(kafka);
-    // Drain (2 s), the final commits (10 s) and consumer closes (10 s) are
-    // bounded; a stop that outlives them all by far hangs.
-    let exited = testkit::eventually("the waiter exits", Duration::from_secs(40), || {
-        std::future::ready(waiter.0.try_wait().ok().flatten())
-    })
-    .await;
-    if exited.is_err() {
-        waiter.kill();
-        panic!("the waiter did not exit within 40 s of SIGTERM with its broker gone");
-    }
+    waiter.stops_as_its_broker_goes(kafka).await;
 }
 
 #[test]
