@@ -33,12 +33,13 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
-    /// A short, bounded label for metrics.
-    pub fn label(&self) -> &'static str {
+    /// What the failure is counted as.
+    pub fn failure(&self) -> crate::reasons::Failure {
+        use crate::reasons::Failure;
         match self {
-            LedgerError::Unreachable(_) | LedgerError::Status(_) => "ledger",
-            LedgerError::Busy => "ledger_busy",
-            LedgerError::CircuitOpen => "ledger_paused",
+            LedgerError::Unreachable(_) | LedgerError::Status(_) => Failure::Ledger,
+            LedgerError::Busy => Failure::LedgerBusy,
+            LedgerError::CircuitOpen => Failure::LedgerPaused,
         }
     }
 }

@@ -23,6 +23,7 @@ mod lifecycle;
 pub mod metrics;
 pub(crate) mod pipeline;
 pub mod producer;
+pub mod reasons;
 pub mod request;
 pub mod settings;
 mod stages;

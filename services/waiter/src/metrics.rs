@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Unit};
 
+use crate::reasons::{DeadLetter, ExpiredAt, Failure, Reason, Rebalance, Skip, UndecodableAction};
+
 /// Channel between the consumers and the waiters.
 pub const REQUESTS_CHANNEL: &str = "requests";
 /// Channel between the waiters and the producers.
@@ -40,67 +42,36 @@ pub struct WaiterMetrics {
     pub stage_total: Histogram,
     /// Requests dropped because their caller's deadline had passed or
     /// could not be met, by where they were dropped.
-    pub expired: ExpiredCounters,
+    pub expired: ByReason<ExpiredAt>,
     /// Requests that named no correlation id (one was generated).
     pub without_correlation: Counter,
-    skipped: std::sync::Arc<[(&'static str, Counter)]>,
+    skipped: ByReason<Skip>,
 }
 
-/// Every `reason` of `waiter_records_failed_total`.
-pub const FAILURE_REASONS: [&str; 9] = [
-    "consume",
-    "commit",
-    "delivery",
-    "dead_letter_refused",
-    "routes_version",
-    "deadline",
-    "ledger",
-    "ledger_busy",
-    "ledger_paused",
-];
-
-/// Every reason a record is skipped for, besides the tenancy decision's.
-pub const HELD_BACK_FOR_LIVE_VARIANT: &str = "held_back_for_live_variant";
-
-/// Where a request past (or certain to miss) its deadline was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpiredAt {
-    /// At the consumer, before it went on to the waiters.
-    Consumer,
-    /// At the waiter pool, before it took a waiter slot.
-    Waiter,
-    /// After its wait, instead of replying.
-    Reply,
+/// One counter per reason, resolved once: for the events the hot path
+/// counts (a baseline skips most records when tenants route elsewhere).
+#[derive(Clone)]
+pub struct ByReason<R: Reason> {
+    counters: std::sync::Arc<[(R, Counter)]>,
 }
 
-impl ExpiredAt {
-    /// The `stage` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Consumer => "consumer",
-            Self::Waiter => "waiter",
-            Self::Reply => "reply",
+impl<R: Reason + PartialEq> ByReason<R> {
+    fn new(name: &'static str, variant: &str, key: &'static str) -> Self {
+        Self {
+            counters: R::all()
+                .map(|reason| {
+                    let counter = metrics::counter!(name, "variant" => variant.to_string(), key => reason.label());
+                    (reason, counter)
+                })
+                .collect(),
         }
     }
-}
 
-/// `waiter_requests_expired_total`, one handle per stage.
-#[derive(Clone)]
-pub struct ExpiredCounters {
-    consumer: Counter,
-    waiter: Counter,
-    reply: Counter,
-}
-
-impl ExpiredCounters {
-    /// Counts one request dropped at `stage`.
-    pub fn count(&self, stage: ExpiredAt) {
-        match stage {
-            ExpiredAt::Consumer => &self.consumer,
-            ExpiredAt::Waiter => &self.waiter,
-            ExpiredAt::Reply => &self.reply,
+    /// Counts one event of `reason`.
+    pub fn count(&self, reason: R) {
+        if let Some((_, counter)) = self.counters.iter().find(|(known, _)| *known == reason) {
+            counter.increment(1);
         }
-        .increment(1);
     }
 }
 
@@ -123,21 +94,9 @@ impl WaiterMetrics {
             stage_handoff: stage("handoff"),
             stage_delivery: stage("delivery"),
             stage_total: stage("total"),
-            expired: {
-                let at = |stage: ExpiredAt| metrics::counter!("waiter_requests_expired_total", "variant" => v.clone(), "stage" => stage.label());
-                ExpiredCounters {
-                    consumer: at(ExpiredAt::Consumer),
-                    waiter: at(ExpiredAt::Waiter),
-                    reply: at(ExpiredAt::Reply),
-                }
-            },
+            expired: ByReason::new("waiter_requests_expired_total", &v, "stage"),
             without_correlation: metrics::counter!("waiter_requests_without_correlation_total", "variant" => v.clone()),
-            skipped: tenancy::SkipReason::ALL
-                .iter()
-                .map(|reason| reason.label())
-                .chain([HELD_BACK_FOR_LIVE_VARIANT])
-                .map(|reason| (reason, metrics::counter!("waiter_records_skipped_total", "variant" => v.clone(), "reason" => reason)))
-                .collect(),
+            skipped: ByReason::new("waiter_records_skipped_total", &v, "reason"),
             variant: v,
         }
         .registered_at_zero()
@@ -146,28 +105,19 @@ impl WaiterMetrics {
     /// Registers every labelled counter the waiter may increment, at zero,
     /// so a dashboard's query finds its series before the first event.
     fn registered_at_zero(self) -> Self {
-        let dead_letter_reasons = crate::request::Unusable::LABELS
-            .iter()
-            .chain(&crate::producer::DEAD_LETTER_REASONS)
-            .chain(&[crate::consumer::undecodable::DEAD_LETTER_REASON]);
-        for reason in dead_letter_reasons {
-            self.zero("waiter_records_dead_lettered_total", "reason", reason);
-        }
-        for reason in FAILURE_REASONS {
-            self.zero("waiter_records_failed_total", "reason", reason);
-        }
-        for action in ["skipped", "stopped"] {
-            self.zero("waiter_undecodable_batches_total", "action", action);
-        }
-        for kind in ["assigned", "revoked", "error"] {
-            self.zero("waiter_rebalances_total", "kind", kind);
-        }
+        self.zero_all::<DeadLetter>("waiter_records_dead_lettered_total", "reason");
+        self.zero_all::<Failure>("waiter_records_failed_total", "reason");
+        self.zero_all::<UndecodableAction>("waiter_undecodable_batches_total", "action");
+        self.zero_all::<Rebalance>("waiter_rebalances_total", "kind");
         metrics::counter!("waiter_stand_ins_started_total").increment(0);
         self
     }
 
-    fn zero(&self, name: &'static str, key: &'static str, value: &'static str) {
-        metrics::counter!(name, "variant" => self.variant.clone(), key => value).increment(0);
+    fn zero_all<R: Reason>(&self, name: &'static str, key: &'static str) {
+        for reason in R::all() {
+            metrics::counter!(name, "variant" => self.variant.clone(), key => reason.label())
+                .increment(0);
+        }
     }
 
     /// Adds one to counter `name` of this variant, labelled `key=value`.
@@ -176,29 +126,27 @@ impl WaiterMetrics {
     }
 
     /// Counts a record moved to the dead-letter topic.
-    pub fn dead_lettered(&self, reason: &'static str) {
-        self.count("waiter_records_dead_lettered_total", "reason", reason);
+    pub fn dead_lettered(&self, reason: DeadLetter) {
+        self.count(
+            "waiter_records_dead_lettered_total",
+            "reason",
+            reason.label(),
+        );
     }
 
-    /// Counts a record left for another consumer by the tenancy rules:
-    /// a baseline skips most records when tenants route elsewhere, so the
-    /// known reasons' handles are resolved once.
-    pub fn skipped(&self, reason: &'static str) {
-        match self.skipped.iter().find(|(known, _)| *known == reason) {
-            Some((_, counter)) => counter.increment(1),
-            None => self.count("waiter_records_skipped_total", "reason", reason),
-        }
+    /// Counts a record left for another consumer by the tenancy rules.
+    pub fn skipped(&self, reason: Skip) {
+        self.skipped.count(reason);
     }
 
     /// Counts a failure that did not lose the record (it is retried or redelivered).
-    pub fn failed(&self, reason: &'static str) {
-        self.count("waiter_records_failed_total", "reason", reason);
+    pub fn failed(&self, reason: Failure) {
+        self.count("waiter_records_failed_total", "reason", reason.label());
     }
 
-    /// Counts a record set that could not be decoded, by what was done
-    /// (`skipped` or `stopped`).
-    pub fn undecodable(&self, action: &'static str) {
-        self.count("waiter_undecodable_batches_total", "action", action);
+    /// Counts a record set that could not be decoded, by what was done.
+    pub fn undecodable(&self, action: UndecodableAction) {
+        self.count("waiter_undecodable_batches_total", "action", action.label());
     }
 
     /// Marks one partition stopped at an undecodable record set (1) or not (0).
@@ -213,8 +161,8 @@ impl WaiterMetrics {
     }
 
     /// Counts a rebalance event.
-    pub fn rebalanced(&self, kind: &'static str) {
-        self.count("waiter_rebalances_total", "kind", kind);
+    pub fn rebalanced(&self, kind: Rebalance) {
+        self.count("waiter_rebalances_total", "kind", kind.label());
     }
 
     /// Records a channel's depth and capacity.

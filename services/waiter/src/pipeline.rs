@@ -127,7 +127,7 @@ pub(crate) fn expire(
     metrics: &crate::metrics::WaiterMetrics,
     span: &tracing::Span,
     ack: Ack,
-    stage: crate::metrics::ExpiredAt,
+    stage: crate::reasons::ExpiredAt,
 ) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     metrics.expired.count(stage);
@@ -176,7 +176,7 @@ pub(crate) enum OutgoingKind {
         serviced_at: Instant,
     },
     /// An unusable record moved aside.
-    DeadLetter { reason: &'static str },
+    DeadLetter { reason: crate::reasons::DeadLetter },
 }
 
 /// Marks `headers` as a dead letter's: why it could not be used or

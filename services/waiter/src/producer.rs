@@ -23,6 +23,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{WaiterMetrics, observe};
 use crate::pipeline::{Outgoing, OutgoingKind, mark_dead_letter};
+use crate::reasons::{DeadLetter, Failure};
 
 /// What the producer stage reads, resolved once from the settings.
 pub(crate) struct ProducerConfig {
@@ -38,14 +39,6 @@ pub(crate) struct ProducerConfig {
     pub max_in_flight: usize,
     pub metrics: WaiterMetrics,
 }
-
-/// Why a reply becomes a dead letter at the producers (the consumers'
-/// reasons are [`crate::request::Unusable::LABELS`]).
-pub(crate) const DEAD_LETTER_REASONS: [&str; 3] = [
-    "unknown_response_topic",
-    "undeliverable_reply",
-    "unknown_reply_partition",
-];
 
 /// Longest pause between delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -132,11 +125,11 @@ async fn deliver(
     if record.is_reply() {
         let refusal = match config.topics.partitions(&producer, &record.topic).await {
             Known::Missing => Some((
-                DEAD_LETTER_REASONS[0],
+                DeadLetter::UnknownResponseTopic,
                 format!("reply topic `{}` does not exist", record.topic),
             )),
             Known::Partitions(count) if record.partition.is_some_and(|p| p >= count) => Some((
-                DEAD_LETTER_REASONS[2],
+                DeadLetter::UnknownReplyPartition,
                 format!(
                     "reply partition {} does not exist: `{}` has {count}",
                     record.partition.unwrap_or_default(),
@@ -183,7 +176,7 @@ async fn deliver(
                 };
                 record = record.into_dead_letter(
                     &config,
-                    DEAD_LETTER_REASONS[1],
+                    DeadLetter::UndeliverableReply,
                     &reason,
                     &origin,
                     keep,
@@ -195,7 +188,7 @@ async fn deliver(
                 // nothing is left to try, and holding the partition would
                 // stop every record behind it.
                 tracing::error!(parent: &span, %error, topic = %record.topic, %origin, "the dead-letter topic refused a record; it is dropped");
-                config.metrics.failed("dead_letter_refused");
+                config.metrics.failed(Failure::DeadLetterRefused);
                 ack.finish();
                 return;
             }
@@ -238,7 +231,7 @@ impl Record {
     fn into_dead_letter(
         mut self,
         config: &ProducerConfig,
-        label: &'static str,
+        label: DeadLetter,
         reason: &str,
         origin: &str,
         keep: usize,
@@ -339,7 +332,7 @@ async fn send_with_retries(
         };
         attempts += 1;
         let class = classify(&error);
-        config.metrics.failed("delivery");
+        config.metrics.failed(Failure::Delivery);
         send_span.add_event(
             "delivery.failed",
             vec![

@@ -6,6 +6,8 @@ use protocol::headers;
 use protocol::wire::{MAX_NAME_BYTES, WaitRequestBody};
 use rdkafka::message::Headers;
 
+use crate::reasons::DeadLetter;
+
 /// A request the waiter can answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitRequest {
@@ -74,29 +76,17 @@ pub enum Unusable {
 }
 
 impl Unusable {
-    /// Every [`Self::label`].
-    pub const LABELS: [&'static str; 8] = [
-        "empty_body",
-        "body_not_utf8",
-        "malformed_json",
-        "header_not_utf8",
-        "bad_response_topic",
-        "reply_would_loop",
-        "bad_reply_partition",
-        "is_a_reply",
-    ];
-
-    /// A short, bounded label for metrics.
-    pub fn label(&self) -> &'static str {
+    /// What the dead letter is counted and labelled as.
+    pub fn reason(&self) -> DeadLetter {
         match self {
-            Unusable::EmptyBody => "empty_body",
-            Unusable::BodyNotUtf8 => "body_not_utf8",
-            Unusable::MalformedJson(_) => "malformed_json",
-            Unusable::HeaderNotUtf8(_) => "header_not_utf8",
-            Unusable::BadResponseTopic { .. } => "bad_response_topic",
-            Unusable::ReplyWouldLoop { .. } => "reply_would_loop",
-            Unusable::BadReplyPartition { .. } => "bad_reply_partition",
-            Unusable::IsAReply => "is_a_reply",
+            Unusable::EmptyBody => DeadLetter::EmptyBody,
+            Unusable::BodyNotUtf8 => DeadLetter::BodyNotUtf8,
+            Unusable::MalformedJson(_) => DeadLetter::MalformedJson,
+            Unusable::HeaderNotUtf8(_) => DeadLetter::HeaderNotUtf8,
+            Unusable::BadResponseTopic { .. } => DeadLetter::BadResponseTopic,
+            Unusable::ReplyWouldLoop { .. } => DeadLetter::ReplyWouldLoop,
+            Unusable::BadReplyPartition { .. } => DeadLetter::BadReplyPartition,
+            Unusable::IsAReply => DeadLetter::IsAReply,
         }
     }
 }

@@ -14,8 +14,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::{ExpiredAt, WaiterMetrics, handed_off, observe};
+use crate::metrics::{WaiterMetrics, handed_off, observe};
 use crate::pipeline::{Outgoing, OutgoingKind, Work, can_finish, expire};
+use crate::reasons::ExpiredAt;
 use protocol::wire::LedgerEntry;
 
 /// What the waiter pool reads, resolved once from the settings.
@@ -294,7 +295,7 @@ async fn record_in_ledger(
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, correlation = %work.request.correlation.text(), "ledger did not record the wait");
-            config.metrics.failed(e.label());
+            config.metrics.failed(e.failure());
             tracing::Span::current().add_event(
                 "ledger.failed",
                 vec![KeyValue::new("error.message", e.to_string())],

@@ -118,8 +118,9 @@ impl ConsumerTenancy {
     }
 }
 
-/// Why a consumer leaves a record alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a consumer leaves a record alone (`VARIANTS` lists them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum SkipReason {
     /// The record's tenancy is not in `allowed_tenancies`.
     TenancyNotAllowed,
@@ -137,26 +138,9 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    /// Every reason, for resolving per-reason metric handles once.
-    pub const ALL: [SkipReason; 6] = [
-        SkipReason::TenancyNotAllowed,
-        SkipReason::ProductionRecord,
-        SkipReason::RoutedToVariant,
-        SkipReason::RoutedToOtherVariant,
-        SkipReason::NotRoutedToVariants,
-        SkipReason::VariantNotLive,
-    ];
-
     /// A short, bounded label for metrics and span events.
     pub fn label(self) -> &'static str {
-        match self {
-            SkipReason::TenancyNotAllowed => "tenancy_not_allowed",
-            SkipReason::ProductionRecord => "production_record",
-            SkipReason::RoutedToVariant => "routed_to_variant",
-            SkipReason::RoutedToOtherVariant => "routed_to_other_variant",
-            SkipReason::NotRoutedToVariants => "not_routed_to_variants",
-            SkipReason::VariantNotLive => "variant_not_live",
-        }
+        self.into()
     }
 }
 

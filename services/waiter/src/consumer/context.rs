@@ -11,6 +11,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 
 use super::ConsumerConfig;
 use crate::metrics::WaiterMetrics;
+use crate::reasons;
 
 /// Per-consumer state librdkafka calls back into: offset bookkeeping on
 /// rebalance, lag from statistics, commit failures.
@@ -48,7 +49,8 @@ impl WaiterContext {
 
     /// A rebalance is a log event and a metric, not a span: as a span it
     /// was a one-span trace of its own, most of a trace list's entries.
-    fn rebalance_event(&self, kind: &'static str, list: &TopicPartitionList) {
+    fn rebalance_event(&self, kind: reasons::Rebalance, list: &TopicPartitionList) {
+        let kind_label = kind.label();
         self.rebalances
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.metrics.rebalanced(kind);
@@ -57,10 +59,10 @@ impl WaiterContext {
             // An instance with more consumers than partitions sees this on
             // every rebalance of the group.
             0 => {
-                tracing::debug!(variant = %self.variant, group = %self.group, "no partitions {kind}")
+                tracing::debug!(variant = %self.variant, group = %self.group, "no partitions {kind_label}")
             }
             _ => {
-                tracing::info!(variant = %self.variant, group = %self.group, partitions = %described, "partitions {kind}")
+                tracing::info!(variant = %self.variant, group = %self.group, partitions = %described, "partitions {kind_label}")
             }
         }
     }
@@ -110,7 +112,7 @@ impl ConsumerContext for WaiterContext {
             }
             self.assigned
                 .send_modify(|n| *n = n.saturating_sub(list.count()));
-            self.rebalance_event("revoked", list);
+            self.rebalance_event(reasons::Rebalance::Revoked, list);
         }
     }
 
@@ -120,12 +122,12 @@ impl ConsumerContext for WaiterContext {
                 self.offsets
                     .assign(list.elements().iter().map(|e| e.partition()));
                 self.assigned.send_modify(|n| *n += list.count());
-                self.rebalance_event("assigned", list);
+                self.rebalance_event(reasons::Rebalance::Assigned, list);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
                 tracing::warn!(error = %e, "rebalance failed");
-                self.metrics.rebalanced("error");
+                self.metrics.rebalanced(reasons::Rebalance::Error);
             }
         }
     }
@@ -146,7 +148,7 @@ impl ConsumerContext for WaiterContext {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "offset commit failed; it is retried at the next interval");
-                self.metrics.failed("commit");
+                self.metrics.failed(reasons::Failure::Commit);
             }
         }
     }

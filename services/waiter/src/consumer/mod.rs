@@ -20,8 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::{ExpiredAt, WaiterMetrics, handed_off};
+use crate::metrics::{WaiterMetrics, handed_off};
 use crate::pipeline::{Outgoing, OutgoingKind, Work, carried_headers, mark_dead_letter};
+use crate::reasons::{ExpiredAt, Failure, Skip};
 use crate::request::{self, RequestLimits, WaitRequest};
 
 mod context;
@@ -122,7 +123,7 @@ pub(crate) async fn run(
         let message = match message {
             Ok(message) => message,
             Err(e) if undecodable::is_undecodable(&e) => {
-                config.metrics.failed("consume");
+                config.metrics.failed(Failure::Consume);
                 if !undecodable::handle(&consumer, &config, &acks, &dead_letters, &e).await {
                     break;
                 }
@@ -132,7 +133,7 @@ pub(crate) async fn run(
                 // The broker going away surfaces here; librdkafka reconnects
                 // by itself, so the stage keeps asking.
                 tracing::warn!(error = %e, "consume failed; retrying");
-                config.metrics.failed("consume");
+                config.metrics.failed(Failure::Consume);
                 continue;
             }
         };
@@ -352,7 +353,7 @@ async fn handle(
         Verdict::Process => {}
         Verdict::Skip(reason) => {
             // Not ours: commit past it. The span shows who skipped it and why.
-            config.metrics.skipped(reason.label());
+            config.metrics.skipped(Skip::Tenancy(reason));
             span.record("waiter_bus.skip_reason", reason.label());
             span.add_event(
                 "skipped",
@@ -362,9 +363,7 @@ async fn handle(
             return Handled::Next;
         }
         Verdict::HoldBack => {
-            config
-                .metrics
-                .skipped(crate::metrics::HELD_BACK_FOR_LIVE_VARIANT);
+            config.metrics.skipped(Skip::HeldBackForLiveVariant);
             span.add_event("held back for the live variant", vec![]);
             drop(ack);
             return Handled::HeldBack;
@@ -487,7 +486,7 @@ async fn decide(
                 // Deciding by the current routes is what an unstamped
                 // record gets; dead-lettering it would happen once per group.
                 tracing::warn!(%reason, offset = message.offset(), "unreadable routes version; deciding by the current routes");
-                config.metrics.failed("routes_version");
+                config.metrics.failed(Failure::RoutesVersion);
                 None
             }
         },
@@ -529,7 +528,7 @@ fn deadline(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> Option<pr
         Ok(deadline) => Some(deadline),
         Err(reason) => {
             tracing::debug!(%reason, offset = message.offset(), "unreadable deadline; serving without one");
-            config.metrics.failed("deadline");
+            config.metrics.failed(Failure::Deadline);
             None
         }
     }
@@ -606,7 +605,7 @@ fn dead_letter(
         ack,
         consumed_at,
         kind: OutgoingKind::DeadLetter {
-            reason: unusable.label(),
+            reason: unusable.reason(),
         },
         origin: origin(message),
         reply_slot: None,

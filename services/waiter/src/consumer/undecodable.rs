@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 
 use super::{ConsumerConfig, WaiterConsumer};
 use crate::pipeline::{Outgoing, OutgoingKind, mark_dead_letter};
+use crate::reasons::{DeadLetter, UndecodableAction};
 
 /// What the waiter does with a record set it cannot decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -45,9 +46,6 @@ pub enum UndecodablePolicy {
     /// Stop its partition and say so on `/readyz`.
     Stop,
 }
-
-/// The dead-letter reason of a skipped record set.
-pub(crate) const DEAD_LETTER_REASON: &str = "undecodable_batch";
 
 /// How long one probe read may take before the answer counts as unknown.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -184,7 +182,7 @@ fn stop(consumer: &WaiterConsumer, config: &ConsumerConfig, stuck: Stuck) {
         error = %stuck.error,
         "a record set cannot be decoded: the partition is stopped (waiter.undecodable_batches: stop)"
     );
-    config.metrics.undecodable("stopped");
+    config.metrics.undecodable(UndecodableAction::Stopped);
     config
         .metrics
         .partition_stopped(&stuck.topic, stuck.partition, true);
@@ -244,7 +242,7 @@ async fn skip(
         error = %stuck.error,
         "a record set cannot be decoded: skipped, with a dead-letter marker naming its offsets"
     );
-    config.metrics.undecodable("skipped");
+    config.metrics.undecodable(UndecodableAction::Skipped);
     let mut headers = Vec::new();
     mark_dead_letter(
         &mut headers,
@@ -270,7 +268,7 @@ async fn skip(
         ack,
         consumed_at: Instant::now(),
         kind: OutgoingKind::DeadLetter {
-            reason: DEAD_LETTER_REASON,
+            reason: DeadLetter::UndecodableBatch,
         },
         origin,
         reply_slot: None,
