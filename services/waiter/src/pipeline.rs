@@ -38,8 +38,11 @@ pub(crate) struct Work {
     pub hops: protocol::Hops,
     /// The request record: `topic/partition@offset`.
     pub origin: String,
-    /// When the caller stops waiting, if it said.
-    pub deadline: Option<protocol::Deadline>,
+    /// When the caller stops waiting, if it said: its `waiter-bus-deadline`
+    /// (a wall-clock time) turned into this process's monotonic clock at
+    /// consumption, so a clock step here cannot move it and paused time in
+    /// tests does.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// How long work has lately waited between the consumer and a waiter slot
@@ -112,11 +115,17 @@ impl QueueEstimate {
 /// Whether work with `deadline` that still has `work` to do (its wait) can
 /// finish with `margin` to spare (the reply's way back); no deadline, yes.
 pub(crate) fn can_finish(
-    deadline: Option<protocol::Deadline>,
+    deadline: Option<tokio::time::Instant>,
     work: Duration,
     margin: Duration,
 ) -> bool {
-    deadline.is_none_or(|d| d.remaining() >= work + margin)
+    deadline
+        .is_none_or(|d| d.saturating_duration_since(tokio::time::Instant::now()) >= work + margin)
+}
+
+/// Whether `deadline` has passed.
+pub(crate) fn has_passed(deadline: Option<tokio::time::Instant>) -> bool {
+    deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
 }
 
 /// Drops a request whose deadline has passed or cannot be met: nobody
@@ -179,17 +188,117 @@ pub(crate) enum OutgoingKind {
     DeadLetter { reason: crate::reasons::DeadLetter },
 }
 
-/// Marks `headers` as a dead letter's: why it could not be used or
-/// delivered, and the request record it came from.
-pub(crate) fn mark_dead_letter(headers: &mut HeaderList, reason: &str, origin: &str) {
+/// A record moved to the dead-letter topic, before it is marked: what it
+/// held, why it is moved, and the request record it came from.
+pub(crate) struct DeadLetterOf {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: HeaderList,
+    pub reason: crate::reasons::DeadLetter,
+    /// The reason in words (`dlt.reason`).
+    pub detail: String,
+    /// `topic/partition@offset` (`dlt.origin`).
+    pub origin: String,
+}
+
+impl Outgoing {
+    /// A dead letter bound for `topic`, carrying the record's span and
+    /// acknowledgement (finished once the dead letter is delivered).
+    pub(crate) fn dead_letter(
+        topic: &str,
+        mut of: DeadLetterOf,
+        span: tracing::Span,
+        ack: Ack,
+        consumed_at: Instant,
+    ) -> Self {
+        // Refused at the consumer, the record came in within the broker's
+        // size limit, so it goes out whole.
+        make_dead_letter(
+            &mut of.headers,
+            &mut of.payload,
+            &of.detail,
+            &of.origin,
+            usize::MAX,
+        );
+        Outgoing {
+            topic: topic.to_string(),
+            partition: None,
+            key: of.key,
+            payload: of.payload,
+            headers: of.headers,
+            span,
+            ack,
+            consumed_at,
+            kind: OutgoingKind::DeadLetter { reason: of.reason },
+            origin: of.origin,
+            reply_slot: None,
+        }
+    }
+}
+
+/// Makes `headers` and `payload` a dead letter's, the one place any is
+/// made: the payload cut to at most `keep` bytes (the length it had noted
+/// in `dlt.truncated`), why it could not be used or delivered, and the
+/// request record it came from.
+pub(crate) fn make_dead_letter(
+    headers: &mut HeaderList,
+    payload: &mut Vec<u8>,
+    detail: &str,
+    origin: &str,
+    keep: usize,
+) {
+    if payload.len() > keep {
+        headers.push((
+            headers::DEAD_LETTER_TRUNCATED.into(),
+            Some(payload.len().to_string().into_bytes()),
+        ));
+        payload.truncate(keep);
+    }
     headers.push((
         headers::DEAD_LETTER_REASON.into(),
-        Some(reason.as_bytes().to_vec()),
+        Some(detail.as_bytes().to_vec()),
     ));
     headers.push((
         headers::DEAD_LETTER_ORIGIN.into(),
         Some(origin.as_bytes().to_vec()),
     ));
+}
+
+/// What a reply carries on from its request (see [`carried_headers`]),
+/// with the correlation generated for a request that had none: the reply
+/// must name it, though the request did not. For a record whose trace is
+/// not `sampled`, no span of this waiter's injects its context, so the
+/// request's own trace context and baggage travel on unchanged, and the
+/// reply still continues the caller's (unsampled) trace.
+pub(crate) fn carried_to_reply<H: Headers>(
+    headers: Option<&H>,
+    unsampled: bool,
+    request: &WaitRequest,
+) -> HeaderList {
+    let mut carried = carried(headers, unsampled);
+    if request.correlation_generated {
+        carried.push((
+            request.correlation.header.clone(),
+            Some(request.correlation.value.clone()),
+        ));
+    }
+    carried
+}
+
+/// A reply's own headers, added as the producers take it: the mark that
+/// it is a reply (so no waiter ever serves it), naming the variant that
+/// answered, and how long each stage took. With what it carried on from
+/// its request ([`carried_to_reply`]) and the trace context each send
+/// injects, these are all its headers.
+pub(crate) fn mark_reply(
+    headers: &mut HeaderList,
+    variant: &str,
+    timing: [(&'static str, u64); 4],
+) {
+    headers.push((headers::REPLY.into(), Some(variant.as_bytes().to_vec())));
+    for (name, value) in timing {
+        headers.push((name.into(), Some(value.to_string().into_bytes())));
+    }
 }
 
 /// Headers a reply carries on from its request, as they came (the
@@ -198,14 +307,6 @@ pub(crate) fn mark_dead_letter(headers: &mut HeaderList, reason: &str, origin: &
 /// timing (it has its own).
 pub(crate) fn carried_headers<H: Headers>(headers: Option<&H>) -> HeaderList {
     carried(headers, false)
-}
-
-/// [`carried_headers`] for a record whose trace is not sampled: no span of
-/// this waiter's injects its context, so the request's own trace context
-/// and baggage travel on unchanged, and the reply still continues the
-/// caller's (unsampled) trace.
-pub(crate) fn carried_headers_unsampled<H: Headers>(headers: Option<&H>) -> HeaderList {
-    carried(headers, true)
 }
 
 fn carried<H: Headers>(headers: Option<&H>, with_trace_context: bool) -> HeaderList {
@@ -219,6 +320,87 @@ fn carried<H: Headers>(headers: Option<&H>, with_trace_context: bool) -> HeaderL
         .filter(|h| !h.key.starts_with("waiter."))
         .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
         .collect()
+}
+
+/// What the stages' unit tests build records from: acknowledgements of one
+/// partition, and requests as the consumer hands them on.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::{Duration, Instant};
+
+    use kafka_kit::acks::{Ack, AckSender, AckStream, OffsetTracker, ack_channel};
+
+    use super::Work;
+    use crate::request::{Correlation, WaitRequest};
+
+    /// Records of one partition, each with its acknowledgement.
+    pub(crate) struct Partition {
+        acks: AckSender,
+        /// Acknowledgements finished so far come out here.
+        pub finished: AckStream,
+        offsets: OffsetTracker,
+        next: i64,
+    }
+
+    impl Partition {
+        pub(crate) fn new() -> Self {
+            let (acks, finished) = ack_channel();
+            let offsets = OffsetTracker::new();
+            offsets.assign([0]);
+            Self {
+                acks,
+                finished,
+                offsets,
+                next: 0,
+            }
+        }
+
+        /// The next record's acknowledgement.
+        pub(crate) fn ack(&mut self) -> Ack {
+            let offset = self.next;
+            self.next += 1;
+            self.offsets.begin(&self.acks, "requests", 0, offset)
+        }
+
+        /// How many acknowledgements have been finished since last asked.
+        pub(crate) fn finished_count(&mut self) -> usize {
+            let mut count = 0;
+            while self.finished.try_recv().is_some() {
+                count += 1;
+            }
+            count
+        }
+
+        /// A request for `wait`, its caller waiting `deadline` from now.
+        pub(crate) fn work(&mut self, wait: Duration, deadline: Option<Duration>) -> Work {
+            let offset = self.next;
+            Work {
+                request: WaitRequest {
+                    correlation: Correlation {
+                        header: protocol::headers::CORRELATION.into(),
+                        value: format!("request-{offset}").into_bytes(),
+                    },
+                    correlation_generated: false,
+                    response_topic: "replies".into(),
+                    reply_partition: None,
+                    name: "test".into(),
+                    requested: wait,
+                    refusal: None,
+                },
+                span: tracing::Span::none(),
+                ack: self.ack(),
+                consumed_at: Instant::now(),
+                consumed_wall_us: 0,
+                carried: Vec::new(),
+                key: None,
+                trace_id: String::new(),
+                tenant: None,
+                hops: Default::default(),
+                origin: format!("requests/0@{offset}"),
+                deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,15 +5,16 @@
 //! succeeds or shutdown abandons it; either way nothing is committed that was
 //! not delivered.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use protocol::headers;
 use protocol::headers::timing;
 use rdkafka::Timestamp;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Mutex, mpsc};
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{WaiterMetrics, observe};
-use crate::pipeline::{Outgoing, OutgoingKind, mark_dead_letter};
+use crate::pipeline::{Outgoing, OutgoingKind, make_dead_letter, mark_reply};
 use crate::reasons::{DeadLetter, Failure};
 
 /// What the producer stage reads, resolved once from the settings.
@@ -40,12 +41,57 @@ pub(crate) struct ProducerConfig {
     pub metrics: WaiterMetrics,
 }
 
+/// What the producer stage needs of a Kafka producer: the one seam between
+/// its rules (which replies may go, what is retried, what becomes a dead
+/// letter) and the client, so those rules have unit tests on paused time.
+pub(crate) trait RecordSink: Clone + Send + Sync + 'static {
+    /// Sends one record; resolves once the broker has acknowledged it or
+    /// the client gave up on it.
+    fn send<'a>(
+        &'a self,
+        record: FutureRecord<'a, [u8], [u8]>,
+    ) -> impl Future<Output = Result<Delivery, KafkaError>> + Send + 'a;
+
+    /// Every topic the cluster lists, with its partition count (one
+    /// metadata request, which never creates a topic).
+    fn list_topics(&self) -> impl Future<Output = Result<HashMap<String, i32>, KafkaError>> + Send;
+}
+
+impl RecordSink for FutureProducer {
+    async fn send<'a>(
+        &'a self,
+        record: FutureRecord<'a, [u8], [u8]>,
+    ) -> Result<Delivery, KafkaError> {
+        FutureProducer::send(self, record, Duration::from_secs(5))
+            .await
+            .map_err(|(error, _)| error)
+    }
+
+    async fn list_topics(&self) -> Result<HashMap<String, i32>, KafkaError> {
+        let client = self.clone();
+        tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+                        .collect()
+                })
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+    }
+}
+
 /// Longest pause between delivery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Publishes until the channel closes and every delivery has settled.
-pub(crate) async fn run(
-    producer: FutureProducer,
+pub(crate) async fn run<S: RecordSink>(
+    producer: S,
     config: Arc<ProducerConfig>,
     outgoing: Arc<Mutex<mpsc::Receiver<Outgoing>>>,
     abandon: CancellationToken,
@@ -71,8 +117,8 @@ pub(crate) async fn run(
     while deliveries.join_next().await.is_some() {}
 }
 
-async fn deliver(
-    producer: FutureProducer,
+async fn deliver<S: RecordSink>(
+    producer: S,
     config: Arc<ProducerConfig>,
     outgoing: Outgoing,
     abandon: CancellationToken,
@@ -101,14 +147,16 @@ async fn deliver(
     {
         let handoff = serviced_at.elapsed();
         observe(&config.metrics.stage_handoff, handoff);
-        for (name, value) in [
-            (timing::CONSUMED_AT_US, *consumed_wall_us),
-            (timing::QUEUE_US, queue.as_micros() as u64),
-            (timing::SERVICE_US, service.as_micros() as u64),
-            (timing::HANDOFF_US, handoff.as_micros() as u64),
-        ] {
-            headers.push((name.into(), Some(value.to_string().into_bytes())));
-        }
+        mark_reply(
+            &mut headers,
+            &config.variant,
+            [
+                (timing::CONSUMED_AT_US, *consumed_wall_us),
+                (timing::QUEUE_US, queue.as_micros() as u64),
+                (timing::SERVICE_US, service.as_micros() as u64),
+                (timing::HANDOFF_US, handoff.as_micros() as u64),
+            ],
+        );
     }
     let mut record = Record {
         topic,
@@ -236,14 +284,7 @@ impl Record {
         origin: &str,
         keep: usize,
     ) -> Self {
-        if self.payload.len() > keep {
-            self.headers.push((
-                headers::DEAD_LETTER_TRUNCATED.into(),
-                Some(self.payload.len().to_string().into_bytes()),
-            ));
-            self.payload.truncate(keep);
-        }
-        mark_dead_letter(&mut self.headers, reason, origin);
+        make_dead_letter(&mut self.headers, &mut self.payload, reason, origin, keep);
         Self {
             topic: config.dead_letter_topic.clone(),
             partition: None,
@@ -256,7 +297,7 @@ impl Record {
 fn send_span(parent: &tracing::Span, config: &ProducerConfig, record: &Record) -> tracing::Span {
     if parent.is_none() {
         // An unsampled record: no span, and the request's trace context is
-        // among the carried headers (see `carried_headers_unsampled`).
+        // among the carried headers (see `carried_to_reply`).
         return tracing::Span::none();
     }
     let key_text = record
@@ -276,7 +317,7 @@ fn send_span(parent: &tracing::Span, config: &ProducerConfig, record: &Record) -
 
 /// How a delivery ended.
 enum Sent {
-    Delivered(rdkafka::producer::future_producer::Delivery),
+    Delivered(Delivery),
     /// Refused for good: permanently, or transiently more often than allowed.
     Refused(KafkaError),
     /// Shutdown gave up on it; it stays uncommitted.
@@ -286,8 +327,8 @@ enum Sent {
 /// Sends `record`, retrying transient failures with backoff: a reply for up
 /// to `delivery_retry_for`, a dead letter for as long as it takes (it is the
 /// last place a record can go). A permanent failure is not retried.
-async fn send_with_retries(
-    producer: &FutureProducer,
+async fn send_with_retries<S: RecordSink>(
+    producer: &S,
     config: &ProducerConfig,
     record: &Record,
     send_span: &tracing::Span,
@@ -307,19 +348,20 @@ async fn send_with_retries(
     );
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
-    let give_up_at = Instant::now() + config.delivery_retry_for;
+    // On tokio's clock, which the backoff sleeps on.
+    let give_up_at = tokio::time::Instant::now() + config.delivery_retry_for;
     loop {
-        let mut kafka_record = FutureRecord::to(&record.topic)
-            .payload(&record.payload)
+        let mut kafka_record = FutureRecord::<[u8], [u8]>::to(&record.topic)
+            .payload(record.payload.as_slice())
             .headers(record_headers.clone());
         if let Some(key) = &record.key {
-            kafka_record = kafka_record.key(key);
+            kafka_record = kafka_record.key(key.as_slice());
         }
         if let Some(partition) = record.partition {
             kafka_record = kafka_record.partition(partition);
         }
         let result = tokio::select! {
-            result = producer.send(kafka_record, Duration::from_secs(5)) => result,
+            result = producer.send(kafka_record) => result,
             () = abandon.cancelled() => {
                 send_span.add_event("delivery.abandoned", vec![]);
                 tracing::warn!(topic = %record.topic, "shutdown abandoned an undelivered record; it will be redelivered");
@@ -328,7 +370,7 @@ async fn send_with_retries(
         };
         let error = match result {
             Ok(delivery) => return Sent::Delivered(delivery),
-            Err((error, _)) => error,
+            Err(error) => error,
         };
         attempts += 1;
         let class = classify(&error);
@@ -354,7 +396,7 @@ async fn send_with_retries(
             send_span.record("otel.status_code", "ERROR");
             return Sent::Refused(error);
         }
-        let out_of_time = record.is_reply() && Instant::now() >= give_up_at;
+        let out_of_time = record.is_reply() && tokio::time::Instant::now() >= give_up_at;
         if class == FailureClass::Permanent || out_of_time {
             send_span.record("otel.status_code", "ERROR");
             return Sent::Refused(error);
@@ -485,17 +527,22 @@ impl TopicCatalog {
 
     /// What is known of `topic`, from a listing fresh enough to answer;
     /// otherwise from a new one.
-    pub(crate) async fn partitions(&self, producer: &FutureProducer, topic: &str) -> Known {
+    pub(crate) async fn partitions(&self, producer: &impl RecordSink, topic: &str) -> Known {
         self.known(producer, topic, self.refresh).await
     }
 
     /// [`Self::partitions`] from a listing at most [`Self::MISSING_FOR`]
     /// old: for a delivery the broker just refused as an unknown topic.
-    pub(crate) async fn recheck(&self, producer: &FutureProducer, topic: &str) -> Known {
+    pub(crate) async fn recheck(&self, producer: &impl RecordSink, topic: &str) -> Known {
         self.known(producer, topic, Self::MISSING_FOR).await
     }
 
-    async fn known(&self, producer: &FutureProducer, topic: &str, trust_listed: Duration) -> Known {
+    async fn known(
+        &self,
+        producer: &impl RecordSink,
+        topic: &str,
+        trust_listed: Duration,
+    ) -> Known {
         if let Some(known) = self.answer(topic, trust_listed) {
             return known;
         }
@@ -504,23 +551,10 @@ impl TopicCatalog {
         if let Some(known) = self.answer(topic, trust_listed) {
             return known;
         }
-        let client = producer.clone();
-        let listed = tokio::task::spawn_blocking(move || {
-            client
-                .client()
-                .fetch_metadata(None, Duration::from_secs(5))
-                .map(|m| {
-                    m.topics()
-                        .iter()
-                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-                        .collect::<std::collections::HashMap<_, _>>()
-                })
-        })
-        .await;
+        let listed = producer.list_topics().await;
         self.listings
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Ok(Ok(topics)) = listed else {
+        let Ok(topics) = listed else {
             return Known::Unknown;
         };
         let known = match topics.get(topic) {
@@ -567,6 +601,277 @@ impl TopicCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod rules {
+        //! The stage's rules on tokio's paused clock, against a scripted
+        //! client: which replies may go, what is retried and for how long,
+        //! and what becomes a dead letter, in milliseconds, no broker.
+        use std::collections::VecDeque;
+        use std::sync::Mutex as StdMutex;
+
+        use rdkafka::message::Headers;
+
+        use super::*;
+        use crate::pipeline::testing::Partition;
+        use crate::reasons::DeadLetter;
+
+        /// One record as the client was given it.
+        #[derive(Debug, Clone)]
+        struct Sent {
+            topic: String,
+            partition: Option<i32>,
+            payload: Vec<u8>,
+            headers: Vec<(String, Vec<u8>)>,
+        }
+
+        impl Sent {
+            fn header(&self, name: &str) -> Option<String> {
+                self.headers
+                    .iter()
+                    .rev()
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+            }
+        }
+
+        /// A client that answers each send from a script (delivered once
+        /// the script is used up) and lists fixed topics.
+        #[derive(Clone, Default)]
+        struct Scripted {
+            failures: Arc<StdMutex<VecDeque<RDKafkaErrorCode>>>,
+            sent: Arc<StdMutex<Vec<Sent>>>,
+            topics: HashMap<String, i32>,
+        }
+
+        impl Scripted {
+            fn new(topics: &[(&str, i32)], failures: &[RDKafkaErrorCode]) -> Self {
+                Self {
+                    failures: Arc::new(StdMutex::new(failures.iter().copied().collect())),
+                    sent: Default::default(),
+                    topics: topics.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+                }
+            }
+
+            fn sent(&self) -> Vec<Sent> {
+                self.sent.lock().unwrap().clone()
+            }
+        }
+
+        impl RecordSink for Scripted {
+            fn send<'a>(
+                &'a self,
+                record: FutureRecord<'a, [u8], [u8]>,
+            ) -> impl Future<Output = Result<Delivery, KafkaError>> + Send + 'a {
+                let headers = record
+                    .headers
+                    .as_ref()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.sent.lock().unwrap().push(Sent {
+                    topic: record.topic.to_string(),
+                    partition: record.partition,
+                    payload: record.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers,
+                });
+                let failure = self.failures.lock().unwrap().pop_front();
+                async move {
+                    match failure {
+                        None => Ok(Delivery {
+                            partition: 0,
+                            offset: 0,
+                            timestamp: Timestamp::NotAvailable,
+                        }),
+                        Some(code) => Err(KafkaError::MessageProduction(code)),
+                    }
+                }
+            }
+
+            async fn list_topics(&self) -> Result<HashMap<String, i32>, KafkaError> {
+                Ok(self.topics.clone())
+            }
+        }
+
+        fn config(delivery_retry_for: Duration) -> Arc<ProducerConfig> {
+            Arc::new(ProducerConfig {
+                variant: "baseline".into(),
+                dead_letter_topic: "dead-letters".into(),
+                delivery_retry_for,
+                topics: TopicCatalog::new(Duration::from_secs(30)),
+                max_in_flight: 10,
+                metrics: WaiterMetrics::new("baseline"),
+            })
+        }
+
+        fn reply(partition: &mut Partition, topic: &str, payload: Vec<u8>) -> Outgoing {
+            Outgoing {
+                topic: topic.into(),
+                partition: None,
+                key: None,
+                payload,
+                headers: vec![("correlation".into(), Some(b"c-1".to_vec()))],
+                span: tracing::Span::none(),
+                ack: partition.ack(),
+                consumed_at: Instant::now(),
+                kind: OutgoingKind::Reply {
+                    ok: true,
+                    consumed_wall_us: 0,
+                    queue: Duration::ZERO,
+                    service: Duration::ZERO,
+                    serviced_at: Instant::now(),
+                },
+                origin: "requests/0@0".into(),
+                reply_slot: None,
+            }
+        }
+
+        async fn deliver_one(client: &Scripted, config: Arc<ProducerConfig>, outgoing: Outgoing) {
+            deliver(client.clone(), config, outgoing, CancellationToken::new()).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_reply_is_retried_through_transient_failures_with_backoff() {
+            use RDKafkaErrorCode::*;
+            let client = Scripted::new(
+                &[("replies", 4)],
+                &[MessageTimedOut, BrokerTransportFailure],
+            );
+            let mut partition = Partition::new();
+            let started = tokio::time::Instant::now();
+            let outgoing = reply(&mut partition, "replies", b"{}".to_vec());
+            deliver_one(&client, config(Duration::from_secs(300)), outgoing).await;
+            // 100 ms, then 200 ms, between the three attempts.
+            assert_eq!(started.elapsed(), Duration::from_millis(300));
+            let sent = client.sent();
+            assert_eq!(sent.len(), 3);
+            assert!(sent.iter().all(|s| s.topic == "replies"));
+            // The reply's own headers, once, after what it carried on.
+            let last = &sent[2];
+            assert_eq!(
+                last.header(protocol::headers::REPLY).as_deref(),
+                Some("baseline")
+            );
+            assert_eq!(last.header("correlation").as_deref(), Some("c-1"));
+            assert_eq!(
+                partition.finished_count(),
+                1,
+                "delivered: its offset is released"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_reply_failing_past_delivery_retry_for_becomes_a_dead_letter() {
+            use RDKafkaErrorCode::*;
+            let client = Scripted::new(&[("replies", 4)], &[MessageTimedOut; 5]);
+            let mut partition = Partition::new();
+            let outgoing = reply(&mut partition, "replies", b"{}".to_vec());
+            let started = tokio::time::Instant::now();
+            deliver_one(&client, config(Duration::from_secs(1)), outgoing).await;
+            // Attempts at 0, 0.1, 0.3, 0.7 and 1.5 s: the last is past the second.
+            assert_eq!(started.elapsed(), Duration::from_millis(1500));
+            let sent = client.sent();
+            assert_eq!(sent.len(), 6, "{sent:?}");
+            let dead = &sent[5];
+            assert_eq!(dead.topic, "dead-letters");
+            assert_eq!(dead.partition, None);
+            assert!(
+                dead.header(protocol::headers::DEAD_LETTER_REASON)
+                    .is_some_and(|r| r.contains("reply to `replies` not deliverable")),
+                "{dead:?}"
+            );
+            assert_eq!(
+                dead.header(protocol::headers::DEAD_LETTER_ORIGIN)
+                    .as_deref(),
+                Some("requests/0@0")
+            );
+            assert_eq!(partition.finished_count(), 1);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_reply_too_large_for_the_broker_is_dead_lettered_at_once_and_cut() {
+            let client = Scripted::new(&[("replies", 4)], &[RDKafkaErrorCode::MessageSizeTooLarge]);
+            let mut partition = Partition::new();
+            let outgoing = reply(&mut partition, "replies", vec![b'x'; 10_000]);
+            let started = tokio::time::Instant::now();
+            deliver_one(&client, config(Duration::from_secs(300)), outgoing).await;
+            assert_eq!(started.elapsed(), Duration::ZERO, "permanent: no retry");
+            let sent = client.sent();
+            assert_eq!(sent.len(), 2);
+            let dead = &sent[1];
+            assert_eq!(dead.topic, "dead-letters");
+            assert_eq!(dead.payload.len(), DEAD_LETTER_PAYLOAD_AFTER_SIZE_REFUSAL);
+            assert_eq!(
+                dead.header(protocol::headers::DEAD_LETTER_TRUNCATED)
+                    .as_deref(),
+                Some("10000")
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_reply_to_a_topic_or_partition_the_cluster_does_not_list_is_never_sent_there() {
+            let client = Scripted::new(&[("replies", 4)], &[]);
+            let mut partition = Partition::new();
+            let to_nowhere = reply(&mut partition, "nowhere", b"{}".to_vec());
+            let mut to_partition_7 = reply(&mut partition, "replies", b"{}".to_vec());
+            to_partition_7.partition = Some(7);
+            let config = config(Duration::from_secs(300));
+            deliver_one(&client, config.clone(), to_nowhere).await;
+            deliver_one(&client, config, to_partition_7).await;
+            let sent = client.sent();
+            assert_eq!(sent.len(), 2, "{sent:?}");
+            assert!(sent.iter().all(|s| s.topic == "dead-letters"));
+            assert_eq!(
+                sent[0]
+                    .header(protocol::headers::DEAD_LETTER_REASON)
+                    .as_deref(),
+                Some("reply topic `nowhere` does not exist")
+            );
+            assert_eq!(
+                sent[1]
+                    .header(protocol::headers::DEAD_LETTER_REASON)
+                    .as_deref(),
+                Some("reply partition 7 does not exist: `replies` has 4")
+            );
+            assert_eq!(partition.finished_count(), 2);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_dead_letter_is_retried_for_as_long_as_it_takes_but_dropped_when_refused_for_good()
+         {
+            use RDKafkaErrorCode::*;
+            let mut partition = Partition::new();
+            let dead_letter = |partition: &mut Partition| Outgoing {
+                kind: OutgoingKind::DeadLetter {
+                    reason: DeadLetter::MalformedJson,
+                },
+                topic: "dead-letters".into(),
+                ..reply(partition, "dead-letters", b"{".to_vec())
+            };
+            // Transient failures for far longer than a reply's retry window.
+            let client = Scripted::new(&[], &[MessageTimedOut; 20]);
+            deliver_one(
+                &client,
+                config(Duration::from_millis(1)),
+                dead_letter(&mut partition),
+            )
+            .await;
+            assert_eq!(client.sent().len(), 21);
+            assert_eq!(partition.finished_count(), 1);
+            // Refused for good: dropped (nothing is left to try), released.
+            let client = Scripted::new(&[], &[TopicAuthorizationFailed]);
+            deliver_one(
+                &client,
+                config(Duration::from_secs(300)),
+                dead_letter(&mut partition),
+            )
+            .await;
+            assert_eq!(client.sent().len(), 1);
+            assert_eq!(partition.finished_count(), 1);
+        }
+    }
 
     /// Replies naming a thousand topics no broker lists, all at once: they
     /// cost one listing (a refresh is single-flight and answers them all),

@@ -29,6 +29,17 @@ pub struct WaitRequest {
     pub refusal: Option<String>,
 }
 
+impl WaitRequest {
+    /// How long serving it takes with every wait scaled by `scale` (see
+    /// `waiter.wait_scale`): nothing for a request that is refused.
+    pub fn wait(&self, scale: f64) -> Duration {
+        match self.refusal {
+            Some(_) => Duration::ZERO,
+            None => self.requested.mul_f64(scale),
+        }
+    }
+}
+
 /// Why a record cannot be answered at all; it goes to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unusable {

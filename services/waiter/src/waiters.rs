@@ -15,7 +15,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{WaiterMetrics, handed_off, observe};
-use crate::pipeline::{Outgoing, OutgoingKind, Work, can_finish, expire};
+use crate::pipeline::{Outgoing, OutgoingKind, Work, can_finish, expire, has_passed};
 use crate::reasons::ExpiredAt;
 use protocol::wire::LedgerEntry;
 
@@ -64,10 +64,7 @@ pub(crate) async fn run(
         config.queue_estimate.observe(work.consumed_at.elapsed());
         // The permit may have taken a while: a request that can no longer
         // finish before its caller gives up does not get to use it.
-        let wait = match work.request.refusal {
-            Some(_) => std::time::Duration::ZERO,
-            None => work.request.requested.mul_f64(config.wait_scale),
-        };
+        let wait = work.request.wait(config.wait_scale);
         if !can_finish(work.deadline, wait, config.deadline_margin) {
             drop(permit);
             expire(&config.metrics, &work.span, work.ack, ExpiredAt::Waiter);
@@ -178,8 +175,10 @@ async fn serve(
                 ),
             };
             async {
-                let started = Instant::now();
-                let wait = request.requested.mul_f64(config.wait_scale);
+                // Tokio's clock, which the timer below runs on (and which
+                // tests pause and advance).
+                let started = tokio::time::Instant::now();
+                let wait = request.wait(config.wait_scale);
                 // A zero wait needs no timer: registering one costs a trip
                 // through the timer wheel and a wake-up per record.
                 let waited = match wait.is_zero() {
@@ -203,10 +202,7 @@ async fn serve(
     let serviced_at = Instant::now();
     let service = serviced_at - dequeued_at;
     observe(&config.metrics.stage_service, service);
-    if work
-        .deadline
-        .is_some_and(|d| d.remaining() == std::time::Duration::ZERO)
-    {
+    if has_passed(work.deadline) {
         expire(&config.metrics, &work.span, work.ack, ExpiredAt::Reply);
         return None;
     }
@@ -230,20 +226,6 @@ async fn serve(
         ledger_recorded,
         behaviour: config.behaviour.clone(),
     };
-    // The request's headers as they came, its correlation among them
-    // (under the name the caller used, byte for byte).
-    let mut headers = work.carried;
-    if request.correlation_generated {
-        headers.push((
-            request.correlation.header.clone(),
-            Some(request.correlation.value.clone()),
-        ));
-    }
-    // Marks the record as a reply, so no waiter ever serves it.
-    headers.push((
-        protocol::headers::REPLY.into(),
-        Some(config.variant.clone().into_bytes()),
-    ));
     let reply_slot = Some(in_hand.expect("every path above takes a reply slot"));
     Some(Outgoing {
         topic: request.response_topic.clone(),
@@ -253,7 +235,10 @@ async fn serve(
         // still spread over the reply topic's partitions.
         key: work.key.or_else(|| Some(request.correlation.value.clone())),
         payload: serde_json::to_vec(&reply).expect("a reply always serialises"),
-        headers,
+        // The request's headers as they came, its correlation among them
+        // (under the name the caller used, byte for byte); the producers
+        // add the reply's own (`pipeline::mark_reply`).
+        headers: work.carried,
         span: work.span,
         ack: work.ack,
         consumed_at: work.consumed_at,
@@ -302,5 +287,159 @@ async fn record_in_ledger(
             );
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pool's rules on tokio's paused clock: waits, deadlines and
+    //! backpressure in milliseconds, no broker.
+    use std::time::Duration;
+
+    use protocol::wire::WaitReply;
+
+    use super::*;
+    use crate::pipeline::testing::Partition;
+
+    fn config(waiters: usize, reply_slots: usize, wait_scale: f64) -> Arc<WaiterConfig> {
+        Arc::new(WaiterConfig {
+            variant: "baseline".into(),
+            instance: "test".into(),
+            waiters,
+            reply_slots,
+            wait_scale,
+            behaviour: None,
+            deadline_margin: Duration::from_millis(100),
+            queue_estimate: crate::pipeline::QueueEstimate::new(),
+            ledger: None,
+            metrics: WaiterMetrics::new("baseline"),
+        })
+    }
+
+    fn reply(outgoing: &Outgoing) -> WaitReply {
+        serde_json::from_slice(&outgoing.payload).expect("a reply body")
+    }
+
+    /// The pool serving from a channel of `capacity`.
+    fn pool(
+        config: Arc<WaiterConfig>,
+        capacity: usize,
+    ) -> (mpsc::Sender<Work>, mpsc::Receiver<Outgoing>) {
+        let (requests, requests_rx) = mpsc::channel(capacity);
+        let (replies_tx, replies) = mpsc::channel(1000);
+        tokio::spawn(run(config, requests_rx, replies_tx));
+        (requests, replies)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_lasts_what_was_asked_scaled_by_the_variant() {
+        let (requests, mut replies) = pool(config(10, 10, 0.5), 10);
+        let mut partition = Partition::new();
+        let started = tokio::time::Instant::now();
+        requests
+            .send(partition.work(Duration::from_millis(400), None))
+            .await
+            .unwrap();
+        let outgoing = replies.recv().await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        let body = reply(&outgoing);
+        assert_eq!((body.requested_wait_ms, body.waited_ms), (400, 200));
+        assert_eq!(body.message, "Waited 200 ms for test");
+        assert!(outgoing.reply_slot.is_some(), "the reply holds its slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_request_is_answered_at_once_with_an_error() {
+        let (requests, mut replies) = pool(config(10, 10, 1.0), 10);
+        let mut partition = Partition::new();
+        let mut work = partition.work(Duration::from_secs(600), None);
+        work.request.refusal = Some("wait_ms 600000 exceeds the maximum".into());
+        let started = tokio::time::Instant::now();
+        requests.send(work).await.unwrap();
+        let body = reply(&replies.recv().await.unwrap());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(body.status, ReplyStatus::Error);
+        assert_eq!(body.waited_ms, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_deadline_passed_while_it_queued_is_dropped_unanswered() {
+        // One waiter: the second request queues behind a 1 s wait, and its
+        // caller gives up after 500 ms.
+        let (requests, mut replies) = pool(config(1, 10, 1.0), 10);
+        let mut partition = Partition::new();
+        requests
+            .send(partition.work(Duration::from_secs(1), None))
+            .await
+            .unwrap();
+        requests
+            .send(partition.work(Duration::from_millis(10), Some(Duration::from_millis(500))))
+            .await
+            .unwrap();
+        let first = replies.recv().await.unwrap();
+        assert_eq!(reply(&first).correlation, "request-0");
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(replies.try_recv().is_err(), "no reply for the expired one");
+        // Its offset is released all the same: nobody waits for it.
+        assert_eq!(
+            partition.finished_count(),
+            1,
+            "the expired request's ack is finished"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_would_outlast_its_deadline_is_not_started() {
+        let (requests, mut replies) = pool(config(10, 10, 1.0), 10);
+        let mut partition = Partition::new();
+        // 300 ms of wait and 100 ms of margin do not fit in 350 ms.
+        requests
+            .send(partition.work(Duration::from_millis(300), Some(Duration::from_millis(350))))
+            .await
+            .unwrap();
+        requests
+            .send(partition.work(Duration::from_millis(300), Some(Duration::from_millis(450))))
+            .await
+            .unwrap();
+        let served = replies.recv().await.unwrap();
+        assert_eq!(reply(&served).correlation, "request-1");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(replies.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_replies_go_undelivered_the_pool_stops_taking_requests() {
+        // Two reply slots, two waiters, a request channel of one.
+        let (requests, mut replies) = pool(config(2, 2, 1.0), 1);
+        let mut partition = Partition::new();
+        let works: Vec<Work> = (0..10)
+            .map(|_| partition.work(Duration::ZERO, None))
+            .collect();
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let feeder = {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                for work in works {
+                    requests.send(work).await.unwrap();
+                    sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        // The producers hold what they were given, undelivered.
+        let mut undelivered = vec![replies.recv().await.unwrap(), replies.recv().await.unwrap()];
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(replies.try_recv().is_err(), "no third reply without a slot");
+        // Two waits holding their pool slots, one request at the pool's
+        // door, one in the channel: the rest stay with the consumer.
+        let taken = sent.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(taken, 6, "the pool took {taken} of 10 requests");
+        assert!(!feeder.is_finished());
+        // Delivered: every slot comes back, and every request is answered.
+        undelivered.clear();
+        for _ in 2..10 {
+            drop(replies.recv().await.unwrap());
+        }
+        feeder.await.unwrap();
     }
 }

@@ -25,8 +25,8 @@ const STALLS: i32 = 2;
 /// Seconds of load before the stall (steady state) and after it.
 const BEFORE: Duration = Duration::from_secs(20);
 const AFTER: Duration = Duration::from_secs(40);
-/// Request partitions: enough that the backlog fits the mock's logs.
-const REQUEST_PARTITIONS: i32 = 32;
+/// Partitions of each topic: enough that the backlog fits the mock's logs.
+const PARTITIONS: i32 = 32;
 /// The waiter's pool (its default).
 const WAITERS: usize = 50;
 /// RSS growth over the steady state the stall may cost.
@@ -47,16 +47,14 @@ pub(crate) async fn reply_stall(broker: &Broker, args: &Args) -> anyhow::Result<
         requests: format!("bench-reply-stall-{id}-requests"),
         replies: format!("bench-reply-stall-{id}-replies"),
     };
-    broker
-        .create_topic(&topics.requests, REQUEST_PARTITIONS)
-        .await?;
-    broker
-        .create_topic(&topics.replies, TOPIC_PARTITIONS)
-        .await?;
-    for partition in 0..REQUEST_PARTITIONS {
+    broker.create_topic(&topics.requests, PARTITIONS).await?;
+    // Replies too: the generator reading a burst of them after the stall
+    // must not fall 5 MB behind on a partition.
+    broker.create_topic(&topics.replies, PARTITIONS).await?;
+    for partition in 0..PARTITIONS {
         embedded.set_partition_leader(&topics.requests, partition, STAYS)?;
     }
-    for partition in 0..TOPIC_PARTITIONS {
+    for partition in 0..PARTITIONS {
         embedded.set_partition_leader(&topics.replies, partition, STALLS)?;
     }
     let group = format!("bench-{}", uuid::Uuid::new_v4().simple());

@@ -93,7 +93,9 @@ impl ResponderProcess {
             .env("WAITER_BUS__WAITER__REQUEST_CHANNEL_CAPACITY", "1000")
             .env("WAITER_BUS__WAITER__REPLY_CHANNEL_CAPACITY", "1000")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            // The services log to stdout; the waiter's panics and the
+            // echo's errors go to stderr.
+            .stdout(responder_log()?)
             .stderr(responder_log()?)
             .spawn()?;
         Ok(Self {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{WaiterMetrics, handed_off};
-use crate::pipeline::{Outgoing, OutgoingKind, Work, carried_headers, mark_dead_letter};
+use crate::pipeline::{DeadLetterOf, Outgoing, Work, carried_headers};
 use crate::reasons::{ExpiredAt, Failure, Skip};
 use crate::request::{self, RequestLimits, WaitRequest};
 
@@ -371,19 +371,17 @@ async fn handle(
     }
     match decode(config, message, &span) {
         Ok(request) => {
-            let deadline = deadline(config, message);
-            let wait = match request.refusal {
-                Some(_) => std::time::Duration::ZERO,
-                None => request.requested.mul_f64(config.wait_scale),
-            };
+            let deadline =
+                deadline(config, message).map(|d| tokio::time::Instant::now() + d.remaining());
             // Counting in how long work lately waited for a slot: what
             // cannot make it after that is shed here, cheaply.
-            let ahead = wait + config.queue_estimate.current();
+            let ahead = request.wait(config.wait_scale) + config.queue_estimate.current();
             if !crate::pipeline::can_finish(deadline, ahead, config.deadline_margin) {
                 // Cheapest here: nothing downstream spends a slot on it.
                 crate::pipeline::expire(&config.metrics, &span, ack, ExpiredAt::Consumer);
                 return Handled::Next;
             }
+            let carried = crate::pipeline::carried_to_reply(message.headers(), unsampled, &request);
             let item = Work {
                 request,
                 trace_id: match unsampled {
@@ -395,10 +393,7 @@ async fn handle(
                 consumed_at: consumed.at,
                 consumed_wall_us: consumed.wall_us,
                 key: message.key().map(<[u8]>::to_vec),
-                carried: match unsampled {
-                    true => crate::pipeline::carried_headers_unsampled(message.headers()),
-                    false => carried_headers(message.headers()),
-                },
+                carried,
                 tenant,
                 hops: propagation::kafka_header(message.headers(), headers::HOPS)
                     .map(protocol::Hops::parse)
@@ -591,25 +586,22 @@ fn dead_letter(
         vec![KeyValue::new("dead_letter.reason", unusable.to_string())],
     );
     span.record("otel.status_code", "ERROR");
-    // Every header as it came (the correlation and reply topic among
-    // them), so a reader of the dead letter can find its sender.
-    let mut headers = carried_headers(message.headers());
-    mark_dead_letter(&mut headers, &unusable.to_string(), &origin(message));
-    Outgoing {
-        topic: config.dead_letter_topic.clone(),
-        partition: None,
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        headers,
+    Outgoing::dead_letter(
+        &config.dead_letter_topic,
+        DeadLetterOf {
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            // Every header as it came (the correlation and reply topic among
+            // them), so a reader of the dead letter can find its sender.
+            headers: carried_headers(message.headers()),
+            reason: unusable.reason(),
+            detail: unusable.to_string(),
+            origin: origin(message),
+        },
         span,
         ack,
         consumed_at,
-        kind: OutgoingKind::DeadLetter {
-            reason: unusable.reason(),
-        },
-        origin: origin(message),
-        reply_slot: None,
-    }
+    )
 }
 
 /// Where a record came from, as dead letters name it: `topic/partition@offset`.

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{ConsumerConfig, WaiterConsumer};
-use crate::pipeline::{Outgoing, OutgoingKind, mark_dead_letter};
+use crate::pipeline::{DeadLetterOf, Outgoing};
 use crate::reasons::{DeadLetter, UndecodableAction};
 
 /// What the waiter does with a record set it cannot decode.
@@ -243,36 +243,29 @@ async fn skip(
         "a record set cannot be decoded: skipped, with a dead-letter marker naming its offsets"
     );
     config.metrics.undecodable(UndecodableAction::Skipped);
-    let mut headers = Vec::new();
-    mark_dead_letter(
-        &mut headers,
-        &format!(
-            "the record set at offsets {}..={last} could not be decoded: {}",
-            stuck.offset, stuck.error
-        ),
-        &origin,
-    );
     // Finishing the marker's acknowledgement at the set's last offset
     // commits past the whole set once it is in the dead-letter topic.
     let ack = consumer
         .context()
         .offsets
         .begin(acks, &stuck.topic, stuck.partition, last);
-    let marker = Outgoing {
-        topic: config.dead_letter_topic.clone(),
-        partition: None,
-        key: None,
-        payload: Vec::new(),
-        headers,
-        span: tracing::Span::none(),
-        ack,
-        consumed_at: Instant::now(),
-        kind: OutgoingKind::DeadLetter {
+    let marker = Outgoing::dead_letter(
+        &config.dead_letter_topic,
+        DeadLetterOf {
+            key: None,
+            payload: Vec::new(),
+            headers: Vec::new(),
             reason: DeadLetter::UndecodableBatch,
+            detail: format!(
+                "the record set at offsets {}..={last} could not be decoded: {}",
+                stuck.offset, stuck.error
+            ),
+            origin,
         },
-        origin,
-        reply_slot: None,
-    };
+        tracing::Span::none(),
+        ack,
+        Instant::now(),
+    );
     dead_letters.send(marker).await.is_ok()
 }
 
