@@ -5,7 +5,6 @@
 //! they know into the fields declared empty here.
 
 use rdkafka::Message;
-use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::future_producer::Delivery;
 use tracing::field::Empty;
 
@@ -66,9 +65,9 @@ pub fn record_delivery(span: &tracing::Span, delivery: &Delivery) {
 /// assigned partitions directly), by `service` running as `variant`; its
 /// parent is the caller's to set. Empty until recorded: `otel.status_code`,
 /// `messaging.message.conversation_id`, `waiter_bus.reply.late`.
-pub fn process(
+pub fn process<M: Message>(
     name: &str,
-    message: &BorrowedMessage<'_>,
+    message: &M,
     group: Option<&str>,
     service: &str,
     variant: &str,

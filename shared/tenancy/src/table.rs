@@ -58,8 +58,9 @@ pub struct RouteTable {
 
 struct Inner {
     topic: String,
-    // The tail's consumer, shared to ask the topic's end (see `beyond_end`).
-    consumer: Arc<StreamConsumer>,
+    // The tail's consumer, shared to ask the topic's end (see `beyond_end`);
+    // none for a fixed table.
+    consumer: Option<Arc<StreamConsumer>>,
     // Readers take the current snapshot (an `Arc` clone) and never block the
     // tail, which swaps in a new snapshot per record.
     routes: RwLock<Arc<Routes>>,
@@ -104,7 +105,7 @@ impl RouteTable {
         let consumer = Arc::new(consumer);
         let inner = Arc::new(Inner {
             topic: topic.to_string(),
-            consumer: consumer.clone(),
+            consumer: Some(consumer.clone()),
             routes: RwLock::new(Arc::new(Routes::default())),
             waiting: watch::channel(Some(format!("`{topic}` is not assigned yet"))).0,
             caught_up: watch::channel(false).0,
@@ -118,6 +119,24 @@ impl RouteTable {
             inner.stop.clone(),
         ));
         Ok(Self { inner })
+    }
+
+    /// A table that holds `routes` for good, caught up, tailing nothing:
+    /// for deciding records without a broker (the stages' unit tests,
+    /// tools). A version past its own is one no record will ever bring.
+    pub fn fixed(routes: Routes) -> Self {
+        let applied = routes.version();
+        Self {
+            inner: Arc::new(Inner {
+                topic: String::new(),
+                consumer: None,
+                routes: RwLock::new(Arc::new(routes)),
+                waiting: watch::channel(None).0,
+                caught_up: watch::channel(true).0,
+                applied: watch::channel(applied).0,
+                stop: CancellationToken::new(),
+            }),
+        }
     }
 
     /// What the table waits for before it is caught up (`None` once it is):
@@ -235,7 +254,10 @@ impl RouteTable {
     /// one above the high watermark names a record not yet written. `false`
     /// when the broker does not answer (then waiting is the safe choice).
     async fn beyond_end(&self, version: RoutesVersion) -> bool {
-        let (consumer, topic) = (self.inner.consumer.clone(), self.inner.topic.clone());
+        let Some(consumer) = self.inner.consumer.clone() else {
+            return version > self.version();
+        };
+        let topic = self.inner.topic.clone();
         let end = tokio::task::spawn_blocking(move || {
             consumer.fetch_watermarks(&topic, 0, Duration::from_secs(1))
         })

@@ -14,7 +14,6 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
 use protocol::headers;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -176,11 +175,11 @@ impl HeldBack {
     }
 
     /// Pauses `message`'s partition; its record stays uncommitted.
-    fn hold(
+    fn hold<M: Message>(
         &mut self,
         consumer: &WaiterConsumer,
         routes: &tenancy::RouteTable,
-        message: &BorrowedMessage<'_>,
+        message: &M,
     ) {
         let partition = message.partition();
         if self.partitions.is_empty() {
@@ -296,9 +295,9 @@ enum Verdict {
 }
 
 /// One record: decide whether it is this waiter's, decode it, hand it off.
-async fn handle(
+async fn handle<M: Message>(
     config: &ConsumerConfig,
-    message: &BorrowedMessage<'_>,
+    message: &M,
     ack: Ack,
     work: &mpsc::Sender<Work>,
     dead_letters: &mpsc::Sender<Outgoing>,
@@ -438,7 +437,7 @@ impl Consumed {
 }
 
 /// The record's CONSUMER `process` span (its parent is set by the caller).
-fn process_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> tracing::Span {
+fn process_span<M: Message>(config: &ConsumerConfig, message: &M) -> tracing::Span {
     kafka_kit::spans::process(
         &config.process_span_name,
         message,
@@ -449,7 +448,7 @@ fn process_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> traci
 }
 
 /// The INTERNAL span of a record this waiter leaves to another consumer.
-fn skip_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> tracing::Span {
+fn skip_span<M: Message>(config: &ConsumerConfig, message: &M) -> tracing::Span {
     tracing::info_span!(
         "skip",
         otel.name = %config.skip_span_name,
@@ -469,11 +468,7 @@ fn skip_span(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> tracing:
 /// rules against the routes at the record's stamped version (waiting,
 /// bounded, for the table to reach it), or the current routes for a record
 /// from a producer that does not stamp one.
-async fn decide(
-    config: &ConsumerConfig,
-    message: &BorrowedMessage<'_>,
-    tenant: Option<&str>,
-) -> Verdict {
+async fn decide<M: Message>(config: &ConsumerConfig, message: &M, tenant: Option<&str>) -> Verdict {
     let stamped = protocol::headers::last(message.headers(), headers::ROUTES_VERSION).and_then(
         |value| match tenancy::parse_version(value) {
             Ok(version) => Some(version),
@@ -517,7 +512,7 @@ async fn decide(
 
 /// The record's deadline; an unreadable one is counted and ignored (the
 /// request is served as if it had none, as before deadlines existed).
-fn deadline(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> Option<protocol::Deadline> {
+fn deadline<M: Message>(config: &ConsumerConfig, message: &M) -> Option<protocol::Deadline> {
     let value = protocol::headers::last(message.headers(), headers::DEADLINE)?;
     match protocol::Deadline::parse(value) {
         Ok(deadline) => Some(deadline),
@@ -533,9 +528,9 @@ fn deadline(config: &ConsumerConfig, message: &BorrowedMessage<'_>) -> Option<pr
 /// generated one (counted, and marked on its span, not logged: a client
 /// that never sends one would fill the log), so its reply can still be
 /// matched in traces and the ledger.
-fn decode(
+fn decode<M: Message>(
     config: &ConsumerConfig,
-    message: &BorrowedMessage<'_>,
+    message: &M,
     span: &tracing::Span,
 ) -> Result<WaitRequest, request::Unusable> {
     let mut request = request::parse(
@@ -566,9 +561,9 @@ fn decode(
 
 /// An unusable record, moved to the dead-letter topic with its reason and
 /// origin and the headers a reader needs to find its sender.
-fn dead_letter(
+fn dead_letter<M: Message>(
     config: &ConsumerConfig,
-    message: &BorrowedMessage<'_>,
+    message: &M,
     unusable: request::Unusable,
     span: tracing::Span,
     ack: Ack,
@@ -605,7 +600,7 @@ fn dead_letter(
 }
 
 /// Where a record came from, as dead letters name it: `topic/partition@offset`.
-fn origin(message: &BorrowedMessage<'_>) -> String {
+fn origin<M: Message>(message: &M) -> String {
     format!(
         "{}/{}@{}",
         message.topic(),
@@ -642,4 +637,266 @@ fn record_broker_timestamp(span: &tracing::Span, timestamp: Timestamp, consumed_
             KeyValue::new("messaging.kafka.timestamp.age_ms", age_ms),
         ],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    //! One record's fate, decided without a broker: the tenancy verdict,
+    //! the deadline, decoding and dead letters, on tokio's paused clock.
+    use std::time::Duration;
+
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+
+    use super::*;
+    use crate::pipeline::OutgoingKind;
+    use crate::pipeline::testing::Partition;
+
+    fn config(routes: tenancy::Routes) -> ConsumerConfig {
+        // The W3C propagators the services install: the tenant comes from
+        // the record's `baggage`.
+        use opentelemetry::propagation::TextMapCompositePropagator;
+        use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+        opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+        ConsumerConfig {
+            variant: protocol::BASELINE.into(),
+            group: "waiter".into(),
+            tenancy: tenancy::ConsumerTenancy::baseline("waiter"),
+            routes: tenancy::RouteTable::fixed(routes),
+            tally: Default::default(),
+            version_wait: Duration::from_secs(5),
+            standing_in: false,
+            process_span_name: "process requests".into(),
+            skip_span_name: "skip requests".into(),
+            wait_scale: 1.0,
+            deadline_margin: Duration::from_millis(100),
+            trace_mode: crate::settings::TraceMode::Child,
+            queue_estimate: crate::pipeline::QueueEstimate::new(),
+            limits: RequestLimits {
+                default_wait: Duration::from_millis(500),
+                max_wait: Duration::from_secs(60),
+            },
+            reply_headers: Default::default(),
+            default_response_topic: "replies".into(),
+            dead_letter_topic: "dead-letters".into(),
+            undecodable: UndecodablePolicy::Skip,
+            stopped: Default::default(),
+            probe: rdkafka::ClientConfig::new(),
+            starts_at_earliest: true,
+            metrics: WaiterMetrics::new(protocol::BASELINE),
+        }
+    }
+
+    /// Routes where tenant `t1` maps the waiter to the live variant `sbx`.
+    fn routed_to_variant() -> tenancy::Routes {
+        let mut routes = tenancy::Routes::default();
+        let records = [
+            (
+                tenancy::variant_key("waiter", "sbx"),
+                r#"{"service":"waiter","label":"sbx","endpoint":"http://127.0.0.1:1"}"#,
+            ),
+            (
+                tenancy::tenant_key("t1"),
+                r#"{"id":"t1","services":{"waiter":"sbx"}}"#,
+            ),
+        ];
+        for (offset, (key, value)) in records.into_iter().enumerate() {
+            let record = tenancy::RouteRecord::decode(&key, Some(value.as_bytes())).unwrap();
+            routes.apply(offset as u64, record);
+        }
+        routes
+    }
+
+    fn record(payload: &str, headers: &[(&str, &str)]) -> OwnedMessage {
+        let headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |all, (key, value)| {
+                all.insert(Header {
+                    key,
+                    value: Some(*value),
+                })
+            });
+        OwnedMessage::new(
+            Some(payload.as_bytes().to_vec()),
+            Some(b"key-1".to_vec()),
+            "requests".into(),
+            Timestamp::CreateTime(0),
+            0,
+            42,
+            Some(headers),
+        )
+    }
+
+    /// What became of one record: handled, and what each channel received.
+    struct Outcome {
+        handled: Handled,
+        work: Option<Work>,
+        dead_letter: Option<Outgoing>,
+        acks_finished: usize,
+    }
+
+    async fn handle_one(config: &ConsumerConfig, message: &OwnedMessage) -> Outcome {
+        let mut partition = Partition::new();
+        let (work_tx, mut work_rx) = mpsc::channel(1);
+        let (dead_tx, mut dead_rx) = mpsc::channel(1);
+        let handled = handle(config, message, partition.ack(), &work_tx, &dead_tx).await;
+        let work = work_rx.try_recv().ok();
+        let dead_letter = dead_rx.try_recv().ok();
+        Outcome {
+            handled,
+            acks_finished: partition.finished_count(),
+            work,
+            dead_letter,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_handed_to_the_waiters_with_what_its_reply_needs() {
+        let config = config(tenancy::Routes::default());
+        let message = record(
+            r#"{"name":"ada","wait_ms":250}"#,
+            &[("correlation", "c-7"), ("responseTopic", "my-replies")],
+        );
+        let outcome = handle_one(&config, &message).await;
+        assert!(matches!(outcome.handled, Handled::Next));
+        let work = outcome.work.expect("handed on");
+        assert_eq!(work.request.requested, Duration::from_millis(250));
+        assert_eq!(work.request.response_topic, "my-replies");
+        assert_eq!(work.request.correlation.text(), "c-7");
+        assert_eq!(work.key.as_deref(), Some(&b"key-1"[..]));
+        assert_eq!(work.origin, "requests/0@42");
+        assert!(
+            work.carried.iter().any(|(k, _)| k == "correlation"),
+            "the correlation travels on to the reply"
+        );
+        assert!(work.deadline.is_none());
+        assert_eq!(outcome.acks_finished, 0, "released only once answered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_a_correlation_gets_one_its_reply_will_carry() {
+        let config = config(tenancy::Routes::default());
+        let outcome = handle_one(&config, &record("ada", &[])).await;
+        let work = outcome.work.expect("handed on");
+        let generated = work.request.correlation.clone();
+        assert!(!generated.is_empty());
+        assert!(
+            work.carried
+                .iter()
+                .any(|(k, v)| *k == generated.header && v.as_deref() == Some(&generated.value[..])),
+            "{:?}",
+            work.carried
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_routed_to_a_variant_is_skipped_by_the_baseline_and_released() {
+        let config = config(routed_to_variant());
+        let message = record("ada", &[("baggage", "tenant=t1")]);
+        let outcome = handle_one(&config, &message).await;
+        assert!(matches!(outcome.handled, Handled::Next));
+        assert!(outcome.work.is_none() && outcome.dead_letter.is_none());
+        assert_eq!(outcome.acks_finished, 1, "not ours: committed past");
+        // Another tenant's record is the baseline's.
+        let other = handle_one(&config, &record("ada", &[("baggage", "tenant=t2")])).await;
+        assert!(other.work.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_routes_version_no_record_can_bring_is_decided_at_once() {
+        let config = config(routed_to_variant());
+        let message = record(
+            "ada",
+            &[
+                ("baggage", "tenant=t1"),
+                (protocol::headers::ROUTES_VERSION, "99999999"),
+            ],
+        );
+        let started = tokio::time::Instant::now();
+        let outcome = handle_one(&config, &message).await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "not waited for");
+        assert_eq!(
+            outcome.acks_finished, 1,
+            "decided by the current routes: skipped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_cannot_meet_its_deadline_is_dropped_at_the_consumer() {
+        let config = config(tenancy::Routes::default());
+        let soon = protocol::Deadline::after(Duration::from_millis(200)).to_header();
+        let message = record(
+            r#"{"name":"ada","wait_ms":500}"#,
+            &[(protocol::headers::DEADLINE, soon.as_str())],
+        );
+        let outcome = handle_one(&config, &message).await;
+        assert!(outcome.work.is_none() && outcome.dead_letter.is_none());
+        assert_eq!(
+            outcome.acks_finished, 1,
+            "expired: committed, never answered"
+        );
+        // One it can meet goes on, its deadline on this process's clock.
+        let later = protocol::Deadline::after(Duration::from_secs(10)).to_header();
+        let message = record(
+            r#"{"name":"ada","wait_ms":500}"#,
+            &[(protocol::headers::DEADLINE, later.as_str())],
+        );
+        let work = handle_one(&config, &message).await.work.expect("served");
+        let left = work.deadline.expect("a deadline") - tokio::time::Instant::now();
+        assert!(
+            left > Duration::from_secs(9) && left <= Duration::from_secs(10),
+            "{left:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_deadline_is_served_as_if_there_were_none() {
+        let config = config(tenancy::Routes::default());
+        let message = record("ada", &[(protocol::headers::DEADLINE, "tomorrow")]);
+        let work = handle_one(&config, &message).await.work.expect("served");
+        assert!(work.deadline.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unusable_record_becomes_a_dead_letter_naming_its_origin() {
+        let config = config(tenancy::Routes::default());
+        let message = record(r#"{"name": 7}"#, &[("correlation", "c-9")]);
+        let outcome = handle_one(&config, &message).await;
+        assert!(outcome.work.is_none());
+        let dead = outcome.dead_letter.expect("a dead letter");
+        assert_eq!(dead.topic, "dead-letters");
+        assert!(matches!(
+            dead.kind,
+            OutgoingKind::DeadLetter {
+                reason: crate::reasons::DeadLetter::MalformedJson
+            }
+        ));
+        let header = |name: &str| {
+            dead.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.clone())
+                .map(|v| String::from_utf8(v).unwrap())
+        };
+        assert_eq!(
+            header(protocol::headers::DEAD_LETTER_ORIGIN).as_deref(),
+            Some("requests/0@42")
+        );
+        assert!(
+            header(protocol::headers::DEAD_LETTER_REASON)
+                .is_some_and(|r| r.starts_with("malformed JSON body"))
+        );
+        assert_eq!(
+            header("correlation").as_deref(),
+            Some("c-9"),
+            "its sender can be found"
+        );
+        assert_eq!(dead.payload, br#"{"name": 7}"#);
+        assert_eq!(
+            outcome.acks_finished, 0,
+            "released once the dead letter is delivered"
+        );
+    }
 }
