@@ -106,9 +106,9 @@ impl WaiterProcess {
             .child
             .id()
             .context("the waiter process already exited")?;
-        // SAFETY: `kill` with a pid this process spawned and has not reaped.
-        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        anyhow::ensure!(sent == 0, "signalling waiter process {pid}");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .with_context(|| format!("signalling waiter process {pid}"))?;
         let status = tokio::time::timeout(within, self.child.wait())
             .await
             .with_context(|| format!("waiter process {pid} did not exit within {within:?}"))??;

@@ -33,7 +33,7 @@ fn read_until(lines: &mpsc::Receiver<String>, last: impl Fn(&str) -> bool) -> Ve
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_demo_draws_both_traces_then_serves_the_printed_curl_lines_until_stopped() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
         // Topics and groups of its own: the tests share a real broker.
@@ -105,9 +105,7 @@ async fn the_demo_draws_both_traces_then_serves_the_printed_curl_lines_until_sto
         .await;
     assert_eq!(response["reply"]["variant"], "sbx-123", "{response}");
 
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: signalling a child this test started and has not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(testkit::signal(&child, testkit::Signal::SIGTERM));
     let exit = tokio::time::timeout(DEADLINE, tokio::task::spawn_blocking(move || child.wait()))
         .await
         .expect("the demo stops on SIGTERM")
@@ -125,7 +123,7 @@ async fn the_demo_draws_both_traces_then_serves_the_printed_curl_lines_until_sto
 /// CLIENT span before every SERVER span of a hop, messaging spans per the
 /// pinned conventions, the reply leg back in dispatch, typed attributes,
 /// and log records that carry their trace.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_demo_exports_every_hop_over_grpc_and_http_protobuf() {
     use testkit::otlp::{ReceivedSpan, attribute_value};
     const INTERNAL: i32 = 1;

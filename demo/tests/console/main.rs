@@ -13,7 +13,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// `sbx-123` in its dispatch and waiter lanes, with the baseline's skip,
 /// while a baseline request stays on the baseline; a tenant is created and
 /// deleted through the page with the registry token typed in.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_console_shows_a_tenants_lanes_and_manages_tenants() {
     if !testkit::tool_available("chromedriver", "chromium chromium-driver") {
         return;

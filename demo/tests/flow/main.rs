@@ -27,7 +27,7 @@ fn has_event(span: &SpanData, name: &str, reason: &str) -> bool {
     })
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_request_flows_through_its_variants_and_a_baseline_request_does_not() {
     let telemetry = testkit::telemetry();
     let mut stack = Stack::start(true).await;
@@ -149,7 +149,7 @@ async fn a_tenant_request_flows_through_its_variants_and_a_baseline_request_does
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_tenants_are_each_served_by_the_variants_their_mapping_names() {
     let mut stack = Stack::start(true).await;
     stack.start_variant("v-a", true, true).await;
@@ -209,7 +209,7 @@ async fn concurrent_tenants_are_each_served_by_the_variants_their_mapping_names(
         .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_tenant_sends_its_next_request_through_the_baseline() {
     let mut stack = Stack::start(true).await;
     stack.start_variant("sbx-9", true, true).await;
@@ -232,7 +232,7 @@ async fn deleting_a_tenant_sends_its_next_request_through_the_baseline() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_edge_that_does_not_trust_baggage_routes_everyone_to_the_baseline() {
     let mut stack = Stack::start(false).await;
     stack.start_variant("sbx-5", true, true).await;
@@ -271,7 +271,7 @@ async fn an_edge_that_does_not_trust_baggage_routes_everyone_to_the_baseline() {
 /// every service starts: a rolling restart meeting a pod restart. Each
 /// service starts, the flow is answered for the baseline and for a tenant's
 /// variants, and the broker's return disturbs nothing.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn every_service_starts_and_serves_with_one_broker_of_three_down() {
     let Some(kafka) = TestKafka::start_own_cluster().unwrap() else {
         return;
@@ -308,7 +308,7 @@ async fn every_service_starts_and_serves_with_one_broker_of_three_down() {
 /// 503, naming the route table it waits for and why; the gateway's `/wait`
 /// answers 503 saying the same instead of routing by an empty table. Once
 /// the broker returns, every one is ready and a request flows end to end.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn services_started_while_their_broker_is_away_say_what_they_wait_for() {
     use service_kit::{RunningService, ServiceApp};
     let kafka = TestKafka::start_own().unwrap();
@@ -409,7 +409,7 @@ async fn services_started_while_their_broker_is_away_say_what_they_wait_for() {
     waiter.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_answers_bad_input_and_dead_downstreams_clearly() {
     let stack = Stack::start(true).await;
     let malformed = stack
@@ -482,7 +482,7 @@ async fn the_gateway_answers_bad_input_and_dead_downstreams_clearly() {
 /// offset yet. None of the records produced after the variant registered
 /// may be lost to `auto.offset.reset=latest`: every request is answered,
 /// by the variant.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_variant_scaling_out_mid_traffic_loses_no_tenant_request() {
     let mut stack = Stack::start(true).await;
     stack.start_variant("sbx-scale", false, true).await;
@@ -601,7 +601,7 @@ async fn tenancy_holds_while_mappings_churn_and_a_variant_scales_out_stops_and_r
 /// `GET /tenants/{id}` tells what a tenant's variants did (live, instances,
 /// group, lag, processed), and deleting the tenant drains its variants'
 /// records before unmapping, saying so in its answer.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tenants_status_shows_its_variants_work_and_deleting_it_drains_first() {
     let mut stack = Stack::start(true).await;
     stack.start_variant("sbx-status", false, true).await;
@@ -655,7 +655,7 @@ async fn a_tenants_status_shows_its_variants_work_and_deleting_it_drains_first()
 /// `promtool check metrics` (HELP on every metric, valid names and types)
 /// and serves that service's registry only, with its HTTP server durations
 /// and the counters a dashboard queries at zero before their first event.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn every_services_metrics_pass_promtool_with_http_durations_and_counters_at_zero() {
     if !testkit::tool_available("promtool", "prometheus") {
         return;

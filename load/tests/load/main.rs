@@ -38,7 +38,7 @@ async fn start_waiter(kafka: &TestKafka, topics: &RequestTopics) -> RunningWaite
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn counts_add_up_for_a_short_run_against_the_waiter() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
@@ -59,7 +59,7 @@ async fn counts_add_up_for_a_short_run_against_the_waiter() {
     waiter.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_waiter_shows_up_as_timeouts() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
@@ -76,7 +76,7 @@ async fn a_stopped_waiter_shows_up_as_timeouts() {
     assert_eq!(missed.len(), 2, "{missed:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_responder_that_replies_twice_shows_up_as_duplicates() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
@@ -190,7 +190,7 @@ fn bad_arguments_are_refused_with_a_message() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("lower bound"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_http_target_counts_answers_refusals_and_timeouts() {
     use std::sync::atomic::{AtomicU64, Ordering};
     // A stand-in gateway: every fifth request is refused, every seventh hangs.
@@ -231,7 +231,7 @@ async fn the_http_target_counts_answers_refusals_and_timeouts() {
     assert!(report.target.starts_with("http "));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn traced_requests_are_root_spans_the_application_continues() {
     let telemetry = testkit::telemetry();
     let kafka = TestKafka::start().unwrap();

@@ -2,9 +2,7 @@
 
 service_kit::global_allocator!();
 
-use anyhow::Context;
 use clap::Parser;
-use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
 use waiter::{Application, Settings};
 
 /// Consume wait requests from Kafka, wait, and reply.
@@ -13,7 +11,8 @@ use waiter::{Application, Settings};
 struct Args {
     #[command(flatten)]
     config: service_kit::ConfigArgs,
-    /// Start an embedded Kafka broker in this process and use it.
+    /// Start an embedded Kafka broker in this process and use it (a build
+    /// with the `embedded` feature, as the demo's and `load`'s are).
     #[arg(long)]
     embedded: bool,
 }
@@ -24,38 +23,57 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::load(args.config.config.as_deref())?;
     // Kept alive until the waiter has drained.
     let _broker = match args.embedded {
-        true => Some(start_embedded(&mut settings)?),
+        true => Some(embedded::start(&mut settings)?),
         false => None,
     };
     service_kit::run::<Application>(settings).await
 }
 
-fn start_embedded(settings: &mut Settings) -> anyhow::Result<EmbeddedKafka> {
-    let broker = EmbeddedKafka::start(EmbeddedKafkaOptions {
-        group_initial_rebalance_delay_ms: 250,
-        ..EmbeddedKafkaOptions::default()
-    })
-    .context("starting the embedded broker")?;
-    let b = broker.bootstrap_servers();
-    settings.kafka.bootstrap_servers = b.to_string();
-    // The embedded broker answers a fetch only when its wait runs out, not
-    // when data arrives: a short wait keeps that from dominating latency.
-    settings
-        .kafka
-        .consumer
-        .entry("fetch.wait.max.ms".into())
-        .or_insert_with(|| "5".into());
-    let requests = &settings.waiter.request_topic;
-    let replies = &settings.waiter.default_response_topic;
-    println!("embedded Kafka broker: bootstrap.servers={b}");
-    println!("send a request and read the reply (kcat, from Debian's `kcat` package):");
-    println!(
-        "  echo '{{\"name\":\"Ada\",\"wait_ms\":250}}' | kcat -b {b} -P -t {requests} -H correlation=abc -H responseTopic={replies}"
-    );
-    println!("  kcat -b {b} -C -t {replies} -o beginning -f '%k %h\\n%s\\n\\n'");
-    println!(
-        "metrics: http://localhost:{}/metrics   Ctrl-C stops",
-        settings.http.port
-    );
-    Ok(broker)
+#[cfg(not(feature = "embedded"))]
+mod embedded {
+    /// What a build without the broker says to `--embedded`.
+    pub(crate) fn start(_: &mut waiter::Settings) -> anyhow::Result<()> {
+        anyhow::bail!(
+            "this waiter was built without the embedded broker; build it with \
+             `cargo run -p waiter --features embedded -- --embedded`, or run the \
+             whole demo with `cargo run --release -p demo`"
+        )
+    }
+}
+
+#[cfg(feature = "embedded")]
+mod embedded {
+    use anyhow::Context;
+    use embedded_kafka::{EmbeddedKafka, EmbeddedKafkaOptions};
+    use waiter::Settings;
+
+    pub(crate) fn start(settings: &mut Settings) -> anyhow::Result<EmbeddedKafka> {
+        let broker = EmbeddedKafka::start(EmbeddedKafkaOptions {
+            group_initial_rebalance_delay_ms: 250,
+            ..EmbeddedKafkaOptions::default()
+        })
+        .context("starting the embedded broker")?;
+        let b = broker.bootstrap_servers();
+        settings.kafka.bootstrap_servers = b.to_string();
+        // The embedded broker answers a fetch only when its wait runs out, not
+        // when data arrives: a short wait keeps that from dominating latency.
+        settings
+            .kafka
+            .consumer
+            .entry("fetch.wait.max.ms".into())
+            .or_insert_with(|| "5".into());
+        let requests = &settings.waiter.request_topic;
+        let replies = &settings.waiter.default_response_topic;
+        println!("embedded Kafka broker: bootstrap.servers={b}");
+        println!("send a request and read the reply (kcat, from Debian's `kcat` package):");
+        println!(
+            "  echo '{{\"name\":\"Ada\",\"wait_ms\":250}}' | kcat -b {b} -P -t {requests} -H correlation=abc -H responseTopic={replies}"
+        );
+        println!("  kcat -b {b} -C -t {replies} -o beginning -f '%k %h\\n%s\\n\\n'");
+        println!(
+            "metrics: http://localhost:{}/metrics   Ctrl-C stops",
+            settings.http.port
+        );
+        Ok(broker)
+    }
 }

@@ -877,7 +877,7 @@ mod tests {
     /// cost one listing (a refresh is single-flight and answers them all),
     /// each is found missing, and the catalog holds only what the broker
     /// lists, never the names the records carried.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_flood_of_unknown_reply_topics_costs_one_listing_and_holds_nothing() {
         let kafka = testkit::TestKafka::start().unwrap();
         let producer = kafka.producer();

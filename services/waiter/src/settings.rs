@@ -48,6 +48,17 @@ pub struct TenancySettings {
     pub variant_group: String,
 }
 
+/// What the waiter does with a record set it cannot decode
+/// (`waiter.undecodable_batches`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UndecodablePolicy {
+    /// Move past it, leaving a dead-letter marker that names its offsets.
+    Skip,
+    /// Stop its partition and say so on `/readyz`.
+    Stop,
+}
+
 /// How a consumer span relates to the producer span of its record: both
 /// are what the messaging conventions allow, and the OpenTelemetry demo
 /// shows both.
@@ -76,7 +87,7 @@ pub struct WaiterSettings {
     /// A record set the client cannot decode (corrupt, unknown codec):
     /// skip it with a dead-letter marker naming its offsets, or stop its
     /// partition (see `consumer::undecodable`).
-    pub undecodable_batches: crate::consumer::UndecodablePolicy,
+    pub undecodable_batches: UndecodablePolicy,
     /// Consumer group; derived from the variant label when unset.
     pub group_id: Option<String>,
     /// Where a group with no committed offset starts; derived when unset.

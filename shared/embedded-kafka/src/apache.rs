@@ -191,8 +191,7 @@ impl Node {
         let Some(child) = self.child.as_mut() else {
             return;
         };
-        // SAFETY: plain kill(2) on a child we own and have not reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = crate::signal(child, nix::sys::signal::Signal::SIGTERM);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 self.child = None;
@@ -409,8 +408,7 @@ impl ApacheKafka {
         let deadline = Instant::now() + STOP_TIMEOUT;
         for node in &mut self.nodes {
             if let Some(child) = &node.child {
-                // SAFETY: plain kill(2) on a child we own and have not reaped.
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let _ = crate::signal(child, nix::sys::signal::Signal::SIGTERM);
             }
         }
         for node in &mut self.nodes {
@@ -596,7 +594,7 @@ impl ApacheKafka {
             // fork and exec.
             unsafe {
                 java.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
                     Ok(())
                 });
             }

@@ -389,3 +389,12 @@ fn own_cluster(
     drop(cluster);
     drop(owner);
 }
+
+/// Sends `signal` to `child`, a process this one started and has not
+/// reaped (so its pid is still its own); `false` if it could not be sent.
+pub fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) -> bool {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).is_ok()
+}

@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(settle_all(&mut stream), Vec::<i64>::new());
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn the_stream_ends_when_the_sender_and_every_ack_are_gone() {
         let tracker = OffsetTracker::new();
         let (sender, mut stream) = ack_channel();

@@ -34,7 +34,7 @@ pub fn depth<T>(sender: &mpsc::Sender<T>) -> usize {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn an_unsaturated_send_is_not_blocked() {
         let (tx, _rx) = mpsc::channel(1);
         assert_eq!(send_timed(&tx, 1).await, Ok(Duration::ZERO));
@@ -55,7 +55,7 @@ mod tests {
         assert_eq!(receiver.await.unwrap(), (Some(0), Some(1)));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_closed_channel_gives_the_item_back() {
         let (tx, rx) = mpsc::channel(1);
         drop(rx);

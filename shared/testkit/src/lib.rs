@@ -26,7 +26,10 @@ use embedded_kafka::broker::{Broker, bootstrap_from_environment};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::FutureProducer;
 
+pub use embedded_kafka::signal;
 pub use kafka_kit::KafkaSettings;
+/// The signals tests send their child processes.
+pub use nix::sys::signal::Signal;
 
 /// Why the test broker could not be used.
 pub type TestKafkaError = embedded_kafka::BrokerError;

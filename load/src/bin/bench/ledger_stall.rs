@@ -60,10 +60,16 @@ impl LedgerProcess {
     /// SIGSTOP (`true`) or SIGCONT (`false`): a process that takes
     /// connections and never answers, as a hung service does.
     fn freeze(&self, frozen: bool) -> anyhow::Result<()> {
-        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
-        // SAFETY: a signal to our own child, by its pid.
-        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        anyhow::ensure!(sent == 0, "signalling the ledger failed");
+        use nix::sys::signal::Signal;
+        let signal = if frozen {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        anyhow::ensure!(
+            embedded_kafka::signal(&self.child, signal),
+            "signalling the ledger failed"
+        );
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ async fn console() -> RunningService {
     RunningService::spawn(Application::build(settings).await.unwrap())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_clear_errors_and_a_dead_gateway_is_reported() {
     testkit::telemetry();
     let console = console().await;
@@ -104,7 +104,7 @@ async fn bad_requests_get_clear_errors_and_a_dead_gateway_is_reported() {
 
 /// What a collector exports to the console reaches an open page as a
 /// `span` event, typed as the page reads it.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn spans_posted_over_otlp_reach_an_open_page() {
     testkit::telemetry();
     let console = console().await;

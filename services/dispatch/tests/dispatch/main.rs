@@ -38,7 +38,7 @@ async fn start_waiter(kafka: &TestKafka, topics: &RequestTopics) -> RunningWaite
     RunningWaiter::start(settings).await.unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_request_is_answered_with_the_waiters_reply() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
@@ -73,7 +73,7 @@ async fn a_request_is_answered_with_the_waiters_reply() {
     waiter.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn no_reply_in_time_is_a_504_that_says_so() {
     let (_kafka, dispatch) = impatient_dispatch().await;
     let base = dispatch.url();
@@ -98,7 +98,7 @@ async fn no_reply_in_time_is_a_504_that_says_so() {
 
 /// A caller's own deadline, when earlier than dispatch's reply timeout,
 /// is the one dispatch waits to and passes on; a malformed one is a 400.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_callers_earlier_deadline_shortens_the_wait_and_a_malformed_one_is_refused() {
     let (_kafka, dispatch) = impatient_dispatch().await;
     let url = format!("{}/wait", dispatch.url());
@@ -141,7 +141,7 @@ async fn a_callers_earlier_deadline_shortens_the_wait_and_a_malformed_one_is_ref
     dispatch.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_bodies_are_refused_with_a_message() {
     let (_kafka, dispatch) = impatient_dispatch().await;
     let base = dispatch.url();
@@ -187,7 +187,7 @@ async fn bad_bodies_are_refused_with_a_message() {
     dispatch.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn each_dispatch_instance_completes_only_its_own_requests() {
     let kafka = TestKafka::start().unwrap();
     let topics = topics(&kafka).await;
@@ -281,7 +281,7 @@ impl Tracked {
 /// A graceful stop lets the calls in flight get their replies: the reply
 /// reader stops after the HTTP server has finished them, not with it (when
 /// it stopped with it, every call in flight ended in a 504).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_graceful_stop_answers_the_calls_in_flight() {
     let tracked = tracked().await;
     let (base, pending) = (tracked.base.clone(), tracked.pending.clone());
@@ -302,7 +302,7 @@ async fn a_graceful_stop_answers_the_calls_in_flight() {
 
 /// A client that gives up mid-wait leaves nothing behind: its pending entry
 /// goes with the dropped call, not when (or if) the reply comes.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_goes_away_leaves_no_pending_request() {
     let tracked = tracked().await;
     let (base, pending) = (tracked.base.clone(), tracked.pending.clone());
@@ -324,7 +324,7 @@ async fn a_client_that_goes_away_leaves_no_pending_request() {
 /// A reply that arrives after its call got a 504 is found where a user
 /// looks: a CONSUMER span in the request's own trace, marked late, and a
 /// count in `dispatch_replies_late_total`.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_late_reply_shows_up_in_its_requests_trace() {
     let telemetry = testkit::telemetry();
     let kafka = TestKafka::start().unwrap();

@@ -36,7 +36,7 @@ fn entry(id: &str, tenant: Option<&str>) -> serde_json::Value {
     json!({"request_id": id, "tenant": tenant, "variants": {"waiter": "baseline"}, "trace_id": "t", "waited_ms": 5})
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn records_are_served_back_filtered_by_tenant() {
     let (base, ledger) = start(100).await;
     let client = reqwest::Client::new();
@@ -66,7 +66,7 @@ async fn records_are_served_back_filtered_by_tenant() {
     ledger.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_bodies_get_a_clear_4xx_and_store_nothing() {
     let (base, ledger) = start(100).await;
     let client = reqwest::Client::new();
@@ -99,7 +99,7 @@ async fn bad_bodies_get_a_clear_4xx_and_store_nothing() {
     ledger.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_oldest_entries_are_dropped_at_capacity() {
     let (base, ledger) = start(2).await;
     let client = reqwest::Client::new();
@@ -123,7 +123,7 @@ async fn the_oldest_entries_are_dropped_at_capacity() {
 /// files" and normal requests timed out).
 /// Memory is bounded by bytes, not only by count: fifty 30 KB entries into
 /// a 200 KB budget keep only the newest few.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_store_is_bounded_by_bytes() {
     let mut settings = Settings::for_tests();
     settings.ledger.max_bytes = 200_000;
@@ -146,7 +146,7 @@ async fn the_store_is_bounded_by_bytes() {
 
 /// `GET /records` comes a page at a time: `limit` entries and, when there
 /// are more, a cursor for the next page.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn records_come_a_page_at_a_time() {
     let (base, ledger) = start(100).await;
     let client = reqwest::Client::new();
@@ -177,7 +177,7 @@ async fn records_come_a_page_at_a_time() {
 }
 
 /// With a token set, writes need it; reads do not.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn writes_can_require_a_token() {
     let mut settings = Settings::for_tests();
     settings.ledger.token = Some(settings::Secret::new("ledger-secret"));
@@ -200,7 +200,7 @@ async fn writes_can_require_a_token() {
     ledger.stop().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn half_sent_requests_cannot_exhaust_the_server() {
     use std::os::unix::process::CommandExt;
     use tokio::io::AsyncWriteExt;

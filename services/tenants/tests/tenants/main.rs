@@ -81,7 +81,7 @@ impl Registry {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn mutations_need_the_token_and_reads_do_not() {
     let kafka = TestKafka::start().unwrap();
     let registry = start(&kafka).await;
@@ -111,7 +111,7 @@ async fn mutations_need_the_token_and_reads_do_not() {
     assert!(tenants.is_empty(), "nothing was written");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_4xx_with_a_message() {
     let kafka = TestKafka::start().unwrap();
     let registry = start(&kafka).await;
@@ -166,7 +166,7 @@ async fn bad_input_gets_a_4xx_with_a_message() {
     assert_eq!(unknown.status(), 404);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_is_created_read_replaced_and_deleted() {
     let kafka = TestKafka::start().unwrap();
     let registry = start(&kafka).await;
@@ -207,7 +207,7 @@ async fn a_tenant_is_created_read_replaced_and_deleted() {
     assert_eq!(variants.len(), 2, "variants outlive the tenant");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_route_change_reaches_every_route_table_quickly() {
     let kafka = TestKafka::start().unwrap();
     let registry = start(&kafka).await;
@@ -255,7 +255,7 @@ fn group_members(kafka: &TestKafka, group: &str) -> Option<usize> {
         .map(|g| g.members().len())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_empty() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
@@ -398,7 +398,7 @@ async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_em
 /// A variant's registration is a lease: once its only instance stops
 /// renewing it is marked not live, tenants can no longer be mapped to it,
 /// and while a tenant still maps it, it cannot be removed.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_silent_variant_is_marked_not_live_and_a_mapped_one_cannot_be_removed() {
     let kafka = TestKafka::start().unwrap();
     let registry = start_with(&kafka, |settings| {
@@ -451,7 +451,7 @@ async fn a_silent_variant_is_marked_not_live_and_a_mapped_one_cannot_be_removed(
 }
 
 /// A tenant with a TTL is drained and deleted when it expires.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_with_a_ttl_expires() {
     let kafka = TestKafka::start().unwrap();
     let registry = start_with(&kafka, |settings| {
@@ -478,7 +478,7 @@ async fn a_tenant_with_a_ttl_expires() {
 /// Two instances of one variant in one process (the demo scaling a waiter
 /// out) hold two leases: the first one leaving does not take the variant
 /// down while the second still serves.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn one_of_two_instances_in_a_process_leaving_keeps_the_variant_live() {
     let kafka = TestKafka::start().unwrap();
     let registry = start(&kafka).await;
@@ -520,7 +520,7 @@ async fn one_of_two_instances_in_a_process_leaving_keeps_the_variant_live() {
 /// Lease renewals (one a second per instance) record no spans at either
 /// end: as traces they would bury the requests in Jaeger. The registration
 /// itself is traced, as a CLIENT span with the registry's SERVER span under it.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn lease_renewals_leave_no_traces_but_the_registration_does() {
     let telemetry = testkit::telemetry();
     let kafka = TestKafka::start().unwrap();

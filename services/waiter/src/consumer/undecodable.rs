@@ -30,22 +30,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{ConsumerConfig, WaiterConsumer};
 use crate::pipeline::{DeadLetterOf, Outgoing};
 use crate::reasons::{DeadLetter, UndecodableAction};
-
-/// What the waiter does with a record set it cannot decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UndecodablePolicy {
-    /// Move past it, leaving a dead-letter marker that names its offsets.
-    Skip,
-    /// Stop its partition and say so on `/readyz`.
-    Stop,
-}
+pub use crate::settings::UndecodablePolicy;
 
 /// How long one probe read may take before the answer counts as unknown.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -27,12 +27,12 @@ enum Victim {
     GroupCoordinator,
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn killing_the_request_partitions_leader_under_load_loses_no_request() {
     broker_lost_under_load(Victim::RequestLeader).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn killing_the_groups_coordinator_under_load_loses_no_request() {
     broker_lost_under_load(Victim::GroupCoordinator).await;
 }
@@ -97,7 +97,7 @@ async fn broker_lost_under_load(victim: Victim) {
 /// keeps running and keeps its records (retrying the replies, committing
 /// nothing past them), loses none, and answers every one once the brokers
 /// return.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn with_two_brokers_of_three_down_the_waiter_holds_its_records_and_answers_them_after() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let Some(kafka) = TestKafka::start_own_cluster().unwrap() else {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use protocol::topics::RequestTopics;
@@ -123,7 +124,9 @@ impl TestWaiter {
     /// read the reply: read too early, they lag behind what the test saw.
     pub async fn settled_metric(&self, name: &str, labels: &[(&str, &str)], expected: f64) -> f64 {
         let _ = testkit::eventually(name, std::time::Duration::from_secs(10), || {
-            std::future::ready((self.metric(name, labels) == expected).then_some(()))
+            std::future::ready(
+                (self.metric_if_present(name, labels) == Some(expected)).then_some(()),
+            )
         })
         .await;
         self.metric(name, labels)
@@ -135,16 +138,32 @@ impl TestWaiter {
         assert_eq!(settled, expected, "{name} {labels:?}");
     }
 
-    /// The value of `name` for this waiter's variant (and `labels`), 0 if absent.
+    /// The value of `name` for this waiter's variant (and `labels`), summed
+    /// over the series that match. A series that is not there fails the
+    /// test: the counters a test reads are registered at zero, so a missing
+    /// one is a renamed or unregistered metric, not a zero.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metric_if_present(name, labels).unwrap_or_else(|| {
+            panic!(
+                "no series `{name}` {labels:?} of variant `{}` in the exposition",
+                self.variant
+            )
+        })
+    }
+
+    /// [`Self::metric`], `None` while no series matches (a gauge that
+    /// appears with its first event).
+    pub fn metric_if_present(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         metric_value(&telemetry::render_metrics(), name, &self.variant, labels)
     }
 }
 
-/// Reads one series from Prometheus text.
-pub fn metric_value(text: &str, name: &str, variant: &str, labels: &[(&str, &str)]) -> f64 {
+/// Reads one series (the sum of those matching) from Prometheus text;
+/// `None` when none matches.
+pub fn metric_value(text: &str, name: &str, variant: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let variant_label = format!("variant=\"{variant}\"");
-    text.lines()
+    let values: Vec<f64> = text
+        .lines()
         .filter(|line| {
             line.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
@@ -156,7 +175,8 @@ pub fn metric_value(text: &str, name: &str, variant: &str, labels: &[(&str, &str
                 .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Sends requests and reads replies, as the Go app's JMeter plan did.
@@ -278,4 +298,136 @@ pub fn count_by_correlation(replies: &[OwnedMessage]) -> HashMap<String, usize> 
 pub fn records_in(kafka: &TestKafka, topic: &str) -> i64 {
     let consumer = kafka.consumer(&testkit::unique_name("watermarks"));
     kafka_kit::assign::records_in(&consumer, topic, Duration::from_secs(10)).unwrap()
+}
+
+/// A `waiter` binary run as a child process on a test's topics (the one
+/// launcher the tests use), killed when dropped.
+pub struct WaiterProcess(pub Child);
+
+impl WaiterProcess {
+    pub fn start(kafka: &TestKafka, topics: &Topics) -> Self {
+        Self::start_logging(kafka, topics, "warn")
+    }
+
+    pub fn start_logging(kafka: &TestKafka, topics: &Topics, rust_log: &str) -> Self {
+        Self::start_with(kafka, topics, &[("RUST_LOG", rust_log)])
+    }
+
+    /// Started with `env` over the defaults below.
+    pub fn start_with(kafka: &TestKafka, topics: &Topics, env: &[(&str, &str)]) -> Self {
+        Self::command(kafka, topics, env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(Self)
+            .expect("the waiter binary starts")
+    }
+
+    /// Started with its log lines (stdout, a pipe: not a terminal) sent to
+    /// the receiver as they come.
+    pub fn start_reading_logs(
+        kafka: &TestKafka,
+        topics: &Topics,
+    ) -> (Self, std::sync::mpsc::Receiver<String>) {
+        let mut child = Self::command(kafka, topics, &[("RUST_LOG", "info")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the waiter binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (Self(child), received)
+    }
+
+    pub fn command(kafka: &TestKafka, topics: &Topics, env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_waiter"));
+        command
+            .env("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap_servers())
+            .env("WAITER_BUS__HTTP__HOST", "127.0.0.1")
+            .env("WAITER_BUS__HTTP__PORT", "0")
+            .env("WAITER_BUS__WAITER__REQUEST_TOPIC", &topics.requests)
+            .env(
+                "WAITER_BUS__WAITER__DEFAULT_RESPONSE_TOPIC",
+                &topics.replies,
+            )
+            .env(
+                "WAITER_BUS__WAITER__DEAD_LETTER_TOPIC",
+                &topics.dead_letters,
+            )
+            .env("WAITER_BUS__WAITER__GROUP_ID", &topics.group)
+            .env("WAITER_BUS__WAITER__CONSUMERS", "1")
+            .env("WAITER_BUS__WAITER__WAITERS", "20")
+            .env("WAITER_BUS__WAITER__COMMIT_INTERVAL", "100ms")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied());
+        command
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then the broker gone as a crashed broker process is
+    /// (listener closed as well): the waiter must still exit. Drain (2 s in
+    /// these tests), the final commits (10 s) and consumer closes (10 s)
+    /// are bounded; a stop that outlives them all by far hangs.
+    pub async fn stops_as_its_broker_goes(&mut self, kafka: TestKafka) {
+        assert!(testkit::signal(&self.0, testkit::Signal::SIGTERM));
+        drop(kafka);
+        let exited = testkit::eventually("the waiter exits", Duration::from_secs(40), || {
+            std::future::ready(self.0.try_wait().ok().flatten())
+        })
+        .await;
+        if exited.is_err() {
+            self.kill();
+            panic!("the waiter did not exit within 40 s of SIGTERM with its broker gone");
+        }
+    }
+}
+
+impl Drop for WaiterProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends `count` JSON requests named `{prefix}-{i}` to `partition`.
+pub async fn send_to_partition(
+    kafka: &TestKafka,
+    topic: &str,
+    partition: i32,
+    prefix: &str,
+    count: usize,
+) {
+    let producer = kafka.producer();
+    for i in 0..count {
+        let correlation = format!("{prefix}-{i}");
+        let body = format!(r#"{{"name":"{correlation}","wait_ms":1}}"#);
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .partition(partition)
+                    .key(&correlation)
+                    .payload(&body)
+                    .headers(rdkafka::message::OwnedHeaders::new().insert(
+                        rdkafka::message::Header {
+                            key: "correlation",
+                            value: Some(&correlation),
+                        },
+                    )),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("the request is produced");
+    }
 }

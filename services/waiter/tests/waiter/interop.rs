@@ -8,7 +8,7 @@ use testkit::java::InteropClient;
 
 use crate::helpers::{Topics, settings, spawn_waiter};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_java_producer_gets_every_reply_with_every_codec_and_aborted_requests_none() {
     let Some(java) = InteropClient::find() else {
         return;
@@ -60,7 +60,7 @@ async fn a_java_producer_gets_every_reply_with_every_codec_and_aborted_requests_
     waiter.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn springs_replying_template_gets_every_reply_on_its_own_topic_and_partition() {
     let Some(java) = InteropClient::find() else {
         return;

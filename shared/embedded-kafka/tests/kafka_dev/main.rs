@@ -150,8 +150,10 @@ fn apache_kafka_serves_the_project_topics_and_keeps_its_data_across_a_restart() 
     produce_one(&bootstrap, protocol::topics::DEAD_LETTER, "kept");
 
     // SIGTERM stops kafka-dev and the JVM with it.
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(broker.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(embedded_kafka::signal(
+        &broker.0,
+        nix::sys::signal::Signal::SIGTERM
+    ));
     let status = broker.0.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(!jvm_running(data.path()), "the JVM stopped with kafka-dev");

@@ -32,7 +32,7 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
         .map(|kv| kv.value.to_string())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn one_trace_id_and_the_tenant_cross_http_kafka_http() {
     let telemetry = testkit::telemetry();
     let kafka = TestKafka::start().unwrap();
@@ -114,7 +114,7 @@ async fn one_trace_id_and_the_tenant_cross_http_kafka_http() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn malformed_and_oversized_http_headers_are_dropped_and_counted_not_fatal() {
     testkit::telemetry();
     let kafka = TestKafka::start().unwrap();
@@ -155,7 +155,7 @@ async fn malformed_and_oversized_http_headers_are_dropped_and_counted_not_fatal(
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn unusable_kafka_headers_are_dropped_and_the_record_still_flows() {
     testkit::telemetry();
     let kafka = TestKafka::start().unwrap();
@@ -202,7 +202,7 @@ async fn unusable_kafka_headers_are_dropped_and_the_record_still_flows() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn metrics_endpoint_renders_prometheus_text() {
     testkit::telemetry();
     metrics::counter!("testkit_probe_total", "kind" => "probe").increment(3);
