@@ -19,7 +19,7 @@ async fn the_console_shows_a_tenants_lanes_and_manages_tenants() {
         return;
     }
     let telemetry = testkit::telemetry();
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let names = demo::StackNames::unique("console", &testkit::unique_name("stack"));
     for (topic, partitions) in names.topics() {
         kafka.create_topic(topic, partitions).await.unwrap();

@@ -27,7 +27,7 @@ impl std::ops::Deref for Stack {
 
 impl Stack {
     pub async fn start(trust_incoming_baggage: bool) -> Self {
-        let kafka = TestKafka::start().unwrap();
+        let kafka = TestKafka::start().await.unwrap();
         let names = Self::create_topics(&kafka).await;
         Self::start_on(kafka, names, trust_incoming_baggage).await
     }

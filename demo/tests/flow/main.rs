@@ -273,7 +273,7 @@ async fn an_edge_that_does_not_trust_baggage_routes_everyone_to_the_baseline() {
 /// variants, and the broker's return disturbs nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_service_starts_and_serves_with_one_broker_of_three_down() {
-    let Some(kafka) = TestKafka::start_own_cluster().unwrap() else {
+    let Some(kafka) = TestKafka::start_own_cluster().await.unwrap() else {
         return;
     };
     let names = Stack::create_topics(&kafka).await;
@@ -311,7 +311,7 @@ async fn every_service_starts_and_serves_with_one_broker_of_three_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn services_started_while_their_broker_is_away_say_what_they_wait_for() {
     use service_kit::{RunningService, ServiceApp};
-    let kafka = TestKafka::start_own().unwrap();
+    let kafka = TestKafka::start_own().await.unwrap();
     let names = Stack::create_topics(&kafka).await;
     kafka.take_down().await.unwrap();
     let broker = kafka.settings();

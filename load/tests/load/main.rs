@@ -40,7 +40,7 @@ async fn start_waiter(kafka: &TestKafka, topics: &RequestTopics) -> RunningWaite
 
 #[tokio::test(flavor = "multi_thread")]
 async fn counts_add_up_for_a_short_run_against_the_waiter() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = topics(&kafka).await;
     let waiter = start_waiter(&kafka, &topics).await;
     let report = load::run(config(&kafka, &topics)).await.unwrap();
@@ -61,7 +61,7 @@ async fn counts_add_up_for_a_short_run_against_the_waiter() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_waiter_shows_up_as_timeouts() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = topics(&kafka).await;
     let mut config = config(&kafka, &topics);
     config.model = LoadModel::Open { rate: 50.0 };
@@ -78,10 +78,10 @@ async fn a_stopped_waiter_shows_up_as_timeouts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_responder_that_replies_twice_shows_up_as_duplicates() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = topics(&kafka).await;
     // The test double: echo every request's correlation to the reply topic, twice.
-    let requests = testkit::reader(&kafka, &[&topics.requests]);
+    let requests = testkit::reader(&kafka, &[&topics.requests]).await;
     let producer = kafka.producer();
     let replies = topics.replies.clone();
     let stop = CancellationToken::new();
@@ -234,7 +234,7 @@ async fn the_http_target_counts_answers_refusals_and_timeouts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn traced_requests_are_root_spans_the_application_continues() {
     let telemetry = testkit::telemetry();
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = topics(&kafka).await;
     let waiter = start_waiter(&kafka, &topics).await;
     let mut config = config(&kafka, &topics);

@@ -879,7 +879,7 @@ mod tests {
     /// lists, never the names the records carried.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_flood_of_unknown_reply_topics_costs_one_listing_and_holds_nothing() {
-        let kafka = testkit::TestKafka::start().unwrap();
+        let kafka = testkit::TestKafka::start().await.unwrap();
         let producer = kafka.producer();
         let catalog = Arc::new(TopicCatalog::new(Duration::from_secs(30)));
         let started = Instant::now();

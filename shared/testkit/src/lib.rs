@@ -45,11 +45,14 @@ pub struct TestKafka {
 impl TestKafka {
     /// Starts an embedded broker with the project's topics, or connects to
     /// the broker in `KAFKA_BOOTSTRAP_SERVERS`.
-    pub fn start() -> Result<Self, TestKafkaError> {
-        match bootstrap_from_environment() {
+    /// Starting a broker blocks (a mock cluster, or a JVM), so it runs on
+    /// the blocking pool, never on the test's runtime threads.
+    pub async fn start() -> Result<Self, TestKafkaError> {
+        off_the_runtime(|| match bootstrap_from_environment() {
             Some(bootstrap) => Ok(Self::on(Broker::external(bootstrap))),
             None => Self::embedded(),
-        }
+        })
+        .await
     }
 
     /// A broker this test owns and may take down ([`Self::take_down`]):
@@ -57,11 +60,12 @@ impl TestKafka {
     /// (`KAFKA_BOOTSTRAP_SERVERS` set), an Apache Kafka of its own (the JVM
     /// `kafka-dev --apache` runs, from the same cache), so killing it leaves
     /// the shared broker and the other tests alone.
-    pub fn start_own() -> Result<Self, TestKafkaError> {
-        match bootstrap_from_environment() {
+    pub async fn start_own() -> Result<Self, TestKafkaError> {
+        off_the_runtime(|| match bootstrap_from_environment() {
             Some(_) => Ok(Self::on(Broker::apache(ApacheKafkaOptions::default())?)),
             None => Self::embedded(),
-        }
+        })
+        .await
     }
 
     /// A 3-node Apache Kafka cluster this test owns (replication factor 3,
@@ -69,7 +73,7 @@ impl TestKafka {
     /// ([`Self::take_down_broker`]): on the real-broker tier only. On the
     /// embedded broker there is no failover to test (the mock moves no
     /// leaders), so this says SKIPPED and why, and returns `None`.
-    pub fn start_own_cluster() -> Result<Option<Self>, TestKafkaError> {
+    pub async fn start_own_cluster() -> Result<Option<Self>, TestKafkaError> {
         if !Self::is_real_broker() {
             use std::io::Write;
             let _ = std::io::stderr().write_all(
@@ -81,7 +85,7 @@ impl TestKafka {
             brokers: 3,
             ..ApacheKafkaOptions::default()
         };
-        Ok(Some(Self::on(Broker::apache(options)?)))
+        off_the_runtime(|| Ok(Some(Self::on(Broker::apache(options)?)))).await
     }
 
     fn embedded() -> Result<Self, TestKafkaError> {
@@ -256,7 +260,8 @@ impl TestKafka {
 /// A consumer reading every partition of `topics` from the beginning by
 /// assignment, not group membership: it never rebalances, so it never
 /// re-reads, and what it sees is what the topics hold.
-pub fn reader(kafka: &TestKafka, topics: &[&str]) -> StreamConsumer {
+/// (Assigning waits on metadata, so it runs on the blocking pool.)
+pub async fn reader(kafka: &TestKafka, topics: &[&str]) -> StreamConsumer {
     use kafka_kit::assign::{Start, assign_whole_topics};
     let consumer: StreamConsumer = kafka
         .settings()
@@ -266,9 +271,23 @@ pub fn reader(kafka: &TestKafka, topics: &[&str]) -> StreamConsumer {
         .set("enable.partition.eof", "false")
         .create()
         .expect("a reader for the test broker");
-    assign_whole_topics(&consumer, topics, Start::Beginning, Duration::from_secs(10))
-        .expect("the topics can be assigned");
-    consumer
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    off_the_runtime(move || {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        assign_whole_topics(&consumer, &names, Start::Beginning, Duration::from_secs(10))
+            .expect("the topics can be assigned");
+        consumer
+    })
+    .await
+}
+
+/// Runs blocking `work` (starting a broker, a metadata round trip) on the
+/// blocking pool, so the test's runtime threads keep serving the services
+/// under test meanwhile.
+pub async fn off_the_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("blocking test work does not panic")
 }
 
 /// Whether the external `tool` (from Debian package `package`) is on the

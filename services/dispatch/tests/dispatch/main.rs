@@ -26,7 +26,7 @@ async fn start_dispatch(
 
 /// A dispatch that waits 300 ms for a reply, with no waiter behind it.
 async fn impatient_dispatch() -> (TestKafka, RunningService) {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = topics(&kafka).await;
     let dispatch = start_dispatch(&kafka, &topics, Duration::from_millis(300)).await;
     (kafka, dispatch)
@@ -40,7 +40,7 @@ async fn start_waiter(kafka: &TestKafka, topics: &RequestTopics) -> RunningWaite
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_is_answered_with_the_waiters_reply() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = topics(&kafka).await;
     let waiter = start_waiter(&kafka, &topics).await;
     let dispatch = start_dispatch(&kafka, &topics, Duration::from_secs(20)).await;
@@ -58,7 +58,7 @@ async fn a_request_is_answered_with_the_waiters_reply() {
     assert_eq!(body.dispatch_variant, "baseline");
     assert!(body.reply.waited_ms >= 20);
     // The request on Kafka names only the hops dispatch vouches for.
-    let reader = testkit::reader(&kafka, &[&topics.requests]);
+    let reader = testkit::reader(&kafka, &[&topics.requests]).await;
     let mut requests = reader.stream();
     let request = futures_lite::StreamExt::next(&mut requests)
         .await
@@ -189,7 +189,7 @@ async fn bad_bodies_are_refused_with_a_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_dispatch_instance_completes_only_its_own_requests() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = topics(&kafka).await;
     let waiter = start_waiter(&kafka, &topics).await;
     let dispatches = [
@@ -243,7 +243,7 @@ struct Tracked {
 }
 
 async fn tracked() -> Tracked {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = topics(&kafka).await;
     let waiter = start_waiter(&kafka, &topics).await;
     let app = build_dispatch(&kafka, &topics, Duration::from_secs(20)).await;
@@ -327,7 +327,7 @@ async fn a_client_that_goes_away_leaves_no_pending_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_reply_shows_up_in_its_requests_trace() {
     let telemetry = testkit::telemetry();
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = topics(&kafka).await;
     let dispatch = start_dispatch(&kafka, &topics, Duration::from_millis(300)).await;
     let base = dispatch.url();
@@ -340,7 +340,7 @@ async fn a_late_reply_shows_up_in_its_requests_trace() {
 
     // The test is the slow waiter: it answers the request now, continuing
     // the request's trace as a waiter would.
-    let reader = testkit::reader(&kafka, &[&topics.requests]);
+    let reader = testkit::reader(&kafka, &[&topics.requests]).await;
     let mut requests = reader.stream();
     let request = futures_lite::StreamExt::next(&mut requests)
         .await

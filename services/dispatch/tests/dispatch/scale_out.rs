@@ -164,7 +164,7 @@ impl Callers {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn four_instances_read_a_quarter_each_and_lose_no_call_as_one_joins_and_one_leaves() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = kafka.fresh_topics(PARTITIONS).await.unwrap();
     let waiter = start_waiter(&kafka, &topics).await;
     let mut instances = Vec::new();

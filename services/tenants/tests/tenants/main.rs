@@ -83,7 +83,7 @@ impl Registry {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mutations_need_the_token_and_reads_do_not() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let registry = start(&kafka).await;
     let url = format!("{}/tenants/123", registry.base);
     let body = json!({"services": {}});
@@ -113,7 +113,7 @@ async fn mutations_need_the_token_and_reads_do_not() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_4xx_with_a_message() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let registry = start(&kafka).await;
     let cases = [
         (
@@ -168,7 +168,7 @@ async fn bad_input_gets_a_4xx_with_a_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_is_created_read_replaced_and_deleted() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let registry = start(&kafka).await;
     registry.register("dispatch", "sbx-123").await;
     registry.register("waiter", "sbx-123").await;
@@ -209,7 +209,7 @@ async fn a_tenant_is_created_read_replaced_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_route_change_reaches_every_route_table_quickly() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let registry = start(&kafka).await;
     registry.register("waiter", "sbx-7").await;
     let mut tables = Vec::new();
@@ -259,7 +259,7 @@ fn group_members(kafka: &TestKafka, group: &str) -> Option<usize> {
 async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_empty() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let prefix = testkit::unique_name("group");
     let topic = testkit::unique_name("requests");
     kafka.create_topic(&topic, 1).await.unwrap();
@@ -400,7 +400,7 @@ async fn deleting_a_tenant_deletes_its_variants_consumer_groups_once_they_are_em
 /// and while a tenant still maps it, it cannot be removed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_variant_is_marked_not_live_and_a_mapped_one_cannot_be_removed() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let registry = start_with(&kafka, |settings| {
         settings.tenants.lease.ttl = Duration::from_millis(500);
         settings.tenants.lease.check_every = Duration::from_millis(50);
@@ -453,7 +453,7 @@ async fn a_silent_variant_is_marked_not_live_and_a_mapped_one_cannot_be_removed(
 /// A tenant with a TTL is drained and deleted when it expires.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_with_a_ttl_expires() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let registry = start_with(&kafka, |settings| {
         settings.tenants.lease.check_every = Duration::from_millis(50);
     })
@@ -480,7 +480,7 @@ async fn a_tenant_with_a_ttl_expires() {
 /// down while the second still serves.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_of_two_instances_in_a_process_leaving_keeps_the_variant_live() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let registry = start(&kafka).await;
     let settings = tenancy::RegistrySettings {
         url: Some(registry.base.clone()),
@@ -523,7 +523,7 @@ async fn one_of_two_instances_in_a_process_leaving_keeps_the_variant_live() {
 #[tokio::test(flavor = "multi_thread")]
 async fn lease_renewals_leave_no_traces_but_the_registration_does() {
     let telemetry = testkit::telemetry();
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let registry = start(&kafka).await;
     let label = testkit::unique_name("sbx-quiet");
     let settings = tenancy::RegistrySettings {

@@ -14,7 +14,7 @@ use super::*;
 async fn while_replies_cannot_be_written_the_waiter_stops_reading_and_answers_all_after() {
     const REQUESTS: usize = 1000;
     // The embedded broker is this test's own; a real one cannot refuse.
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     if TestKafka::is_real_broker() {
         // Says SKIPPED and why.
         kafka.refuse_produce(true).await.unwrap();
@@ -31,7 +31,7 @@ async fn while_replies_cannot_be_written_the_waiter_stops_reading_and_answers_al
     // Channels (10 + 10), pool (4), reply slots (4, deliveries among them),
     // and one record in each stage's hands.
     const PIPELINE: f64 = 40.0;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     // Written before writes are refused (every topic's are), read once they are.
     for i in 0..REQUESTS {
         client.send_json(&format!("held-{i}"), 0).await;
@@ -80,7 +80,7 @@ async fn a_saturated_pool_blocks_the_consumer_instead_of_buffering() {
         s.waiter.reply_channel_capacity = count(1);
     })
     .await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     const REQUESTS: usize = 25;
     for i in 0..REQUESTS {
         client.send_json(&format!("slow-{i}"), 40).await;
@@ -135,7 +135,7 @@ async fn requests_that_cannot_meet_their_deadline_are_dropped_and_the_rest_serve
         settings.waiter.deadline_margin = Duration::from_millis(50);
     })
     .await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     let send = |correlation: &'static str, wait_ms: u64, deadline: Option<protocol::Deadline>| {
         let client = &client;
         async move {
@@ -188,12 +188,12 @@ async fn requests_that_cannot_meet_their_deadline_are_dropped_and_the_rest_serve
 /// hold the requests behind them for five `routes.version_wait`s.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_routes_version_beyond_the_topics_end_is_not_waited_for() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
     let mut settings = settings(&kafka, &topics);
     settings.routes.version_wait = Duration::from_secs(120);
     let waiter = spawn_waiter(settings).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     let producer = kafka.producer();
     for i in 0..5 {
         let correlation = format!("forged-{i}");

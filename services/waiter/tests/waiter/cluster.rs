@@ -39,14 +39,14 @@ async fn killing_the_groups_coordinator_under_load_loses_no_request() {
 
 async fn broker_lost_under_load(victim: Victim) {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let Some(kafka) = TestKafka::start_own_cluster().unwrap() else {
+    let Some(kafka) = TestKafka::start_own_cluster().await.unwrap() else {
         return;
     };
     let topics = Topics::create(&kafka, 4).await;
     let settings = settings(&kafka, &topics);
     let group = settings.group_id();
     let waiter = spawn_waiter(settings).await;
-    let client = Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]));
+    let client = Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]).await);
     client.send_json("first", 1).await;
     client.collect(|r| !r.is_empty()).await;
 
@@ -100,12 +100,12 @@ async fn broker_lost_under_load(victim: Victim) {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_two_brokers_of_three_down_the_waiter_holds_its_records_and_answers_them_after() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let Some(kafka) = TestKafka::start_own_cluster().unwrap() else {
+    let Some(kafka) = TestKafka::start_own_cluster().await.unwrap() else {
         return;
     };
     let topics = Topics::create(&kafka, 4).await;
     let waiter = spawn_waiter(settings(&kafka, &topics)).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     client.send_json("first", 1).await;
     client.collect(|r| !r.is_empty()).await;
 

@@ -5,8 +5,8 @@ use super::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_records_are_dead_lettered_and_later_records_are_still_served() {
     let (kafka, topics, waiter) = started().await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
-    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]).await;
 
     let poison: [(&str, Option<&str>, &[u8]); 4] = [
         ("bad-json", None, br#"{"name": "x", "wait_ms": }"#),
@@ -104,7 +104,7 @@ async fn a_deleted_reply_topic_stops_counting_as_existing() {
         body: br#"{"name":"Ada","wait_ms":1}"#,
     };
     {
-        let client = Client::new(&kafka, &topics.requests, &[&own]);
+        let client = Client::new(&kafka, &topics.requests, &[&own]).await;
         client.send(request("before")).await;
         let replies = client.collect(|r| !r.is_empty()).await;
         assert_eq!(
@@ -127,7 +127,7 @@ async fn a_deleted_reply_topic_stops_counting_as_existing() {
     )
     .await
     .unwrap();
-    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]).await;
     dead_letters.send(request("after")).await;
     let letters = dead_letters.collect(|r| !r.is_empty()).await;
     assert_eq!(header(&letters[0], "correlation").as_deref(), Some("after"));
@@ -150,8 +150,8 @@ async fn an_undeliverable_reply_is_dead_lettered_and_the_partition_moves_on() {
             .insert("message.max.bytes".into(), "1500".into());
     })
     .await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
-    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]).await;
     let big_name = "x".repeat(1000);
     let body = format!(r#"{{"name":"{big_name}","wait_ms":1}}"#);
     let nowhere = testkit::unique_name("nowhere");
@@ -214,14 +214,14 @@ async fn an_undeliverable_reply_is_dead_lettered_and_the_partition_moves_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undecodable_record_set_is_skipped_with_a_dead_letter_naming_its_offsets() {
-    let kafka = TestKafka::start_own().unwrap();
+    let kafka = TestKafka::start_own().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
     send_to_partition(&kafka, &topics.requests, 0, "before", 3).await;
     let (first, last) = testkit::corrupt::undecodable_batch(&kafka, &topics.requests, 0, 20).await;
     send_to_partition(&kafka, &topics.requests, 0, "after", 3).await;
     let waiter = spawn_waiter(settings(&kafka, &topics)).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
-    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]).await;
 
     let replies = client.collect(|r| r.len() >= 6).await;
     let answered: HashSet<String> = replies
@@ -269,7 +269,7 @@ async fn an_undecodable_record_set_is_skipped_with_a_dead_letter_naming_its_offs
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_stopped_at_an_undecodable_record_set_says_so_and_the_others_flow() {
-    let kafka = TestKafka::start_own().unwrap();
+    let kafka = TestKafka::start_own().await.unwrap();
     let topics = Topics::create(&kafka, 2).await;
     let (first, _) = testkit::corrupt::undecodable_batch(&kafka, &topics.requests, 0, 5).await;
     send_to_partition(&kafka, &topics.requests, 0, "behind", 2).await;
@@ -277,7 +277,7 @@ async fn a_partition_stopped_at_an_undecodable_record_set_says_so_and_the_others
     settings.waiter.undecodable_batches = waiter::consumer::UndecodablePolicy::Stop;
     let variant = settings.service.variant.clone();
     let waiter = spawn_waiter(settings).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     send_to_partition(&kafka, &topics.requests, 1, "other", 5).await;
 
     let replies = client.collect(|r| r.len() >= 5).await;
@@ -338,6 +338,6 @@ async fn a_partition_stopped_at_an_undecodable_record_set_says_so_and_the_others
         "{pipeline}"
     );
     console.stop_within(DEADLINE).await.unwrap();
-    assert_eq!(records_in(&kafka, &topics.dead_letters), 0);
+    assert_eq!(records_in(&kafka, &topics.dead_letters).await, 0);
     waiter.begin_stop();
 }

@@ -79,7 +79,7 @@ pub async fn started() -> (TestKafka, Topics, TestWaiter) {
 
 /// [`started`] with the test settings adjusted first.
 pub async fn started_with(adjust: impl FnOnce(&mut Settings)) -> (TestKafka, Topics, TestWaiter) {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
     let mut settings = settings(&kafka, &topics);
     adjust(&mut settings);
@@ -195,10 +195,10 @@ pub struct Request<'a> {
 }
 
 impl Client {
-    pub fn new(kafka: &TestKafka, requests_topic: &str, reply_topics: &[&str]) -> Self {
+    pub async fn new(kafka: &TestKafka, requests_topic: &str, reply_topics: &[&str]) -> Self {
         Self {
             producer: kafka.producer(),
-            replies: testkit::reader(kafka, reply_topics),
+            replies: testkit::reader(kafka, reply_topics).await,
             requests_topic: requests_topic.to_string(),
         }
     }
@@ -295,9 +295,13 @@ pub fn count_by_correlation(replies: &[OwnedMessage]) -> HashMap<String, usize> 
 }
 
 /// Records in `topic` according to its high watermarks.
-pub fn records_in(kafka: &TestKafka, topic: &str) -> i64 {
+pub async fn records_in(kafka: &TestKafka, topic: &str) -> i64 {
     let consumer = kafka.consumer(&testkit::unique_name("watermarks"));
-    kafka_kit::assign::records_in(&consumer, topic, Duration::from_secs(10)).unwrap()
+    let topic = topic.to_string();
+    testkit::off_the_runtime(move || {
+        kafka_kit::assign::records_in(&consumer, &topic, Duration::from_secs(10)).unwrap()
+    })
+    .await
 }
 
 /// A `waiter` binary run as a child process on a test's topics (the one

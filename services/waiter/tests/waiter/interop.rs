@@ -13,7 +13,7 @@ async fn a_java_producer_gets_every_reply_with_every_codec_and_aborted_requests_
     let Some(java) = InteropClient::find() else {
         return;
     };
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 2).await;
     let waiter = spawn_waiter(settings(&kafka, &topics)).await;
     let bootstrap = kafka.bootstrap_servers().to_string();
@@ -65,7 +65,7 @@ async fn springs_replying_template_gets_every_reply_on_its_own_topic_and_partiti
     let Some(java) = InteropClient::find() else {
         return;
     };
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 2).await;
     let spring_replies = testkit::unique_name("spring-replies");
     kafka.create_topic(&spring_replies, 3).await.unwrap();

@@ -30,13 +30,13 @@ async fn recording_ledger() -> (
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_completed_wait_is_posted_to_the_ledger_in_the_requests_trace() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
     let (ledger_url, mut posted) = recording_ledger().await;
     let mut s = settings(&kafka, &topics);
     s.ledger.url = Some(ledger_url);
     let waiter = spawn_waiter(s).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
 
     let trace_id = client.send_json("ledgered", 5).await;
     let replies = client.collect(|r| !r.is_empty()).await;
@@ -77,7 +77,7 @@ async fn hanging_ledger() -> String {
 /// made at all.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_ledger_does_not_stall_the_waiter() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
     let mut s = settings(&kafka, &topics);
     s.waiter.waiters = count(2);
@@ -85,7 +85,7 @@ async fn a_hung_ledger_does_not_stall_the_waiter() {
     s.ledger.timeout = Duration::from_secs(20);
     s.ledger.max_concurrent_calls = count(4);
     let waiter = spawn_waiter(s).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     for i in 0..100 {
         client.send_json(&format!("r-{i}"), 5).await;
     }
@@ -107,7 +107,7 @@ async fn a_hung_ledger_does_not_stall_the_waiter() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ledger_that_is_down_or_too_slow_costs_no_reply() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
     // A port with nothing listening: bind, read the port, close.
     let closed_port = {
@@ -121,7 +121,7 @@ async fn a_ledger_that_is_down_or_too_slow_costs_no_reply() {
         s.ledger.url = Some(url.clone());
         s.ledger.timeout = Duration::from_millis(200);
         let waiter = spawn_waiter(s).await;
-        let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+        let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
         let correlation = testkit::unique_name("unrecorded");
         client.send_json(&correlation, 1).await;
         let replies = client

@@ -5,7 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_stop_finishes_in_flight_waits_and_commits() {
     let (kafka, topics, waiter) = started().await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     for i in 0..20 {
         client.send_json(&format!("inflight-{i}"), 300).await;
     }
@@ -16,7 +16,7 @@ async fn graceful_stop_finishes_in_flight_waits_and_commits() {
     .unwrap();
     waiter.stop().await;
     assert_eq!(
-        records_in(&kafka, &topics.replies),
+        records_in(&kafka, &topics.replies).await,
         20,
         "every started wait was answered"
     );
@@ -39,7 +39,7 @@ async fn graceful_stop_finishes_in_flight_waits_and_commits() {
     // this one, so the reply topic would hold more than 21 records. (The
     // topic is the witness, not the client, whose own group may re-read.)
     assert_eq!(
-        records_in(&kafka, &topics.replies),
+        records_in(&kafka, &topics.replies).await,
         21,
         "nothing was redelivered"
     );
@@ -50,9 +50,9 @@ async fn graceful_stop_finishes_in_flight_waits_and_commits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_waiter_mid_run_loses_no_request() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 2).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     const REQUESTS: usize = 200;
     for i in 0..REQUESTS {
         client.send_json(&format!("k-{i}"), 50).await;
@@ -97,7 +97,7 @@ async fn sigterm_stops_the_waiter_with_all_its_consumers() {
     // Ten consumers leave one group on shutdown; closed one after another
     // while the group rebalanced, one could wait forever inside librdkafka,
     // and the process never exited (about one run in three).
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 4).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -160,9 +160,10 @@ async fn sigterm_stops_the_waiter_with_all_its_consumers() {
 /// stops, leaving the records since its last commit to be redelivered.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiter_stopping_as_its_broker_goes_away_still_exits() {
-    let kafka = TestKafka::start_own().unwrap();
+    let kafka = TestKafka::start_own().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
-    let client = std::sync::Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]));
+    let client =
+        std::sync::Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]).await);
     // Replies in flight cannot be delivered with the broker gone: a short
     // drain keeps the test short.
     let drain = ("WAITER_BUS__WAITER__DRAIN_TIMEOUT", "2s");
@@ -188,7 +189,7 @@ async fn a_waiter_stopping_as_its_broker_goes_away_still_exits() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_baseline_standing_in_for_a_variant_as_its_broker_goes_away_still_exits() {
     use rdkafka::producer::FutureRecord;
-    let kafka = TestKafka::start_own().unwrap();
+    let kafka = TestKafka::start_own().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
     let routes = testkit::unique_name("routes");
     kafka.create_topic(&routes, 1).await.unwrap();
@@ -219,7 +220,8 @@ async fn a_baseline_standing_in_for_a_variant_as_its_broker_goes_away_still_exit
     // Then the variant goes down: the baseline stands in for it.
     write_route(tenancy::variant_key("waiter", label), variant(false)).await;
 
-    let client = std::sync::Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]));
+    let client =
+        std::sync::Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]).await);
     let mut waiter = WaiterProcess::start_with(
         &kafka,
         &topics,
@@ -304,10 +306,11 @@ async fn health_readiness_and_metrics_are_served_on_the_http_port() {
 async fn requests_sent_while_the_broker_is_away_are_answered_when_it_returns() {
     // A broker of this test's own: on the real-broker tier an Apache Kafka
     // that is killed with SIGKILL and restarted on the same data directory.
-    let kafka = TestKafka::start_own().unwrap();
+    let kafka = TestKafka::start_own().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
     let waiter = spawn_waiter(settings(&kafka, &topics)).await;
-    let client = std::sync::Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]));
+    let client =
+        std::sync::Arc::new(Client::new(&kafka, &topics.requests, &[&topics.replies]).await);
     client.send_json("before", 1).await;
     client.collect(|r| !r.is_empty()).await;
 
@@ -344,9 +347,9 @@ async fn requests_sent_while_the_broker_is_away_are_answered_when_it_returns() {
 /// was sent before it could start.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiter_started_while_its_broker_is_away_waits_for_it_and_says_so() {
-    let kafka = TestKafka::start_own().unwrap();
+    let kafka = TestKafka::start_own().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     client.send_json("sent-before-the-waiter-started", 1).await;
     kafka.take_down().await.unwrap();
     let waiter = spawn_waiter(settings(&kafka, &topics)).await;

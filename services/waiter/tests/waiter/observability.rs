@@ -6,7 +6,7 @@ use super::*;
 async fn spans_follow_the_messaging_conventions() {
     let telemetry = testkit::telemetry();
     let (kafka, topics, waiter) = started().await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
 
     let trace_id = client.send_json("traced", 5).await;
     client.collect(|r| !r.is_empty()).await;
@@ -95,7 +95,7 @@ async fn in_link_mode_the_process_span_is_a_linked_root_that_keeps_the_baggage()
         s.waiter.trace_mode = waiter::settings::TraceMode::Link;
     })
     .await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     let producer_trace = uuid::Uuid::new_v4().simple().to_string();
     let producer_span = &uuid::Uuid::new_v4().simple().to_string()[..16];
     let traceparent = format!("00-{producer_trace}-{producer_span}-01");
@@ -148,9 +148,9 @@ async fn in_link_mode_the_process_span_is_a_linked_root_that_keeps_the_baggage()
 /// pipe, it has no colour codes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_log_line_names_its_trace_and_has_no_colour_off_a_terminal() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     let (_waiter, lines) = WaiterProcess::start_reading_logs(&kafka, &topics);
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
@@ -190,9 +190,9 @@ async fn a_log_line_names_its_trace_and_has_no_colour_off_a_terminal() {
 async fn the_log_level_does_not_decide_whether_the_trace_continues() {
     // RUST_LOG=error silences the info-level log lines, and must not
     // silence the info-level spans whose context the reply carries.
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     let _waiter = WaiterProcess::start_logging(&kafka, &topics, "error");
     let trace_id = client.send_json("quiet", 1).await;
     let replies = client.collect(|r| !r.is_empty()).await;
@@ -210,7 +210,7 @@ async fn the_log_level_does_not_decide_whether_the_trace_continues() {
 async fn an_unsampled_request_is_served_without_spans_and_its_reply_continues_its_trace() {
     let telemetry = testkit::telemetry();
     let (kafka, topics, waiter) = started().await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
     let unsampled_trace = uuid::Uuid::new_v4().simple().to_string();
     let traceparent = format!(
         "00-{unsampled_trace}-{}-00",

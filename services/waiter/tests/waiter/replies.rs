@@ -4,10 +4,10 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_requests_get_exactly_a_thousand_replies_each_in_its_trace() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 4).await;
     let waiter = spawn_waiter(settings(&kafka, &topics)).await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
 
     let mut traces = std::collections::HashMap::new();
     for i in 0..1000 {
@@ -55,7 +55,7 @@ async fn a_thousand_requests_get_exactly_a_thousand_replies_each_in_its_trace() 
         }
     }
     assert_eq!(
-        records_in(&kafka, &topics.replies),
+        records_in(&kafka, &topics.replies).await,
         1000,
         "nothing extra was produced"
     );
@@ -67,12 +67,12 @@ async fn a_thousand_requests_get_exactly_a_thousand_replies_each_in_its_trace() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replies_go_to_the_topic_named_in_response_topic() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 1).await;
     let elsewhere = testkit::unique_name("elsewhere");
     kafka.create_topic(&elsewhere, 1).await.unwrap();
     let waiter = spawn_waiter(settings(&kafka, &topics)).await;
-    let client = Client::new(&kafka, &topics.requests, &[&elsewhere]);
+    let client = Client::new(&kafka, &topics.requests, &[&elsewhere]).await;
 
     client
         .send(Request {
@@ -96,7 +96,7 @@ async fn replies_go_to_the_topic_named_in_response_topic() {
         "request headers are carried on"
     );
     assert_eq!(
-        records_in(&kafka, &topics.replies),
+        records_in(&kafka, &topics.replies).await,
         0,
         "nothing went to the default topic"
     );
@@ -109,8 +109,8 @@ async fn replies_go_to_the_topic_named_in_response_topic() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reply_can_never_loop_back_as_a_request() {
     let (kafka, topics, waiter) = started().await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
-    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]).await;
     client
         .send(Request {
             correlation: Some("loop"),
@@ -155,7 +155,7 @@ async fn a_reply_can_never_loop_back_as_a_request() {
         .expect_metric("waiter_records_dead_lettered_total", &[], 2.0)
         .await;
     assert_eq!(
-        records_in(&kafka, &topics.requests),
+        records_in(&kafka, &topics.requests).await,
         3,
         "nothing was produced back to the request topic"
     );
@@ -168,7 +168,7 @@ async fn a_wait_over_the_maximum_gets_an_error_reply_and_a_missing_correlation_i
         s.waiter.max_wait = Duration::from_secs(1);
     })
     .await;
-    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]);
+    let client = Client::new(&kafka, &topics.requests, &[&topics.replies]).await;
 
     client.send_json("too-long", 5000).await;
     client
@@ -224,13 +224,13 @@ async fn a_wait_over_the_maximum_gets_an_error_reply_and_a_missing_correlation_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spring_style_request_is_answered_on_its_reply_topic_and_partition_as_it_came() {
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topics = Topics::create(&kafka, 2).await;
     let spring_replies = testkit::unique_name("spring-replies");
     kafka.create_topic(&spring_replies, 4).await.unwrap();
     let waiter = spawn_waiter(settings(&kafka, &topics)).await;
-    let client = Client::new(&kafka, &topics.requests, &[&spring_replies]);
-    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]);
+    let client = Client::new(&kafka, &topics.requests, &[&spring_replies]).await;
+    let dead_letters = Client::new(&kafka, &topics.requests, &[&topics.dead_letters]).await;
 
     // Spring's defaults: a 16-byte binary correlation id, the reply topic
     // as text, the reply partition as a 4-byte big-endian int; plus a key,

@@ -35,7 +35,7 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_id_and_the_tenant_cross_http_kafka_http() {
     let telemetry = testkit::telemetry();
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let mut relay = start_relay(&kafka).await;
 
     let root = tracing::info_span!("client", otel.kind = "client", service = "test-client");
@@ -117,7 +117,7 @@ async fn one_trace_id_and_the_tenant_cross_http_kafka_http() {
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_and_oversized_http_headers_are_dropped_and_counted_not_fatal() {
     testkit::telemetry();
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let mut relay = start_relay(&kafka).await;
     let too_many: Vec<String> = (0..65).map(|i| format!("k{i}=v")).collect();
     let status = reqwest::Client::new()
@@ -158,7 +158,7 @@ async fn malformed_and_oversized_http_headers_are_dropped_and_counted_not_fatal(
 #[tokio::test(flavor = "multi_thread")]
 async fn unusable_kafka_headers_are_dropped_and_the_record_still_flows() {
     testkit::telemetry();
-    let kafka = TestKafka::start().unwrap();
+    let kafka = TestKafka::start().await.unwrap();
     let topic = testkit::unique_name("raw");
     kafka.create_topic(&topic, 1).await.unwrap();
     let producer = kafka.producer();
