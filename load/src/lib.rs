@@ -136,6 +136,55 @@ pub struct Config {
     pub consumer_properties: Vec<(String, String)>,
 }
 
+/// The librdkafka properties a services-style settings file gives its
+/// clients (its `kafka.client` map, with `kafka.producer` or
+/// `kafka.consumer` over it), for a generator configured like the services
+/// it loads, e.g. the low-latency profile (`config/low-latency.yaml`).
+/// The file's other sections are not the generator's and are left alone.
+pub fn client_properties(path: &std::path::Path) -> Result<ClientProperties, LoadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::Invalid(format!("{}: {e}", path.display())))?;
+    client_properties_in(&text).map_err(|e| LoadError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// The generator's producer and reply-consumer properties from a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientProperties {
+    /// For [`Config::producer_properties`].
+    pub producer: Vec<(String, String)>,
+    /// For [`Config::consumer_properties`].
+    pub consumer: Vec<(String, String)>,
+}
+
+/// [`client_properties`] of a settings file's text.
+pub fn client_properties_in(text: &str) -> Result<ClientProperties, serde_yaml::Error> {
+    use std::collections::BTreeMap;
+    #[derive(serde::Deserialize, Default)]
+    struct Kafka {
+        #[serde(default)]
+        client: BTreeMap<String, String>,
+        #[serde(default)]
+        producer: BTreeMap<String, String>,
+        #[serde(default)]
+        consumer: BTreeMap<String, String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        kafka: Kafka,
+    }
+    let file: File = serde_yaml::from_str(text)?;
+    let with = |role: BTreeMap<String, String>| {
+        let mut all = file.kafka.client.clone();
+        all.extend(role);
+        all.into_iter().collect()
+    };
+    Ok(ClientProperties {
+        producer: with(file.kafka.producer.clone()),
+        consumer: with(file.kafka.consumer.clone()),
+    })
+}
+
 /// The root sampling ratio the standard variables name: 0 for
 /// `always_off`, `OTEL_TRACES_SAMPLER_ARG` for the ratio samplers, else 1.
 pub fn sample_ratio_from_env() -> f64 {
@@ -192,4 +241,33 @@ pub enum LoadError {
     /// The settings make no sense.
     #[error("{0}")]
     Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settings_file_gives_the_generator_its_client_properties() {
+        let profile =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/low-latency.yaml");
+        let properties = client_properties(&profile).unwrap();
+        let has = |list: &[(String, String)], key: &str, value: &str| {
+            list.iter().any(|(k, v)| k == key && v == value)
+        };
+        assert!(
+            has(&properties.producer, "linger.ms", "0"),
+            "{properties:?}"
+        );
+        // `kafka.client` goes to both; a role's own map wins over it.
+        assert!(has(&properties.producer, "socket.nagle.disable", "true"));
+        assert!(has(&properties.consumer, "socket.nagle.disable", "true"));
+        let text = "kafka:\n  client: {linger.ms: \"5\"}\n  producer: {linger.ms: \"0\"}\nwaiter: {waiters: 3}\n";
+        let properties = client_properties_in(text).unwrap();
+        assert_eq!(
+            properties.producer,
+            [("linger.ms".to_string(), "0".to_string())]
+        );
+        assert!(client_properties(std::path::Path::new("/nonexistent.yaml")).is_err());
+    }
 }

@@ -85,6 +85,11 @@ struct Args {
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
+    /// Take the generator's Kafka client properties from this services-style
+    /// settings file (`kafka.client`, `kafka.producer`, `kafka.consumer`),
+    /// e.g. `config/low-latency.yaml`; `--producer` and `--consumer` win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// A librdkafka property for the generator's producer (repeatable),
     /// e.g. `--producer linger.ms=5 --producer compression.type=lz4`.
     #[arg(long = "producer", value_name = "KEY=VALUE", value_parser = property)]
@@ -164,8 +169,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     config.deadline = !args.no_deadline;
     config.progress = !args.quiet;
     config.trace = telemetry.otlp_enabled();
-    config.producer_properties = args.producer_properties.clone();
-    config.consumer_properties = args.consumer_properties.clone();
+    if let Some(file) = &args.config {
+        let properties = load::client_properties(file)?;
+        config.producer_properties = properties.producer;
+        config.consumer_properties = properties.consumer;
+    }
+    config
+        .producer_properties
+        .extend(args.producer_properties.iter().cloned());
+    config
+        .consumer_properties
+        .extend(args.consumer_properties.iter().cloned());
 
     let embedded = match args.embedded {
         true => Some(start_embedded(&mut config, args.waiters).await?),
@@ -219,12 +233,8 @@ async fn start_embedded(config: &mut Config, waiters: usize) -> anyhow::Result<E
     let broker = EmbeddedKafka::start(EmbeddedKafkaOptions::default())
         .context("starting the embedded broker")?;
     config.bootstrap_servers = broker.bootstrap_servers().to_string();
-    let mut kafka = kafka_kit::KafkaSettings::new(broker.bootstrap_servers());
-    // The embedded broker answers a fetch only when its wait runs out, not
-    // when data arrives: a short wait keeps that from dominating latency.
-    kafka
-        .consumer
-        .insert("fetch.wait.max.ms".into(), "5".into());
+    // Tuned for the mock's habits (see `EmbeddedKafka::client_settings`).
+    let kafka = broker.client_settings();
     let topics = protocol::topics::RequestTopics {
         requests: config.request_topic.clone(),
         replies: config.response_topic.clone(),

@@ -649,3 +649,32 @@ fn the_published_edge_believes_no_one_and_ledger_writes_need_a_token() {
         );
     }
 }
+
+#[test]
+fn the_low_latency_profile_is_a_settings_file_the_waiter_and_dispatch_accept() {
+    let profile = files::root().join("config/low-latency.yaml");
+    let waiter: waiter::Settings =
+        settings::load_service(waiter::settings::DEFAULTS, Some(&profile)).unwrap();
+    let dispatch: dispatch::Settings =
+        settings::load_service(dispatch::DEFAULTS, Some(&profile)).unwrap();
+    for (service, kafka) in [("waiter", &waiter.kafka), ("dispatch", &dispatch.kafka)] {
+        assert_eq!(
+            kafka.producer.get("linger.ms").map(String::as_str),
+            Some("0"),
+            "{service}"
+        );
+        assert_eq!(
+            kafka.client.get("socket.nagle.disable").map(String::as_str),
+            Some("true"),
+            "{service}"
+        );
+    }
+    // The waiter's other defaults stay: the profile changes client settings only.
+    let defaults: waiter::Settings =
+        settings::load_service(waiter::settings::DEFAULTS, None).unwrap();
+    assert_eq!(waiter.waiter.waiters, defaults.waiter.waiters);
+    assert_eq!(
+        waiter.kafka.consumer.get("session.timeout.ms"),
+        defaults.kafka.consumer.get("session.timeout.ms")
+    );
+}

@@ -54,14 +54,12 @@ mod embedded {
         })
         .context("starting the embedded broker")?;
         let b = broker.bootstrap_servers();
-        settings.kafka.bootstrap_servers = b.to_string();
-        // The embedded broker answers a fetch only when its wait runs out, not
-        // when data arrives: a short wait keeps that from dominating latency.
-        settings
+        // Tuned for the mock's habits (see `EmbeddedKafka::client_settings`),
+        // as the tests and the demo are.
+        settings.kafka = settings
             .kafka
-            .consumer
-            .entry("fetch.wait.max.ms".into())
-            .or_insert_with(|| "5".into());
+            .clone()
+            .overlaid_with(&broker.client_settings());
         let requests = &settings.waiter.request_topic;
         let replies = &settings.waiter.default_response_topic;
         println!("embedded Kafka broker: bootstrap.servers={b}");

@@ -157,13 +157,17 @@ impl EmbeddedKafka {
         self.brokers
     }
 
-    /// Client settings for services on this broker, tuned around two of the
-    /// mock's habits: it answers a fetch only when the fetch's wait runs out
-    /// (`fetch.wait.max.ms` 5, so that wait does not dominate every hop), and
-    /// every rebalance of a running group waits the session timeout minus
-    /// one second whether or not all members have rejoined, so a variant
-    /// scaling out would stall its group for 5 s at the services' 6 s
-    /// (`session.timeout.ms` 2500: 1.5 s).
+    /// Client settings for services on this broker, tuned around three of
+    /// the mock's habits: it answers a fetch only when the fetch's wait
+    /// runs out (`fetch.wait.max.ms` 5, so that wait does not dominate
+    /// every hop); every rebalance of a running group waits the session
+    /// timeout minus one second whether or not all members have rejoined,
+    /// so a variant scaling out would stall its group for 5 s at the
+    /// services' 6 s (`session.timeout.ms` 2500: 1.5 s); and it finds a
+    /// fetch's first record by walking the partition's log from its oldest
+    /// record set, so records produced one per produce request (the
+    /// services' `linger.ms` 0, right for Apache Kafka) slow every fetch as
+    /// the log grows (`linger.ms` 1 batches them).
     pub fn client_settings(&self) -> kafka_kit::KafkaSettings {
         let mut settings = kafka_kit::KafkaSettings::new(self.bootstrap_servers.clone());
         settings
@@ -172,6 +176,7 @@ impl EmbeddedKafka {
         settings
             .consumer
             .insert("session.timeout.ms".into(), "2500".into());
+        settings.producer.insert("linger.ms".into(), "1".into());
         settings
     }
 

@@ -70,6 +70,11 @@ pub(crate) struct Args {
     /// `--objective-errors`), found by doubling and then bisecting.
     #[arg(long, conflicts_with_all = ["broker_loss", "ledger_stall"])]
     pub(crate) max_rate: bool,
+    /// Instead of the figures: end-to-end latency at 1,000 req/s (wait 0)
+    /// with the shipped defaults and with the low-latency profile
+    /// (`config/low-latency.yaml`), `--seconds` each (at least 10).
+    #[arg(long, conflicts_with_all = ["broker_loss", "cluster_loss", "ledger_stall", "reply_stall", "max_rate"])]
+    pub(crate) low_latency: bool,
     /// Max rate: the p99 latency objective, in milliseconds.
     #[arg(long, default_value_t = 50.0)]
     pub(crate) objective_p99_ms: f64,

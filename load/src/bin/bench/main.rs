@@ -35,6 +35,7 @@ mod broker;
 mod broker_loss;
 mod cluster_loss;
 mod ledger_stall;
+mod low_latency;
 mod max_rate;
 mod measure;
 mod reply_stall;
@@ -45,6 +46,7 @@ use broker::*;
 use broker_loss::*;
 use cluster_loss::*;
 use ledger_stall::*;
+use low_latency::*;
 use max_rate::*;
 use measure::*;
 use reply_stall::*;
@@ -128,6 +130,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.max_rate {
         let result = max_rate(&broker, &args).await;
+        broker.clean_up().await;
+        return result;
+    }
+    if args.low_latency {
+        let result = low_latency(&broker, &args).await;
         broker.clean_up().await;
         return result;
     }

@@ -49,7 +49,11 @@ impl ResponderProcess {
             .prefix("bench-responder-")
             .suffix(".yaml")
             .tempfile()?;
-        std::fs::write(config_file.path(), CLIENT_YAML)?;
+        let settings = match responder {
+            Responder::Configured { settings } => settings,
+            Responder::Echo | Responder::Waiter { .. } => CLIENT_YAML,
+        };
+        std::fs::write(config_file.path(), settings)?;
         let config = config_file.path();
         let (mut command, waiters, env) = match responder {
             Responder::Echo => {
@@ -57,7 +61,11 @@ impl ResponderProcess {
                 command.arg("--echo").arg(config);
                 (command, 1, &[][..])
             }
-            Responder::Waiter { waiters, env } => {
+            Responder::Waiter { .. } | Responder::Configured { .. } => {
+                let (waiters, env) = match responder {
+                    Responder::Waiter { waiters, env } => (waiters, env),
+                    _ => (50, &[][..]),
+                };
                 let binary = here
                     .parent()
                     .context("the bench binary has a folder")?
@@ -171,6 +179,10 @@ pub(crate) enum Responder<'a> {
         waiters: usize,
         env: &'a [(&'a str, &'a str)],
     },
+    /// A `waiter` with its client settings from `settings` (a settings
+    /// file's text: empty for its own defaults) instead of the figures'
+    /// shared `CLIENT_YAML`.
+    Configured { settings: &'a str },
 }
 
 /// A responder answering on its own fresh topics; stopped on drop.
