@@ -12,6 +12,13 @@
 //! for any more (`can_finish`, `expire`, the `QueueEstimate`). [`request`]
 //! decides per record: serve, refuse with an error reply, or dead-letter.
 //! `standins` runs the baseline in the group of a variant that is down.
+//! Every reason an event is counted by (failures, dead letters, skips,
+//! expiries) is an enum in [`reasons`], which [`metrics`] registers from.
+//! Each stage's rules have unit tests that need no broker, on tokio's
+//! paused clock: the consumer takes any rdkafka `Message` (tests build
+//! `OwnedMessage`s), the pool reads and writes channels, and the producers
+//! write through `RecordSink` (tests script one); the integration tests in
+//! `tests/waiter/` prove the wiring against a real broker.
 //! Programs that run a waiter inside
 //! themselves (the demo, `load --embedded`, tests) use [`RunningWaiter`]
 //! with [`Settings::in_process`].
