@@ -116,6 +116,34 @@ impl ResponderProcess {
     pub(crate) fn rss_mb(&self) -> f64 {
         rss_mb(self.child.id())
     }
+
+    /// CPU time the process has used so far (user + system), in seconds.
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+}
+
+/// A process's user + system CPU time in seconds, 0 when it cannot be read:
+/// fields 14 and 15 of `/proc/<pid>/stat`, in clock ticks.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let Some((_, after_name)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of the whole line are 12 and 13 after the name.
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64);
+    (ticks(11) + ticks(12)) / per_second
 }
 
 /// Where a responder's log goes: the file `BENCH_RESPONDER_LOG` names
