@@ -71,6 +71,11 @@ impl Feed {
             "Finished spans the console received, by source (otlp or this process).",
             &[&[("source", "otlp")], &[("source", "process")]],
         );
+        telemetry::counter_at_zero(
+            OTLP_REJECTED,
+            "OTLP/HTTP exports the console could not decode (answered 400).",
+            &[&[]],
+        );
         Self {
             recent: Arc::default(),
             capacity,
@@ -186,14 +191,49 @@ fn detail(attribute: impl Fn(&str) -> Option<String>) -> Option<String> {
     }
 }
 
-/// `POST /v1/traces`: OTLP/HTTP with a protobuf body, as a collector or a
-/// service exporting straight to the console sends it.
+/// `POST /v1/traces`: OTLP/HTTP as a collector or a service exporting
+/// straight to the console sends it: protobuf (`application/x-protobuf`)
+/// or JSON (`application/json`), gzip-compressed or not (the route's
+/// decompression layer undoes the encoding first). Answered as the OTLP
+/// specification says: 200 with an `ExportTraceServiceResponse` in the
+/// request's encoding (every span is taken, so no partial success), 400
+/// with a `Status` naming what could not be decoded, 415 for any other
+/// content type.
 pub(crate) async fn ingest_otlp(
     State(state): State<crate::AppState>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
-) -> (StatusCode, Vec<u8>) {
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-        return (StatusCode::BAD_REQUEST, Vec::new());
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let encoding = match content_type.as_deref() {
+        None | Some("application/x-protobuf") | Some("application/protobuf") => {
+            OtlpEncoding::Protobuf
+        }
+        Some("application/json") => OtlpEncoding::Json,
+        Some(other) => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported content type `{other}`: OTLP/HTTP is application/x-protobuf or application/json"),
+            )
+                .into_response();
+        }
+    };
+    let request = match encoding.decode(&body) {
+        Ok(request) => request,
+        Err(reason) => {
+            metrics::counter!(OTLP_REJECTED).increment(1);
+            return encoding.answer(StatusCode::BAD_REQUEST, &OtlpStatus::invalid(reason));
+        }
     };
     for resource_spans in request.resource_spans {
         let service_name = resource_spans
@@ -208,10 +248,66 @@ pub(crate) async fn ingest_otlp(
             }
         }
     }
-    (
-        StatusCode::OK,
-        ExportTraceServiceResponse::default().encode_to_vec(),
-    )
+    encoding.answer(StatusCode::OK, &ExportTraceServiceResponse::default())
+}
+
+/// Exports the console could not decode (answered 400).
+pub const OTLP_REJECTED: &str = "console_otlp_exports_rejected_total";
+
+/// How an OTLP/HTTP body is encoded, and so how its answer must be.
+#[derive(Debug, Clone, Copy)]
+enum OtlpEncoding {
+    Protobuf,
+    Json,
+}
+
+impl OtlpEncoding {
+    fn decode(self, body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+        match self {
+            OtlpEncoding::Protobuf => {
+                ExportTraceServiceRequest::decode(body).map_err(|e| format!("protobuf: {e}"))
+            }
+            OtlpEncoding::Json => serde_json::from_slice(body).map_err(|e| format!("JSON: {e}")),
+        }
+    }
+
+    fn answer<T: Message + Serialize>(
+        self,
+        status: StatusCode,
+        body: &T,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        match self {
+            OtlpEncoding::Protobuf => (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                body.encode_to_vec(),
+            )
+                .into_response(),
+            OtlpEncoding::Json => (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                serde_json::to_vec(body).unwrap_or_default(),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error answer.
+#[derive(Clone, PartialEq, prost::Message, Serialize)]
+struct OtlpStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+impl OtlpStatus {
+    /// `INVALID_ARGUMENT` (3), with what was wrong.
+    fn invalid(message: String) -> Self {
+        Self { code: 3, message }
+    }
 }
 
 fn string(attributes: &[ProtoKeyValue], key: &str) -> Option<String> {

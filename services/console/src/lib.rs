@@ -199,7 +199,13 @@ fn router(state: AppState, shutdown: CancellationToken) -> Router {
             "/events",
             get(move |state: State<AppState>| events(state, shutdown.clone())),
         )
-        .route("/v1/traces", post(feed::ingest_otlp))
+        // Collectors compress their exports (gzip is the OTLP/HTTP
+        // exporters' default); an encoding the layer cannot undo is a 415.
+        .route(
+            "/v1/traces",
+            post(feed::ingest_otlp)
+                .layer(tower_http::decompression::RequestDecompressionLayer::new()),
+        )
         .route("/api/config", get(config))
         .route("/api/send", post(burst::send))
         .route("/api/pipeline", get(pipeline::pipeline))
