@@ -334,18 +334,24 @@ async fn send_with_retries<S: RecordSink>(
     send_span: &tracing::Span,
     abandon: &CancellationToken,
 ) -> Sent {
-    let record_headers = record.headers.iter().fold(
-        propagation::inject_kafka(
-            &send_span.context(),
-            OwnedHeaders::new_with_capacity(record.headers.len() + 3),
-        ),
-        |acc, (name, value)| {
-            acc.insert(Header {
-                key: name,
-                value: value.as_deref(),
-            })
-        },
-    );
+    // The client takes each attempt's headers; building them is one
+    // allocation per header in librdkafka, so the first attempt gets them
+    // as built and only a retry builds them again (a copy costs as much).
+    let build_headers = || {
+        record.headers.iter().fold(
+            propagation::inject_kafka(
+                &send_span.context(),
+                OwnedHeaders::new_with_capacity(record.headers.len() + 3),
+            ),
+            |acc, (name, value)| {
+                acc.insert(Header {
+                    key: name,
+                    value: value.as_deref(),
+                })
+            },
+        )
+    };
+    let mut first_headers = Some(build_headers());
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
     // On tokio's clock, which the backoff sleeps on.
@@ -353,7 +359,7 @@ async fn send_with_retries<S: RecordSink>(
     loop {
         let mut kafka_record = FutureRecord::<[u8], [u8]>::to(&record.topic)
             .payload(record.payload.as_slice())
-            .headers(record_headers.clone());
+            .headers(first_headers.take().unwrap_or_else(build_headers));
         if let Some(key) = &record.key {
             kafka_record = kafka_record.key(key.as_slice());
         }
