@@ -106,11 +106,7 @@ async fn bad_requests_get_clear_errors_and_a_dead_gateway_is_reported() {
 /// `span` event, typed as the page reads it.
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_posted_over_otlp_reach_an_open_page() {
-    testkit::telemetry();
-    let console = console().await;
-    let base = console.url();
-    let http = reqwest::Client::new();
-    let mut events = http.get(format!("{base}/events")).send().await.unwrap();
+    let (console, base, http, mut events) = console_with_an_open_page().await;
 
     let request = one_span_export(0xcd);
     let posted = http
@@ -122,22 +118,7 @@ async fn spans_posted_over_otlp_reach_an_open_page() {
         .unwrap();
     assert_eq!(posted.status(), 200);
 
-    let mut text = String::new();
-    let event = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let chunk = events
-                .chunk()
-                .await
-                .unwrap()
-                .expect("the stream stays open");
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if let Some(line) = text.lines().find(|l| l.starts_with("data: {")) {
-                return serde_json::from_str::<serde_json::Value>(&line["data: ".len()..]).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("the span reaches the page");
+    let event = span_events(&mut events, 1).await.remove(0);
     assert_eq!(event["trace_id"], "ab".repeat(16));
     assert_eq!(event["service"], "waiter", "the exporter's service.name");
     assert_eq!(event["kind"], "internal");
@@ -199,11 +180,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// compose stack's live flow stayed empty.
 #[tokio::test(flavor = "multi_thread")]
 async fn gzip_protobuf_and_json_exports_all_reach_the_page() {
-    testkit::telemetry();
-    let console = console().await;
-    let base = console.url();
-    let http = reqwest::Client::new();
-    let mut events = http.get(format!("{base}/events")).send().await.unwrap();
+    let (console, base, http, mut events) = console_with_an_open_page().await;
     let protobuf = |id| one_span_export(id).encode_to_vec();
     let json = |id| serde_json::to_vec(&one_span_export(id)).unwrap();
     let forms: [(&str, Option<&str>, Vec<u8>, u8); 4] = [
@@ -237,27 +214,12 @@ async fn gzip_protobuf_and_json_exports_all_reach_the_page() {
             "answered in the request's encoding"
         );
     }
-    let mut seen = std::collections::BTreeSet::new();
-    let mut text = String::new();
-    tokio::time::timeout(DEADLINE, async {
-        while seen.len() < 4 {
-            let chunk = events
-                .chunk()
-                .await
-                .unwrap()
-                .expect("the stream stays open");
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            for line in text.lines().filter(|l| l.starts_with("data: {")) {
-                let event: serde_json::Value =
-                    serde_json::from_str(&line["data: ".len()..]).unwrap();
-                if event["service"] == "waiter" {
-                    seen.insert(event["span_id"].as_str().unwrap().to_string());
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("4 spans reach the page; saw {seen:?}"));
+    let seen: std::collections::BTreeSet<String> = span_events(&mut events, 4)
+        .await
+        .iter()
+        .map(|event| event["span_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen.len(), 4, "each export's span, once: {seen:?}");
 
     let malformed = http
         .post(format!("{base}/v1/traces"))
@@ -291,4 +253,44 @@ async fn gzip_protobuf_and_json_exports_all_reach_the_page() {
         .unwrap();
     assert_eq!(other_encoding.status(), 415);
     console.stop().await.unwrap();
+}
+
+/// A console, its URL, a client, and its `/events` stream opened as a page
+/// opens it.
+async fn console_with_an_open_page() -> (RunningService, String, reqwest::Client, reqwest::Response)
+{
+    testkit::telemetry();
+    let console = console().await;
+    let base = console.url();
+    let http = reqwest::Client::new();
+    let events = http.get(format!("{base}/events")).send().await.unwrap();
+    (console, base, http, events)
+}
+
+/// The first `count` span events the page receives of the exports these
+/// tests post (service `waiter`; a span of the console's own is not one).
+async fn span_events(events: &mut reqwest::Response, count: usize) -> Vec<serde_json::Value> {
+    let mut text = String::new();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let received: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data: "))
+                .filter(|data| data.starts_with('{'))
+                .map(|data| serde_json::from_str::<serde_json::Value>(data).unwrap())
+                .filter(|event| event["service"] == "waiter")
+                .collect();
+            if received.len() >= count {
+                return received;
+            }
+            let chunk = events
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{count} span events reach the page in time"))
 }
