@@ -368,14 +368,12 @@ mod tests {
         // caller gives up after 500 ms.
         let (requests, mut replies) = pool(config(1, 10, 1.0), 10);
         let mut partition = Partition::new();
-        requests
-            .send(partition.work(Duration::from_secs(1), None))
-            .await
-            .unwrap();
-        requests
-            .send(partition.work(Duration::from_millis(10), Some(Duration::from_millis(500))))
-            .await
-            .unwrap();
+        for (wait, deadline) in [
+            (Duration::from_secs(1), None),
+            (Duration::from_millis(10), Some(Duration::from_millis(500))),
+        ] {
+            requests.send(partition.work(wait, deadline)).await.unwrap();
+        }
         let first = replies.recv().await.unwrap();
         assert_eq!(reply(&first).correlation, "request-0");
         drop(first);
@@ -394,14 +392,13 @@ mod tests {
         let (requests, mut replies) = pool(config(10, 10, 1.0), 10);
         let mut partition = Partition::new();
         // 300 ms of wait and 100 ms of margin do not fit in 350 ms.
-        requests
-            .send(partition.work(Duration::from_millis(300), Some(Duration::from_millis(350))))
-            .await
-            .unwrap();
-        requests
-            .send(partition.work(Duration::from_millis(300), Some(Duration::from_millis(450))))
-            .await
-            .unwrap();
+        for deadline in [350, 450] {
+            let deadline = Some(Duration::from_millis(deadline));
+            requests
+                .send(partition.work(Duration::from_millis(300), deadline))
+                .await
+                .unwrap();
+        }
         let served = replies.recv().await.unwrap();
         assert_eq!(reply(&served).correlation, "request-1");
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -53,15 +53,7 @@ async fn while_replies_cannot_be_written_the_waiter_stops_reading_and_answers_al
          they were parked, not left in Kafka"
     );
     kafka.refuse_produce(false).await.unwrap().unwrap();
-    let replies = client
-        .collect(|r| {
-            count_by_correlation(r)
-                .keys()
-                .filter(|c| c.starts_with("held-"))
-                .count()
-                == REQUESTS
-        })
-        .await;
+    let replies = client.collect_answers_to("held-", REQUESTS).await;
     assert_eq!(
         count_by_correlation(&replies)
             .keys()

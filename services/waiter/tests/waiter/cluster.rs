@@ -128,15 +128,7 @@ async fn with_two_brokers_of_three_down_the_waiter_holds_its_records_and_answers
     for &broker in &lost {
         kafka.bring_back_broker(broker).await.unwrap();
     }
-    let replies = client
-        .collect(|r| {
-            count_by_correlation(r)
-                .keys()
-                .filter(|c| c.starts_with("held-"))
-                .count()
-                == HELD
-        })
-        .await;
+    let replies = client.collect_answers_to("held-", HELD).await;
     let answered = count_by_correlation(&replies);
     let duplicates: usize = answered.values().map(|n| n - 1).sum();
     eprintln!(

@@ -270,6 +270,19 @@ impl Client {
         }
         replies
     }
+
+    /// [`Self::collect`] until `count` distinct requests whose correlation
+    /// starts with `prefix` are answered (duplicates included in what it returns).
+    pub async fn collect_answers_to(&self, prefix: &str, count: usize) -> Vec<OwnedMessage> {
+        self.collect(|r| {
+            count_by_correlation(r)
+                .keys()
+                .filter(|c| c.starts_with(prefix))
+                .count()
+                == count
+        })
+        .await
+    }
 }
 
 /// A header's value as text.
